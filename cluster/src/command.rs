@@ -1,0 +1,224 @@
+//! Commands replicated through a partition's Raft log, and what applying them returns.
+//!
+//! Commands carry every non-deterministic input (ids, timestamps, hashes) so that every replica
+//! applying the same log reaches the same state.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::*;
+
+/// A state machine command. Each targets one partition (the router picks it from the key).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Command {
+    /// Claim `username` for `user_id` (username partition). Taken → `Conflict`.
+    ClaimUsername {
+        /// Lowercase name.
+        username: String,
+        /// New owner.
+        record: UsernameRecord,
+    },
+    /// Create the user record if absent (home partition); idempotent.
+    EnsureUser {
+        /// The record to create.
+        user: UserRecord,
+    },
+    /// Create a device if absent, with starting cursors (home partition).
+    CreateDevice {
+        /// Owner.
+        user_id: String,
+        /// The device.
+        device: DeviceRecord,
+        /// `(channel_id, last_seq)` at creation: the device starts reading after these.
+        cursors: Vec<(String, u64)>,
+    },
+    /// Register a device for push (home partition).
+    SetPush {
+        /// Owner.
+        user_id: String,
+        /// Device.
+        device_id: String,
+        /// Target.
+        push: PushTarget,
+    },
+    /// Record when the user's last connection ended (home partition).
+    SetLastSeen {
+        /// User.
+        user_id: String,
+        /// Unix ms.
+        ms: u64,
+    },
+    /// Store a session under its token hash (session partition).
+    CreateSession {
+        /// Hex SHA-256 of the token.
+        token_hash: String,
+        /// The session.
+        session: SessionRecord,
+    },
+    /// Revoke a session (session partition).
+    DeleteSession {
+        /// Hex SHA-256 of the token.
+        token_hash: String,
+    },
+    /// Create a channel if absent (channel partition); returns the stored record.
+    CreateChannel {
+        /// The channel; `last_seq` must be 0.
+        channel: ChannelRecord,
+        /// Member limit in force.
+        max_members: usize,
+    },
+    /// Add a member to a group (channel partition).
+    AddMember {
+        /// Channel.
+        channel_id: String,
+        /// Member doing the adding (must be a member).
+        actor: String,
+        /// New member.
+        user_id: String,
+        /// Member limit in force.
+        max_members: usize,
+    },
+    /// Remove a member from a group (channel partition).
+    RemoveMember {
+        /// Channel.
+        channel_id: String,
+        /// Who asks (the member itself, or the creator).
+        actor: String,
+        /// Who leaves.
+        user_id: String,
+    },
+    /// Record that a user is in a channel (home partition); idempotent.
+    LinkUserChannel {
+        /// User.
+        user_id: String,
+        /// Channel.
+        channel_id: String,
+        /// The channel's `last_seq` at join.
+        join_seq: u64,
+    },
+    /// Forget that a user is in a channel (home partition); idempotent.
+    UnlinkUserChannel {
+        /// User.
+        user_id: String,
+        /// Channel.
+        channel_id: String,
+    },
+    /// Commit a message: assigns `last_seq + 1`, or returns the original for a retried
+    /// `client_msg_id` (channel partition).
+    SendMessage {
+        /// Channel.
+        channel_id: String,
+        /// Author (must be a member).
+        sender_id: String,
+        /// Validated text.
+        text: String,
+        /// Idempotency key.
+        client_msg_id: Option<String>,
+        /// Commit time chosen by the proposer.
+        ts: u64,
+        /// Write a push outbox entry (a push gateway is configured).
+        push: bool,
+    },
+    /// Move a device's cursor forward (home partition); never backwards.
+    Ack {
+        /// User.
+        user_id: String,
+        /// Device.
+        device_id: String,
+        /// Channel.
+        channel_id: String,
+        /// Highest seq the device has.
+        seq: u64,
+    },
+    /// Move a user's read marker forward (channel partition).
+    SetReadMarker {
+        /// Channel.
+        channel_id: String,
+        /// Reader.
+        user_id: String,
+        /// Highest seq read.
+        seq: u64,
+    },
+    /// Drop a push outbox entry once every push for it got a 2xx (channel partition).
+    PushDone {
+        /// Channel.
+        channel_id: String,
+        /// Seq.
+        seq: u64,
+    },
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Names only: message text and hashes stay out of logs.
+        let name = match self {
+            Command::ClaimUsername { .. } => "ClaimUsername",
+            Command::EnsureUser { .. } => "EnsureUser",
+            Command::CreateDevice { .. } => "CreateDevice",
+            Command::SetPush { .. } => "SetPush",
+            Command::SetLastSeen { .. } => "SetLastSeen",
+            Command::CreateSession { .. } => "CreateSession",
+            Command::DeleteSession { .. } => "DeleteSession",
+            Command::CreateChannel { .. } => "CreateChannel",
+            Command::AddMember { .. } => "AddMember",
+            Command::RemoveMember { .. } => "RemoveMember",
+            Command::LinkUserChannel { .. } => "LinkUserChannel",
+            Command::UnlinkUserChannel { .. } => "UnlinkUserChannel",
+            Command::SendMessage { .. } => "SendMessage",
+            Command::Ack { .. } => "Ack",
+            Command::SetReadMarker { .. } => "SetReadMarker",
+            Command::PushDone { .. } => "PushDone",
+        };
+        f.write_str(name)
+    }
+}
+
+/// A rule the state machine enforced while applying.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum ApplyError {
+    /// The channel (or other target) does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The actor is not allowed to do this.
+    #[error("forbidden")]
+    Forbidden,
+    /// The group is at its member limit.
+    #[error("group is full")]
+    GroupFull,
+    /// The request is not valid for this target (e.g. member calls on a DM).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// A unique value is taken.
+    #[error("conflict")]
+    Conflict,
+}
+
+/// What applying a command returns to the proposer.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub enum Response {
+    /// Done, nothing to report (also blank and membership entries).
+    #[default]
+    Done,
+    /// The channel as stored after the command; `changed` is false when nothing changed
+    /// (channel existed, member already present or absent).
+    Channel {
+        /// The record.
+        channel: ChannelRecord,
+        /// Whether the command changed it.
+        changed: bool,
+    },
+    /// A message committed (or found again for a retried `client_msg_id`).
+    Sent {
+        /// The message.
+        message: MessageRecord,
+        /// Members at commit time: the fan-out targets.
+        members: Vec<String>,
+        /// True if this was a retry and nothing new was committed.
+        duplicate: bool,
+    },
+    /// The cursor or marker after the command.
+    Position(u64),
+    /// The command broke a rule.
+    Rejected(ApplyError),
+}

@@ -1,0 +1,22 @@
+//! ringchat cluster layer: partition Raft groups (openraft) over fjall storage, placement of
+//! ids onto partitions, and the `Cluster` handle the node uses for every read and write.
+//!
+//! A single node is the same system with one voter per partition; the cluster work adds peers
+//! (tonic network), a meta group and partition moves without changing the write path.
+
+pub mod cluster;
+pub mod command;
+pub mod error;
+pub mod message_cache;
+pub mod model;
+pub mod network;
+pub mod partition;
+pub mod placement;
+pub mod reads;
+pub mod types;
+
+pub use cluster::{Cluster, ClusterConfig};
+pub use command::{ApplyError, Command, Response};
+pub use error::ClusterError;
+pub use model::*;
+pub use types::{NodeId, TypeConfig};

@@ -1,0 +1,396 @@
+//! Applying one command to a partition's state: the deterministic heart of the write path.
+//! Every replica runs exactly this on the same log and reaches the same bytes.
+
+use ringchat_storage::StorageError;
+
+use super::overlay::Overlay;
+use super::tables as t;
+use crate::command::{ApplyError, Command, Response};
+use crate::model::*;
+
+/// How many chars of a message a push preview carries.
+pub const PUSH_PREVIEW_CHARS: usize = 100;
+
+/// Applies `cmd` to partition `p`, staging writes in `ov`.
+pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Response, StorageError> {
+    Ok(match cmd {
+        Command::ClaimUsername { username, record } => {
+            let key = t::username(p, username);
+            match ov.get_record::<UsernameRecord>(&key)? {
+                Some(existing) if existing.user_id == record.user_id => Response::Done,
+                Some(_) => Response::Rejected(ApplyError::Conflict),
+                None => {
+                    ov.put_record(key, record);
+                    Response::Done
+                }
+            }
+        }
+        Command::EnsureUser { user } => {
+            let key = t::user(p, &user.user_id);
+            if ov.get(&key)?.is_none() {
+                ov.put_record(key, user);
+            }
+            Response::Done
+        }
+        Command::CreateDevice {
+            user_id,
+            device,
+            cursors,
+        } => {
+            let key = t::device(p, user_id, &device.device_id);
+            if ov.get(&key)?.is_none() {
+                ov.put_record(key, device);
+                for (channel_id, seq) in cursors {
+                    ov.put_record(t::cursor(p, user_id, &device.device_id, channel_id), seq);
+                }
+            }
+            Response::Done
+        }
+        Command::SetPush {
+            user_id,
+            device_id,
+            push,
+        } => {
+            let key = t::device(p, user_id, device_id);
+            match ov.get_record::<DeviceRecord>(&key)? {
+                Some(mut device) => {
+                    device.push = Some(push.clone());
+                    ov.put_record(key, &device);
+                    Response::Done
+                }
+                None => Response::Rejected(ApplyError::NotFound),
+            }
+        }
+        Command::SetLastSeen { user_id, ms } => {
+            let key = t::user(p, user_id);
+            if let Some(mut user) = ov.get_record::<UserRecord>(&key)? {
+                if user.last_seen.is_none_or(|old| old < *ms) {
+                    user.last_seen = Some(*ms);
+                    ov.put_record(key, &user);
+                }
+            }
+            Response::Done
+        }
+        Command::CreateSession {
+            token_hash,
+            session,
+        } => {
+            ov.put_record(t::session(p, token_hash), session);
+            Response::Done
+        }
+        Command::DeleteSession { token_hash } => {
+            ov.delete(t::session(p, token_hash));
+            Response::Done
+        }
+        Command::CreateChannel {
+            channel,
+            max_members,
+        } => {
+            let key = t::channel(p, &channel.channel_id);
+            match ov.get_record::<ChannelRecord>(&key)? {
+                Some(existing) => Response::Channel {
+                    channel: existing,
+                    changed: false,
+                },
+                None if channel.members.len() > *max_members => {
+                    Response::Rejected(ApplyError::GroupFull)
+                }
+                None => {
+                    ov.put_record(key, channel);
+                    Response::Channel {
+                        channel: channel.clone(),
+                        changed: true,
+                    }
+                }
+            }
+        }
+        Command::AddMember {
+            channel_id,
+            actor,
+            user_id,
+            max_members,
+        } => {
+            let key = t::channel(p, channel_id);
+            let Some(mut channel) = ov.get_record::<ChannelRecord>(&key)? else {
+                return Ok(Response::Rejected(ApplyError::NotFound));
+            };
+            if !channel.members.contains(actor) {
+                Response::Rejected(ApplyError::Forbidden)
+            } else if channel.kind == ChannelKind::Dm {
+                Response::Rejected(ApplyError::Invalid("the members of a DM are fixed".into()))
+            } else if channel.members.contains(user_id) {
+                Response::Channel {
+                    channel,
+                    changed: false,
+                }
+            } else if channel.members.len() >= *max_members {
+                Response::Rejected(ApplyError::GroupFull)
+            } else {
+                channel.members.push(user_id.clone());
+                ov.put_record(key, &channel);
+                Response::Channel {
+                    channel,
+                    changed: true,
+                }
+            }
+        }
+        Command::RemoveMember {
+            channel_id,
+            actor,
+            user_id,
+        } => {
+            let key = t::channel(p, channel_id);
+            let Some(mut channel) = ov.get_record::<ChannelRecord>(&key)? else {
+                return Ok(Response::Rejected(ApplyError::NotFound));
+            };
+            if !channel.members.contains(actor) {
+                Response::Rejected(ApplyError::Forbidden)
+            } else if channel.kind == ChannelKind::Dm {
+                Response::Rejected(ApplyError::Invalid("the members of a DM are fixed".into()))
+            } else if actor != user_id && *actor != channel.creator {
+                Response::Rejected(ApplyError::Forbidden)
+            } else if !channel.members.contains(user_id) {
+                Response::Rejected(ApplyError::NotFound)
+            } else {
+                channel.members.retain(|m| m != user_id);
+                ov.put_record(key, &channel);
+                Response::Channel {
+                    channel,
+                    changed: true,
+                }
+            }
+        }
+        Command::LinkUserChannel {
+            user_id,
+            channel_id,
+            join_seq,
+        } => {
+            let key = t::user_channel(p, user_id, channel_id);
+            if ov.get(&key)?.is_none() {
+                ov.put_record(
+                    key,
+                    &UserChannelRecord {
+                        join_seq: *join_seq,
+                    },
+                );
+            }
+            Response::Done
+        }
+        Command::UnlinkUserChannel {
+            user_id,
+            channel_id,
+        } => {
+            ov.delete(t::user_channel(p, user_id, channel_id));
+            Response::Done
+        }
+        Command::SendMessage {
+            channel_id,
+            sender_id,
+            text,
+            client_msg_id,
+            ts,
+            push,
+        } => send_message(ov, p, channel_id, sender_id, text, client_msg_id, *ts, *push)?,
+        Command::Ack {
+            user_id,
+            device_id,
+            channel_id,
+            seq,
+        } => {
+            let key = t::cursor(p, user_id, device_id, channel_id);
+            let old = ov.get_record::<u64>(&key)?.unwrap_or(0);
+            if *seq > old {
+                ov.put_record(key, seq);
+            }
+            Response::Position(old.max(*seq))
+        }
+        Command::SetReadMarker {
+            channel_id,
+            user_id,
+            seq,
+        } => {
+            let key = t::read_marker(p, channel_id, user_id);
+            let old = ov.get_record::<u64>(&key)?.unwrap_or(0);
+            if *seq > old {
+                ov.put_record(key, seq);
+            }
+            Response::Position(old.max(*seq))
+        }
+        Command::PushDone { channel_id, seq } => {
+            ov.delete(t::push_outbox(p, channel_id, *seq));
+            Response::Done
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send_message(
+    ov: &mut Overlay<'_>,
+    p: u16,
+    channel_id: &str,
+    sender_id: &str,
+    text: &str,
+    client_msg_id: &Option<String>,
+    ts: u64,
+    push: bool,
+) -> Result<Response, StorageError> {
+    let key = t::channel(p, channel_id);
+    let Some(mut channel) = ov.get_record::<ChannelRecord>(&key)? else {
+        return Ok(Response::Rejected(ApplyError::NotFound));
+    };
+    if !channel.members.iter().any(|m| m == sender_id) {
+        return Ok(Response::Rejected(ApplyError::Forbidden));
+    }
+    if let Some(cmid) = client_msg_id {
+        let idem = t::idempotency(p, channel_id, sender_id, cmid);
+        if let Some(seq) = ov.get_record::<u64>(&idem)? {
+            if let Some(message) = ov.get_record::<MessageRecord>(&t::message(p, channel_id, seq))? {
+                return Ok(Response::Sent {
+                    message,
+                    members: channel.members,
+                    duplicate: true,
+                });
+            }
+        }
+    }
+    let seq = channel.last_seq + 1;
+    let message = MessageRecord {
+        channel_id: channel_id.to_string(),
+        seq,
+        sender_id: sender_id.to_string(),
+        text: text.to_string(),
+        ts,
+        client_msg_id: client_msg_id.clone(),
+    };
+    ov.put_record(t::message(p, channel_id, seq), &message);
+    if let Some(cmid) = client_msg_id {
+        ov.put_record(t::idempotency(p, channel_id, sender_id, cmid), &seq);
+    }
+    channel.last_seq = seq;
+    ov.put_record(key, &channel);
+    let recipients: Vec<String> = channel
+        .members
+        .iter()
+        .filter(|m| *m != sender_id)
+        .cloned()
+        .collect();
+    if push && !recipients.is_empty() {
+        let outbox = PushOutboxRecord {
+            channel_id: channel_id.to_string(),
+            seq,
+            sender_id: sender_id.to_string(),
+            recipients,
+            preview: text.chars().take(PUSH_PREVIEW_CHARS).collect(),
+        };
+        ov.put_record(t::push_outbox(p, channel_id, seq), &outbox);
+    }
+    Ok(Response::Sent {
+        message,
+        members: channel.members,
+        duplicate: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringchat_storage::Store;
+
+    fn group(members: &[&str]) -> ChannelRecord {
+        ChannelRecord {
+            channel_id: "g_1".into(),
+            kind: ChannelKind::Group,
+            name: Some("g".into()),
+            creator: members[0].into(),
+            members: members.iter().map(|s| s.to_string()).collect(),
+            last_seq: 0,
+            created_ms: 1,
+        }
+    }
+
+    fn run(store: &Store, cmd: Command) -> Response {
+        let mut ov = Overlay::new(&store.sm);
+        let r = apply_command(&mut ov, 3, &cmd).unwrap();
+        ov.commit(&store.db).unwrap();
+        r
+    }
+
+    fn send(cmid: &str, sender: &str) -> Command {
+        Command::SendMessage {
+            channel_id: "g_1".into(),
+            sender_id: sender.into(),
+            text: "hi".into(),
+            client_msg_id: Some(cmid.into()),
+            ts: 7,
+            push: true,
+        }
+    }
+
+    #[test]
+    fn seqs_are_gap_free_and_retries_return_the_original() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        run(&store, Command::CreateChannel { channel: group(&["a", "b"]), max_members: 100 });
+        for i in 1..=5u64 {
+            match run(&store, send(&format!("c{i}"), "a")) {
+                Response::Sent { message, duplicate, .. } => {
+                    assert_eq!(message.seq, i);
+                    assert!(!duplicate);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        match run(&store, send("c3", "a")) {
+            Response::Sent { message, duplicate, .. } => {
+                assert_eq!(message.seq, 3);
+                assert!(duplicate);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Same client_msg_id from another sender is a different message.
+        match run(&store, send("c3", "b")) {
+            Response::Sent { message, .. } => assert_eq!(message.seq, 6),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn non_members_cannot_send_and_groups_enforce_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        run(&store, Command::CreateChannel { channel: group(&["a", "b"]), max_members: 3 });
+        assert!(matches!(run(&store, send("x", "z")), Response::Rejected(ApplyError::Forbidden)));
+        let add = |u: &str| Command::AddMember {
+            channel_id: "g_1".into(),
+            actor: "b".into(),
+            user_id: u.into(),
+            max_members: 3,
+        };
+        assert!(matches!(run(&store, add("c")), Response::Channel { changed: true, .. }));
+        assert!(matches!(run(&store, add("d")), Response::Rejected(ApplyError::GroupFull)));
+        // Only the creator removes others; anyone removes itself.
+        let rm = |actor: &str, u: &str| Command::RemoveMember {
+            channel_id: "g_1".into(),
+            actor: actor.into(),
+            user_id: u.into(),
+        };
+        assert!(matches!(run(&store, rm("b", "c")), Response::Rejected(ApplyError::Forbidden)));
+        assert!(matches!(run(&store, rm("c", "c")), Response::Channel { changed: true, .. }));
+        assert!(matches!(run(&store, rm("a", "b")), Response::Channel { changed: true, .. }));
+    }
+
+    #[test]
+    fn ack_never_moves_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ack = |seq| Command::Ack {
+            user_id: "a".into(),
+            device_id: "d".into(),
+            channel_id: "g_1".into(),
+            seq,
+        };
+        assert!(matches!(run(&store, ack(5)), Response::Position(5)));
+        assert!(matches!(run(&store, ack(2)), Response::Position(5)));
+        assert!(matches!(run(&store, ack(9)), Response::Position(9)));
+    }
+}

@@ -1,0 +1,13 @@
+//! One partition = one openraft group whose log, vote and state machine live in the node's
+//! fjall database under the partition's key prefix.
+
+pub mod apply;
+pub mod log_store;
+pub mod overlay;
+pub mod snapshot;
+pub mod state_machine;
+pub mod tables;
+
+pub use log_store::LogStore;
+pub use snapshot::SnapshotFile;
+pub use state_machine::StateMachine;

@@ -1,0 +1,240 @@
+//! openraft state machine of one partition: applies commands into fjall, builds and installs
+//! file snapshots.
+
+use std::io;
+use std::path::PathBuf;
+
+use futures_util::{Stream, TryStreamExt};
+use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use ringchat_storage::keys::partition_prefix;
+use ringchat_storage::{decode_record, encode_record, StorageError, Store};
+use serde::{Deserialize, Serialize};
+
+use super::apply::apply_command;
+use super::overlay::Overlay;
+use super::snapshot::{read_snapshot, write_snapshot, SnapshotFile};
+use super::tables as t;
+use crate::command::Response;
+use crate::types::TypeConfig;
+
+type C = TypeConfig;
+
+/// Where the current snapshot of a partition is, persisted in the `raft` keyspace.
+#[derive(Serialize, Deserialize)]
+struct SnapshotPointer {
+    /// openraft's metadata (last log id and membership covered).
+    meta: SnapshotMetaOf<C>,
+    /// The file.
+    path: PathBuf,
+}
+
+/// The state machine of one partition.
+pub struct StateMachine {
+    store: Store,
+    partition: u16,
+    snapshot_dir: PathBuf,
+    applied: Option<LogIdOf<C>>,
+    membership: StoredMembershipOf<C>,
+}
+
+impl StateMachine {
+    /// Opens partition `partition`'s state machine, reading its applied position from disk.
+    pub fn open(store: Store, partition: u16, snapshot_dir: PathBuf) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(&snapshot_dir)?;
+        let applied = match store.sm.get(t::meta_applied(partition))? {
+            Some(v) => decode_record(&v)?,
+            None => None,
+        };
+        let membership = match store.sm.get(t::meta_membership(partition))? {
+            Some(v) => decode_record(&v)?,
+            None => StoredMembershipOf::<C>::default(),
+        };
+        Ok(StateMachine {
+            store,
+            partition,
+            snapshot_dir,
+            applied,
+            membership,
+        })
+    }
+
+    fn pointer_key(&self) -> Vec<u8> {
+        ringchat_storage::KeyBuf::new(self.partition, 1)
+            .raw(b"snapshot")
+            .build()
+    }
+
+    fn read_pointer(&self) -> io::Result<Option<SnapshotPointer>> {
+        match self.store.raft.get(self.pointer_key()).map_err(io::Error::other)? {
+            Some(v) => Ok(Some(decode_record(&v)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Builds a snapshot from a read view taken between two applies.
+pub struct SnapshotBuilder {
+    store: Store,
+    partition: u16,
+    snapshot_dir: PathBuf,
+    view: fjall::Snapshot,
+    meta: SnapshotMetaOf<C>,
+    pointer_key: Vec<u8>,
+}
+
+impl RaftSnapshotBuilder<C> for SnapshotBuilder {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, SnapshotFile>, io::Error> {
+        let index = self.meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
+        let path = self
+            .snapshot_dir
+            .join(format!("p{}-{}.snap", self.partition, index));
+        let (store, view, partition, p2) = (self.store.clone(), self.view.clone(), self.partition, path.clone());
+        let count = tokio::task::spawn_blocking(move || write_snapshot(&store, &view, partition, &p2))
+            .await
+            .map_err(io::Error::other)??;
+        let old = match self.store.raft.get(&self.pointer_key).map_err(io::Error::other)? {
+            Some(v) => Some(decode_record::<SnapshotPointer>(&v)?.path),
+            None => None,
+        };
+        let pointer = SnapshotPointer {
+            meta: self.meta.clone(),
+            path: path.clone(),
+        };
+        self.store
+            .raft
+            .insert(&self.pointer_key, encode_record(&pointer))
+            .map_err(io::Error::other)?;
+        if let Some(old) = old.filter(|o| *o != path) {
+            let _ = std::fs::remove_file(old);
+        }
+        tracing::info!(partition = self.partition, index, records = count, "snapshot built");
+        Ok(SnapshotOf::<C, SnapshotFile> {
+            meta: self.meta.clone(),
+            snapshot: SnapshotFile(path),
+        })
+    }
+}
+
+impl RaftStateMachine<C> for StateMachine {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
+        Ok((self.applied.clone(), self.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
+    {
+        let p = self.partition;
+        let mut ov = Overlay::new(&self.store.sm);
+        let mut replies = Vec::new();
+        let mut last = None;
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let response = match &entry.payload {
+                EntryPayload::Blank => Response::Done,
+                EntryPayload::Normal(cmd) => apply_command(&mut ov, p, cmd)?,
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembershipOf::<C>::new(Some(entry.log_id.clone()), m.clone());
+                    Response::Done
+                }
+            };
+            last = Some(entry.log_id.clone());
+            if let Some(r) = responder {
+                replies.push((r, response));
+            }
+        }
+        if last.is_some() {
+            self.applied = last;
+            ov.put_record(t::meta_applied(p), &self.applied);
+            ov.put_record(t::meta_membership(p), &self.membership);
+            ov.commit(&self.store.db)?;
+        }
+        for (r, response) in replies {
+            r.send(response);
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            store: self.store.clone(),
+            partition: self.partition,
+            snapshot_dir: self.snapshot_dir.clone(),
+            view: self.store.db.snapshot(),
+            meta: SnapshotMetaOf::<C> {
+                last_log_id: self.applied.clone(),
+                last_membership: self.membership.clone(),
+            },
+            pointer_key: self.pointer_key(),
+        }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: SnapshotFile) -> Result<(), io::Error> {
+        let p = self.partition;
+        let store = self.store.clone();
+        let src = snapshot.0.clone();
+        let index = meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
+        let dest = self.snapshot_dir.join(format!("p{p}-{index}.snap"));
+        let dest2 = dest.clone();
+        let records = tokio::task::spawn_blocking(move || -> io::Result<u64> {
+            // Drop the partition's current state, then load the snapshot's, in bounded batches.
+            let mut batch = store.db.batch();
+            for item in store.sm.prefix(partition_prefix(p)) {
+                batch.remove(&store.sm, item.key().map_err(io::Error::other)?);
+                if batch.len() >= 10_000 {
+                    std::mem::replace(&mut batch, store.db.batch())
+                        .commit()
+                        .map_err(io::Error::other)?;
+                }
+            }
+            batch.commit().map_err(io::Error::other)?;
+            let mut batch = store.db.batch();
+            let count = read_snapshot(&src, |k, v| {
+                let mut key = partition_prefix(p).to_vec();
+                key.extend_from_slice(k);
+                batch.insert(&store.sm, key, v.to_vec());
+                if batch.len() >= 10_000 {
+                    std::mem::replace(&mut batch, store.db.batch())
+                        .commit()
+                        .map_err(io::Error::other)?;
+                }
+                Ok(())
+            })?;
+            batch.commit().map_err(io::Error::other)?;
+            if src != dest2 {
+                std::fs::copy(&src, &dest2)?;
+            }
+            Ok(count)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        self.applied = meta.last_log_id.clone();
+        self.membership = meta.last_membership.clone();
+        let mut batch = self.store.db.batch().durability(Some(fjall::PersistMode::SyncAll));
+        batch.insert(&self.store.sm, t::meta_applied(p), encode_record(&self.applied));
+        batch.insert(&self.store.sm, t::meta_membership(p), encode_record(&self.membership));
+        let pointer = SnapshotPointer {
+            meta: meta.clone(),
+            path: dest,
+        };
+        batch.insert(&self.store.raft, self.pointer_key(), encode_record(&pointer));
+        batch.commit().map_err(io::Error::other)?;
+        tracing::info!(partition = p, index, records, "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, SnapshotFile>>, io::Error> {
+        Ok(self.read_pointer()?.and_then(|ptr| {
+            ptr.path.exists().then(|| SnapshotOf::<C, SnapshotFile> {
+                meta: ptr.meta,
+                snapshot: SnapshotFile(ptr.path),
+            })
+        }))
+    }
+}

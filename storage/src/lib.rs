@@ -1,0 +1,17 @@
+//! ringchat storage: one fjall database per node, holding every partition's Raft log, vote
+//! and state machine, plus the key and record codecs they share.
+//!
+//! Layout (see `docs/storage.md`): three keyspaces, every key prefixed by the partition id
+//! so one partition's data can be scanned, snapshotted and dropped as a unit.
+
+pub mod error;
+pub mod keys;
+pub mod record;
+pub mod store;
+pub mod syncer;
+
+pub use error::StorageError;
+pub use keys::{KeyBuf, KeyReader};
+pub use record::{decode_record, encode_record, RECORD_VERSION};
+pub use store::Store;
+pub use syncer::Syncer;

@@ -1,0 +1,47 @@
+//! The node's fjall database and its three keyspaces.
+
+use std::path::Path;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use crate::{StorageError, Syncer};
+
+/// One fjall database per node. Cheap to clone (handles are reference counted).
+#[derive(Clone)]
+pub struct Store {
+    /// The database; owns the single journal every keyspace writes through.
+    pub db: Database,
+    /// Raft log entries: `[partition][index u64]`.
+    pub log: Keyspace,
+    /// Raft vote, purge point and committed id per partition.
+    pub raft: Keyspace,
+    /// State machine data of every partition: `[partition][table][key…]`.
+    pub sm: Keyspace,
+    /// Group-commit thread: one fsync covers every append written before it.
+    pub syncer: Syncer,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir)?;
+        let db = Database::builder(dir.join("fjall")).open()?;
+        let log = db.keyspace("log", KeyspaceCreateOptions::default)?;
+        let raft = db.keyspace("raft", KeyspaceCreateOptions::default)?;
+        let sm = db.keyspace("sm", KeyspaceCreateOptions::default)?;
+        let syncer = Syncer::start(db.clone());
+        Ok(Store {
+            db,
+            log,
+            raft,
+            sm,
+            syncer,
+        })
+    }
+
+    /// Flushes and fsyncs everything written so far (used on shutdown and for votes).
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+}
