@@ -1,0 +1,134 @@
+//! Wires storage, cluster, chat service, gateway, presence and push into one running node, and
+//! owns its shutdown: SIGTERM (or `RunningApp::stop`) stops accepting, closes client sockets with
+//! 1001, waits for connection tasks, stops the Raft groups and fsyncs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use ringchat_cluster::{Cluster, ClusterConfig};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::chat::Chat;
+use crate::config::Config;
+use crate::gateway::registry::CLOSE_GOING_AWAY;
+use crate::gateway::Registry;
+use crate::presence::Presence;
+use crate::push::PushSender;
+
+/// Everything a request handler or connection needs.
+pub struct AppState {
+    /// Validated configuration.
+    pub config: Config,
+    /// Partitions.
+    pub cluster: Arc<Cluster>,
+    /// Chat operations.
+    pub chat: Arc<Chat>,
+    /// Local connections.
+    pub registry: Arc<Registry>,
+    /// Presence.
+    pub presence: Arc<Presence>,
+    /// Metrics renderer.
+    pub metrics: PrometheusHandle,
+    /// Cancelled on shutdown.
+    pub shutdown: CancellationToken,
+    /// Tracks connection and worker tasks so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+/// A started node.
+pub struct RunningApp {
+    /// The bound client address (useful with port 0).
+    pub addr: SocketAddr,
+    /// Shared state (tests inspect the cluster through it).
+    pub state: Arc<AppState>,
+    handle: JoinHandle<()>,
+}
+
+impl RunningApp {
+    /// Triggers graceful shutdown and waits for it.
+    pub async fn stop(self) {
+        self.state.shutdown.cancel();
+        let _ = self.handle.await;
+    }
+
+    /// Waits until the node stops (after its shutdown token is cancelled).
+    pub async fn wait(self) {
+        let _ = self.handle.await;
+    }
+}
+
+/// The node.
+pub struct App;
+
+impl App {
+    /// Opens storage, starts the partitions and the client listener.
+    pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
+        let metrics = crate::metrics::handle();
+        let cluster = Cluster::open(&ClusterConfig {
+            node_id: config.node_id,
+            data_dir: config.data_dir.clone(),
+            partitions: config.partitions,
+            advertise: config.advertise.clone(),
+            snapshot_every: config.snapshot_every,
+            cache_memory_bytes: 64 << 20,
+            cache_disk_bytes: 256 << 20,
+        })
+        .await
+        .context("opening storage and partitions")?;
+        if !cluster.wait_ready(Duration::from_secs(30)).await {
+            tracing::warn!("not every partition has a leader yet; /readyz will say so");
+        }
+        let registry = Arc::new(Registry::default());
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let push_tx = match &config.push_gateway {
+            Some(url) => {
+                let (tx, rx) = mpsc::channel(4096);
+                let sender = PushSender::new(cluster.clone(), registry.clone(), url.clone());
+                tracker.spawn(sender.run(rx, shutdown.clone()));
+                Some(tx)
+            }
+            None => None,
+        };
+        let chat = Arc::new(Chat::new(cluster.clone(), registry.clone(), config.max_group_members, push_tx));
+        let presence = Arc::new(Presence::new(cluster.clone(), registry.clone()));
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(AppState {
+            config,
+            cluster: cluster.clone(),
+            chat,
+            registry: registry.clone(),
+            presence,
+            metrics,
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+        });
+        let router = crate::http::router(state.clone());
+        let stop = shutdown.clone();
+        let handle = tokio::spawn(async move {
+            let server = axum::serve(listener, router).with_graceful_shutdown(stop.clone().cancelled_owned());
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "client listener failed");
+            }
+            stop.cancel();
+            registry.close_all(CLOSE_GOING_AWAY);
+            tracker.close();
+            if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
+                tracing::warn!("connections did not close within 5 s");
+            }
+            cluster.shutdown().await;
+            tracing::info!("stopped");
+        });
+        tracing::info!(%addr, "ringchat node serving");
+        Ok(RunningApp { addr, state, handle })
+    }
+}

@@ -1,0 +1,668 @@
+//! Chat operations shared by the HTTP API and the WebSocket gateway: validation, the writes to
+//! the partitions they touch, and the events they cause. One function per protocol action.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ringchat_cluster::{
+    ChannelKind, ChannelRecord, Cluster, Command, DeviceRecord, MessageRecord, PushTarget, Response,
+    SessionRecord, UserRecord, UsernameRecord,
+};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::auth::{dm_channel_id, new_id, new_token, token_hash, PasswordHasherPool};
+use crate::error::{ApiError, ErrorCode};
+use crate::gateway::frames;
+use crate::gateway::registry::{Registry, CLOSE_UNAUTHORIZED};
+use crate::validate;
+
+/// Who a request speaks for.
+#[derive(Debug, Clone)]
+pub struct AuthContext {
+    /// User.
+    pub user_id: String,
+    /// Device.
+    pub device_id: String,
+    /// Hash of the bearer token (the session key).
+    pub token_hash: String,
+}
+
+/// A new session.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NewSession {
+    /// Bearer token (shown once).
+    pub token: String,
+    /// User.
+    pub user_id: String,
+    /// Device.
+    pub device_id: String,
+}
+
+/// A page of history.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// Ascending by seq.
+    pub messages: Vec<MessageRecord>,
+    /// More exist in the direction paged.
+    pub has_more: bool,
+}
+
+/// Presence of one user.
+#[derive(Debug, Clone)]
+pub struct PresenceState {
+    /// User.
+    pub user_id: String,
+    /// Online now.
+    pub online: bool,
+    /// End of the last connection, Unix ms.
+    pub last_seen: Option<u64>,
+}
+
+impl PresenceState {
+    /// The wire object `{user_id, status, last_seen}`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "user_id": self.user_id,
+            "status": if self.online { "online" } else { "offline" },
+            "last_seen": self.last_seen,
+        })
+    }
+}
+
+/// The chat service of a node.
+pub struct Chat {
+    /// Partitions.
+    pub cluster: Arc<Cluster>,
+    /// Local connections.
+    pub registry: Arc<Registry>,
+    hasher: PasswordHasherPool,
+    max_group_members: usize,
+    push: Option<mpsc::Sender<ringchat_cluster::PushOutboxRecord>>,
+}
+
+/// Current time, Unix ms.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Chat {
+    /// A chat service over `cluster`; `push` is the push worker's inbox if a gateway is set.
+    pub fn new(
+        cluster: Arc<Cluster>,
+        registry: Arc<Registry>,
+        max_group_members: usize,
+        push: Option<mpsc::Sender<ringchat_cluster::PushOutboxRecord>>,
+    ) -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Chat {
+            cluster,
+            registry,
+            hasher: PasswordHasherPool::new(cores),
+            max_group_members,
+            push,
+        }
+    }
+
+    /// `POST /v1/users`.
+    pub async fn signup(&self, username: &str, password: &str) -> Result<UserRecord, ApiError> {
+        let username = validate::username(username)?;
+        validate::password(password)?;
+        if self.cluster.get_username(&username).await?.is_some() {
+            return Err(ApiError::new(ErrorCode::Conflict, "username is taken"));
+        }
+        let password_hash = self.hasher.hash(password.to_string()).await?;
+        let user_id = new_id("u_");
+        let claim = Command::ClaimUsername {
+            username: username.clone(),
+            record: UsernameRecord {
+                user_id: user_id.clone(),
+                password_hash,
+            },
+        };
+        self.cluster
+            .write(&username, claim)
+            .await
+            .map_err(|e| match ApiError::from(e) {
+                e if e.code == ErrorCode::Conflict => ApiError::new(ErrorCode::Conflict, "username is taken"),
+                e => e,
+            })?;
+        let user = UserRecord {
+            user_id: user_id.clone(),
+            username,
+            created_ms: now_ms(),
+            last_seen: None,
+        };
+        self.cluster
+            .write(&user_id, Command::EnsureUser { user: user.clone() })
+            .await?;
+        Ok(user)
+    }
+
+    /// `POST /v1/sessions`.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        device_name: Option<String>,
+        device_id: Option<String>,
+    ) -> Result<NewSession, ApiError> {
+        let bad = || ApiError::new(ErrorCode::Unauthorized, "wrong username or password");
+        let username = validate::username(username).map_err(|_| bad())?;
+        validate::password(password).map_err(|_| bad())?;
+        if let Some(name) = &device_name {
+            if name.chars().count() > 200 {
+                return Err(ApiError::invalid("device_name must be at most 200 characters"));
+            }
+        }
+        if let Some(d) = &device_id {
+            validate::id("device_id", d)?;
+        }
+        let Some(claim) = self.cluster.get_username(&username).await? else {
+            return Err(bad());
+        };
+        if !self
+            .hasher
+            .verify(password.to_string(), claim.password_hash.clone())
+            .await?
+        {
+            return Err(bad());
+        }
+        let user_id = claim.user_id;
+        if self.cluster.get_user(&user_id).await?.is_none() {
+            // Sign-up stopped between its two writes: finish it now.
+            let user = UserRecord {
+                user_id: user_id.clone(),
+                username: username.clone(),
+                created_ms: now_ms(),
+                last_seen: None,
+            };
+            self.cluster.write(&user_id, Command::EnsureUser { user }).await?;
+        }
+        let device_id = match device_id {
+            Some(d) => {
+                if self.cluster.get_device(&user_id, &d).await?.is_none() {
+                    return Err(ApiError::not_found("no such device for this user"));
+                }
+                d
+            }
+            None => {
+                let device_id = new_id("dv_");
+                let mut cursors = Vec::new();
+                for (cid, _) in self.cluster.get_user_channels(&user_id).await? {
+                    if let Some(c) = self.cluster.get_channel(&cid).await? {
+                        cursors.push((cid, c.last_seq));
+                    }
+                }
+                let cmd = Command::CreateDevice {
+                    user_id: user_id.clone(),
+                    device: DeviceRecord {
+                        device_id: device_id.clone(),
+                        name: device_name,
+                        created_ms: now_ms(),
+                        push: None,
+                    },
+                    cursors,
+                };
+                self.cluster.write(&user_id, cmd).await?;
+                device_id
+            }
+        };
+        let token = new_token();
+        let hash = token_hash(&token);
+        let cmd = Command::CreateSession {
+            token_hash: hash.clone(),
+            session: SessionRecord {
+                user_id: user_id.clone(),
+                device_id: device_id.clone(),
+                created_ms: now_ms(),
+            },
+        };
+        self.cluster.write(&hash, cmd).await?;
+        Ok(NewSession {
+            token,
+            user_id,
+            device_id,
+        })
+    }
+
+    /// Resolves a bearer token to its session.
+    pub async fn authenticate(&self, token: &str) -> Result<AuthContext, ApiError> {
+        if token.is_empty() || token.len() > 256 {
+            return Err(ApiError::unauthorized());
+        }
+        let hash = token_hash(token);
+        match self.cluster.get_session(&hash).await? {
+            Some(s) => Ok(AuthContext {
+                user_id: s.user_id,
+                device_id: s.device_id,
+                token_hash: hash,
+            }),
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+
+    /// `DELETE /v1/sessions/current`: revokes the token and closes its sockets.
+    pub async fn logout(&self, auth: &AuthContext) -> Result<(), ApiError> {
+        self.cluster
+            .write(
+                &auth.token_hash,
+                Command::DeleteSession {
+                    token_hash: auth.token_hash.clone(),
+                },
+            )
+            .await?;
+        self.registry
+            .close_session(&auth.token_hash, CLOSE_UNAUTHORIZED);
+        Ok(())
+    }
+
+    /// `GET /v1/users/by-name/{username}`.
+    pub async fn user_by_name(&self, name: &str) -> Result<UserRecord, ApiError> {
+        let name = validate::username(name).map_err(|_| ApiError::not_found("no such user"))?;
+        let claim = self
+            .cluster
+            .get_username(&name)
+            .await?
+            .ok_or_else(|| ApiError::not_found("no such user"))?;
+        Ok(self
+            .cluster
+            .get_user(&claim.user_id)
+            .await?
+            .unwrap_or(UserRecord {
+                user_id: claim.user_id,
+                username: name,
+                created_ms: 0,
+                last_seen: None,
+            }))
+    }
+
+    async fn require_user(&self, user_id: &str) -> Result<UserRecord, ApiError> {
+        validate::id("user_id", user_id)?;
+        self.cluster
+            .get_user(user_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no such user: {user_id}")))
+    }
+
+    /// A channel the caller is a member of (404 if unknown, 403 if not a member).
+    pub async fn member_channel(&self, auth: &AuthContext, channel_id: &str) -> Result<ChannelRecord, ApiError> {
+        validate::id("channel_id", channel_id)?;
+        let channel = self
+            .cluster
+            .get_channel(channel_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("no such channel"))?;
+        if !channel.members.contains(&auth.user_id) {
+            return Err(ApiError::forbidden("not a member of this channel"));
+        }
+        Ok(channel)
+    }
+
+    /// Links members to the channel in their home partitions (idempotent, retried by callers).
+    async fn link(&self, users: &[String], channel: &ChannelRecord, join_seq: u64) -> Result<(), ApiError> {
+        for u in users {
+            let cmd = Command::LinkUserChannel {
+                user_id: u.clone(),
+                channel_id: channel.channel_id.clone(),
+                join_seq,
+            };
+            self.cluster.write(u, cmd).await?;
+        }
+        Ok(())
+    }
+
+    fn channel_event(&self, users: &[String], event: &str, channel: &ChannelRecord) {
+        let frame = frames::text(&json!({"type": "channel", "event": event, "channel": frames::summary(channel)}));
+        self.registry.send_to_users(users, &frame, None);
+    }
+
+    /// `POST /v1/dms`.
+    pub async fn open_dm(&self, auth: &AuthContext, other: &str) -> Result<ChannelRecord, ApiError> {
+        self.require_user(other).await?;
+        if other == auth.user_id {
+            return Err(ApiError::invalid("cannot open a DM with yourself"));
+        }
+        let channel_id = dm_channel_id(&auth.user_id, other);
+        let channel = ChannelRecord {
+            channel_id: channel_id.clone(),
+            kind: ChannelKind::Dm,
+            name: None,
+            creator: auth.user_id.clone(),
+            members: vec![auth.user_id.clone(), other.to_string()],
+            last_seq: 0,
+            created_ms: now_ms(),
+        };
+        let cmd = Command::CreateChannel {
+            channel,
+            max_members: 2,
+        };
+        let Response::Channel { channel, changed } = self.cluster.write(&channel_id, cmd).await? else {
+            return Err(ApiError::internal("unexpected response to CreateChannel"));
+        };
+        // Linking again on every call repairs a link lost to a crash between the two writes.
+        self.link(&channel.members, &channel, 0).await?;
+        if changed {
+            self.channel_event(&channel.members, "joined", &channel);
+        }
+        Ok(channel)
+    }
+
+    /// `POST /v1/groups`.
+    pub async fn create_group(&self, auth: &AuthContext, name: &str, members: &[String]) -> Result<ChannelRecord, ApiError> {
+        let name = validate::group_name(name)?;
+        let mut all = vec![auth.user_id.clone()];
+        let mut seen: HashSet<&str> = HashSet::from([auth.user_id.as_str()]);
+        for m in members {
+            validate::id("member", m)?;
+            if seen.insert(m.as_str()) {
+                all.push(m.clone());
+            }
+        }
+        if all.len() > self.max_group_members {
+            return Err(ApiError::new(
+                ErrorCode::GroupFull,
+                format!("a group has at most {} members", self.max_group_members),
+            ));
+        }
+        for m in &all[1..] {
+            self.require_user(m).await?;
+        }
+        let channel_id = new_id("g_");
+        let channel = ChannelRecord {
+            channel_id: channel_id.clone(),
+            kind: ChannelKind::Group,
+            name: Some(name),
+            creator: auth.user_id.clone(),
+            members: all,
+            last_seq: 0,
+            created_ms: now_ms(),
+        };
+        let cmd = Command::CreateChannel {
+            channel,
+            max_members: self.max_group_members,
+        };
+        let Response::Channel { channel, .. } = self.cluster.write(&channel_id, cmd).await? else {
+            return Err(ApiError::internal("unexpected response to CreateChannel"));
+        };
+        self.link(&channel.members, &channel, 0).await?;
+        self.channel_event(&channel.members, "joined", &channel);
+        Ok(channel)
+    }
+
+    /// `POST /v1/channels/{cid}/members`.
+    pub async fn add_member(&self, auth: &AuthContext, channel_id: &str, user_id: &str) -> Result<(), ApiError> {
+        validate::id("channel_id", channel_id)?;
+        self.require_user(user_id).await?;
+        let cmd = Command::AddMember {
+            channel_id: channel_id.to_string(),
+            actor: auth.user_id.clone(),
+            user_id: user_id.to_string(),
+            max_members: self.max_group_members,
+        };
+        let Response::Channel { channel, changed } = self.cluster.write(channel_id, cmd).await? else {
+            return Err(ApiError::internal("unexpected response to AddMember"));
+        };
+        let newcomer = [user_id.to_string()];
+        self.link(&newcomer, &channel, channel.last_seq).await?;
+        if changed {
+            self.channel_event(&newcomer, "joined", &channel);
+            let others: Vec<String> = channel.members.iter().filter(|m| *m != user_id).cloned().collect();
+            self.channel_event(&others, "updated", &channel);
+        }
+        Ok(())
+    }
+
+    /// `DELETE /v1/channels/{cid}/members/{uid}`.
+    pub async fn remove_member(&self, auth: &AuthContext, channel_id: &str, user_id: &str) -> Result<(), ApiError> {
+        validate::id("channel_id", channel_id)?;
+        validate::id("user_id", user_id)?;
+        let cmd = Command::RemoveMember {
+            channel_id: channel_id.to_string(),
+            actor: auth.user_id.clone(),
+            user_id: user_id.to_string(),
+        };
+        let Response::Channel { channel, .. } = self.cluster.write(channel_id, cmd).await? else {
+            return Err(ApiError::internal("unexpected response to RemoveMember"));
+        };
+        self.cluster
+            .write(
+                user_id,
+                Command::UnlinkUserChannel {
+                    user_id: user_id.to_string(),
+                    channel_id: channel_id.to_string(),
+                },
+            )
+            .await?;
+        self.channel_event(&[user_id.to_string()], "left", &channel);
+        self.channel_event(&channel.members, "updated", &channel);
+        Ok(())
+    }
+
+    /// The user's channels with the seq each was joined at (membership verified against the
+    /// channel record, which is the source of truth).
+    pub async fn channels_with_join(&self, user_id: &str) -> Result<Vec<(ChannelRecord, u64)>, ApiError> {
+        let mut out = Vec::new();
+        for (cid, join_seq) in self.cluster.get_user_channels(user_id).await? {
+            if let Some(c) = self.cluster.get_channel(&cid).await? {
+                if c.members.iter().any(|m| m == user_id) {
+                    out.push((c, join_seq));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `GET /v1/channels`.
+    pub async fn list_channels(&self, auth: &AuthContext) -> Result<Vec<ChannelRecord>, ApiError> {
+        Ok(self
+            .channels_with_join(&auth.user_id)
+            .await?
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect())
+    }
+
+    /// Sends a message: validates, commits durably, fans out, queues push. Returns the message
+    /// and whether it was a retry of an earlier `client_msg_id`.
+    pub async fn send_message(
+        &self,
+        auth: &AuthContext,
+        channel_id: &str,
+        text: &str,
+        client_msg_id: Option<String>,
+    ) -> Result<(MessageRecord, bool), ApiError> {
+        validate::id("channel_id", channel_id)?;
+        validate::text(text)?;
+        if let Some(c) = &client_msg_id {
+            validate::id("client_msg_id", c)?;
+        }
+        let cmd = Command::SendMessage {
+            channel_id: channel_id.to_string(),
+            sender_id: auth.user_id.clone(),
+            text: text.to_string(),
+            client_msg_id,
+            ts: now_ms(),
+            push: self.push.is_some(),
+        };
+        let resp = self.cluster.write(channel_id, cmd).await.map_err(|e| match ApiError::from(e) {
+            e if e.code == ErrorCode::Forbidden => ApiError::forbidden("not a member of this channel"),
+            e => e,
+        })?;
+        let Response::Sent {
+            message,
+            members,
+            duplicate,
+        } = resp
+        else {
+            return Err(ApiError::internal("unexpected response to SendMessage"));
+        };
+        if !duplicate {
+            let frame = frames::message_frame(&message);
+            let n = self.registry.send_to_users(&members, &frame, None);
+            metrics::counter!("ringchat_deliveries_total").increment(n as u64);
+            if let Some(push) = &self.push {
+                if members.len() > 1 {
+                    // The outbox entry is durable; a full inbox only delays it to the next scan.
+                    let _ = push.try_send(ringchat_cluster::PushOutboxRecord {
+                        channel_id: message.channel_id.clone(),
+                        seq: message.seq,
+                        sender_id: message.sender_id.clone(),
+                        recipients: members.iter().filter(|m| **m != message.sender_id).cloned().collect(),
+                        preview: message.text.chars().take(100).collect(),
+                    });
+                }
+            }
+        }
+        Ok((message, duplicate))
+    }
+
+    /// History page, exactly as PROTOCOL §2: `after` pages forward (seq > after), `before`
+    /// returns the newest below it, neither returns the newest; both bound the range (after, before).
+    pub async fn history(
+        &self,
+        auth: &AuthContext,
+        channel_id: &str,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: Option<u64>,
+    ) -> Result<HistoryPage, ApiError> {
+        let limit = u64::from(validate::limit(limit)?);
+        let channel = self.member_channel(auth, channel_id).await?;
+        let last = channel.last_seq;
+        let upper = match before {
+            Some(b) => b.saturating_sub(1).min(last),
+            None => last,
+        };
+        let (lo, hi, has_more) = match after {
+            Some(a) => {
+                let lo = a.saturating_add(1);
+                let hi = upper.min(lo.saturating_add(limit - 1));
+                (lo, hi, hi < upper)
+            }
+            None => {
+                let lo = upper.saturating_sub(limit - 1).max(1);
+                (lo, upper, lo > 1)
+            }
+        };
+        let messages = if lo > hi || hi == 0 {
+            Vec::new()
+        } else {
+            self.cluster.get_messages(channel_id, lo, hi).await?
+        };
+        let has_more = has_more && !messages.is_empty();
+        Ok(HistoryPage { messages, has_more })
+    }
+
+    /// The set of users sharing at least one channel with `user_id` is checked lazily: true if
+    /// `other` is `user_id` or a member of one of `my_channels`.
+    pub async fn shares_channel(&self, my_channels: &HashSet<String>, me: &str, other: &str) -> Result<bool, ApiError> {
+        if me == other {
+            return Ok(true);
+        }
+        for (cid, _) in self.cluster.get_user_channels(other).await? {
+            if my_channels.contains(&cid) {
+                if let Some(c) = self.cluster.get_channel(&cid).await? {
+                    if c.members.iter().any(|m| m == me) && c.members.iter().any(|m| m == other) {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Presence of `user_id`, as seen by this node.
+    pub async fn presence_of(&self, user_id: &str) -> Result<PresenceState, ApiError> {
+        let user = self.require_user(user_id).await?;
+        Ok(PresenceState {
+            online: self.registry.is_online(user_id),
+            last_seen: user.last_seen,
+            user_id: user.user_id,
+        })
+    }
+
+    /// `GET /v1/users/{uid}/presence`.
+    pub async fn presence(&self, auth: &AuthContext, user_id: &str) -> Result<PresenceState, ApiError> {
+        let state = self.presence_of(user_id).await?;
+        let mine: HashSet<String> = self
+            .cluster
+            .get_user_channels(&auth.user_id)
+            .await?
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        if !self.shares_channel(&mine, &auth.user_id, user_id).await? {
+            return Err(ApiError::forbidden("you share no channel with this user"));
+        }
+        Ok(state)
+    }
+
+    /// `PUT /v1/devices/current/push`.
+    pub async fn register_push(&self, auth: &AuthContext, platform: &str, token: &str) -> Result<(), ApiError> {
+        if !matches!(platform, "apns" | "fcm" | "webpush" | "test") {
+            return Err(ApiError::invalid("platform must be apns, fcm, webpush or test"));
+        }
+        if token.is_empty() || token.len() > 4096 {
+            return Err(ApiError::invalid("token must be 1-4096 bytes"));
+        }
+        let cmd = Command::SetPush {
+            user_id: auth.user_id.clone(),
+            device_id: auth.device_id.clone(),
+            push: PushTarget {
+                platform: platform.to_string(),
+                token: token.to_string(),
+            },
+        };
+        self.cluster.write(&auth.user_id, cmd).await?;
+        Ok(())
+    }
+
+    /// WS `ack`: moves this device's cursor forward (never back, never past `last_seq`).
+    pub async fn ack(&self, auth: &AuthContext, channel_id: &str, seq: u64) -> Result<(), ApiError> {
+        let channel = self.member_channel(auth, channel_id).await?;
+        if seq > channel.last_seq {
+            return Err(ApiError::invalid("seq is beyond the channel's last message"));
+        }
+        let cmd = Command::Ack {
+            user_id: auth.user_id.clone(),
+            device_id: auth.device_id.clone(),
+            channel_id: channel_id.to_string(),
+            seq,
+        };
+        self.cluster.write(&auth.user_id, cmd).await?;
+        Ok(())
+    }
+
+    /// WS `read`: stores the read marker and tells the members' devices.
+    pub async fn read(&self, auth: &AuthContext, channel_id: &str, seq: u64) -> Result<(), ApiError> {
+        let channel = self.member_channel(auth, channel_id).await?;
+        if seq > channel.last_seq {
+            return Err(ApiError::invalid("seq is beyond the channel's last message"));
+        }
+        let cmd = Command::SetReadMarker {
+            channel_id: channel_id.to_string(),
+            user_id: auth.user_id.clone(),
+            seq,
+        };
+        let Response::Position(pos) = self.cluster.write(channel_id, cmd).await? else {
+            return Err(ApiError::internal("unexpected response to SetReadMarker"));
+        };
+        let frame = frames::text(&json!({"type": "read", "channel_id": channel_id, "user_id": auth.user_id, "seq": pos}));
+        self.registry.send_to_users(&channel.members, &frame, None);
+        Ok(())
+    }
+
+    /// WS `typing`: tells the other members' devices; not stored.
+    pub async fn typing(&self, auth: &AuthContext, channel_id: &str) -> Result<(), ApiError> {
+        let channel = self.member_channel(auth, channel_id).await?;
+        let frame = frames::text(&json!({"type": "typing", "channel_id": channel_id, "user_id": auth.user_id}));
+        self.registry
+            .send_to_users(&channel.members, &frame, Some(&auth.user_id));
+        Ok(())
+    }
+}

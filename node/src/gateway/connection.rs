@@ -1,0 +1,320 @@
+//! One WebSocket connection: a reader task (this one) that authenticates, runs catch-up and
+//! handles requests in order, and a writer task that drains the bounded outbound queue to the
+//! socket. Either side ends the connection through `ConnControl`, with a close code.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+
+use super::frames::{self, ClientFrame, Ref};
+use super::registry::*;
+use super::session;
+use crate::app::AppState;
+use crate::chat::AuthContext;
+use crate::error::{ApiError, ErrorCode};
+use crate::presence::MAX_WATCHED_PER_CONNECTION;
+
+/// A write to the socket that takes longer than this means the client is not reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames of any kind per second per connection before it counts as abuse (4008).
+const FRAME_RATE: f64 = 100.0;
+/// Burst of frames of any kind.
+const FRAME_BURST: f64 = 300.0;
+
+/// Token bucket.
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, burst: f64) -> Self {
+        Bucket {
+            tokens: burst,
+            rate,
+            burst,
+            at: Instant::now(),
+        }
+    }
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Serves an upgraded socket until it closes.
+pub async fn serve(socket: WebSocket, app: Arc<AppState>) {
+    let (sink, mut stream) = socket.split();
+    let hello_deadline = Duration::from_millis(app.config.hello_timeout_ms);
+    let auth = match timeout(hello_deadline, stream.next()).await {
+        Err(_) => return close_now(sink, CLOSE_PROTOCOL, "no hello within 10 s").await,
+        Ok(None) | Ok(Some(Err(_))) => return,
+        Ok(Some(Ok(Message::Text(t)))) => match frames::parse(&t) {
+            Ok(ClientFrame::Hello { token, .. }) => match app.chat.authenticate(&token).await {
+                Ok(auth) => auth,
+                Err(e) if e.code == ErrorCode::Unauthorized => {
+                    return close_now(sink, CLOSE_UNAUTHORIZED, "invalid token").await
+                }
+                Err(_) => return close_now(sink, 1011, "try again").await,
+            },
+            _ => return close_now(sink, CLOSE_PROTOCOL, "the first frame must be hello").await,
+        },
+        Ok(Some(Ok(_))) => return close_now(sink, CLOSE_PROTOCOL, "the first frame must be a hello text frame").await,
+    };
+    let span = tracing::info_span!("ws", user = %auth.user_id, device = %auth.device_id);
+    let _enter = span.enter();
+    let (tx, rx) = mpsc::channel(app.config.outbound_queue);
+    let control = Arc::new(ConnControl::default());
+    let conn = ConnHandle::new(&auth.user_id, &auth.device_id, &auth.token_hash, tx, control.clone());
+    app.presence.connected(conn.clone()).await;
+    let writer = tokio::spawn(write_loop(sink, rx, control.clone()));
+    let mut watched: Vec<String> = Vec::new();
+    if let Err(e) = session::start(&app, &auth, &conn).await {
+        tracing::warn!(error = %e, "catch-up failed");
+        control.close(1011);
+    }
+    read_loop(&app, &auth, &conn, &mut stream, &mut watched).await;
+    control.close(CLOSE_GOING_AWAY);
+    app.presence.disconnected(&conn, &watched).await;
+    let _ = timeout(Duration::from_secs(3), writer).await;
+}
+
+async fn close_now(mut sink: SplitSink<WebSocket, Message>, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let _ = timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
+    let _ = timeout(Duration::from_secs(1), sink.close()).await;
+}
+
+async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Receiver<Utf8Bytes>, control: Arc<ConnControl>) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = control.closed() => break,
+            frame = rx.recv() => {
+                let Some(frame) = frame else { break };
+                match timeout(WRITE_TIMEOUT, sink.send(Message::Text(frame))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => { control.close(1006); return; }
+                    Err(_) => { control.close(CLOSE_TOO_SLOW); return; }
+                }
+            }
+        }
+    }
+    let code = control.code();
+    let reason = match code {
+        CLOSE_UNAUTHORIZED => "logged out",
+        CLOSE_PROTOCOL => "protocol error",
+        CLOSE_TOO_SLOW => "too slow",
+        CLOSE_TOO_BIG => "frame too large",
+        CLOSE_GOING_AWAY => "going away",
+        _ => "",
+    };
+    close_now(sink, code, reason).await;
+}
+
+async fn read_loop(
+    app: &Arc<AppState>,
+    auth: &AuthContext,
+    conn: &ConnHandle,
+    stream: &mut SplitStream<WebSocket>,
+    watched: &mut Vec<String>,
+) {
+    let idle = Duration::from_millis(app.config.heartbeat_ms * 2);
+    let mut sends = Bucket::new(f64::from(app.config.send_rate), f64::from(app.config.send_burst));
+    let mut frames_bucket = Bucket::new(FRAME_RATE, FRAME_BURST);
+    let mut rate_limited_in_a_row = 0u32;
+    loop {
+        let next = tokio::select! {
+            _ = conn.control.closed() => return,
+            _ = app.shutdown.cancelled() => { conn.control.close(CLOSE_GOING_AWAY); return; }
+            n = timeout(idle, stream.next()) => n,
+        };
+        let msg = match next {
+            Err(_) => {
+                tracing::debug!("heartbeat timeout");
+                conn.control.close(CLOSE_TOO_SLOW);
+                return;
+            }
+            Ok(None) => return,
+            Ok(Some(Err(e))) => {
+                let too_big = matches!(
+                    e.into_inner().downcast_ref::<tokio_tungstenite::tungstenite::Error>(),
+                    Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
+                );
+                conn.control.close(if too_big { CLOSE_TOO_BIG } else { 1002 });
+                return;
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        if !frames_bucket.take() {
+            conn.control.close(CLOSE_TOO_SLOW);
+            return;
+        }
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                reply(conn, frames::error_frame(&None, "invalid", "binary frames are not supported; send JSON text"));
+                continue;
+            }
+            Message::Ping(_) | Message::Pong(_) => continue,
+            Message::Close(_) => return,
+        };
+        let frame = match frames::parse(&text) {
+            Ok(f) => f,
+            Err(e) => {
+                reply(conn, frames::error_frame(&e.r#ref, "invalid", &e.message));
+                continue;
+            }
+        };
+        if let ClientFrame::Send { r#ref, .. } = &frame {
+            if !sends.take() {
+                rate_limited_in_a_row += 1;
+                if rate_limited_in_a_row > 100 {
+                    conn.control.close(CLOSE_TOO_SLOW);
+                    return;
+                }
+                reply(conn, frames::error_frame(r#ref, "rate_limited", "too many messages; slow down"));
+                continue;
+            }
+            rate_limited_in_a_row = 0;
+        }
+        handle(app, auth, conn, frame, watched).await;
+    }
+}
+
+fn reply(conn: &ConnHandle, frame: Utf8Bytes) {
+    conn.push(frame);
+}
+
+fn reply_error(conn: &ConnHandle, r#ref: &Ref, e: &ApiError) {
+    reply(conn, frames::error_frame(r#ref, e.code.as_str(), &e.message));
+}
+
+async fn handle(app: &Arc<AppState>, auth: &AuthContext, conn: &ConnHandle, frame: ClientFrame, watched: &mut Vec<String>) {
+    let chat = &app.chat;
+    match frame {
+        ClientFrame::Hello { r#ref, .. } => {
+            reply_error(conn, &r#ref, &ApiError::invalid("already authenticated"));
+        }
+        ClientFrame::Send {
+            r#ref,
+            channel_id,
+            text,
+            client_msg_id,
+        } => match chat.send_message(auth, &channel_id, &text, client_msg_id).await {
+            Ok((m, _dup)) => reply(
+                conn,
+                frames::with_ref(json!({"type": "sent", "channel_id": m.channel_id, "seq": m.seq, "ts": m.ts}), &r#ref),
+            ),
+            Err(e) => reply_error(conn, &r#ref, &e),
+        },
+        ClientFrame::Ack { r#ref, channel_id, seq } => {
+            if let Err(e) = chat.ack(auth, &channel_id, seq).await {
+                reply_error(conn, &r#ref, &e);
+            }
+        }
+        ClientFrame::History {
+            r#ref,
+            channel_id,
+            before,
+            after,
+            limit,
+        } => match chat.history(auth, &channel_id, before, after, limit).await {
+            Ok(page) => {
+                let messages: Vec<Value> = page.messages.iter().map(frames::message_object).collect();
+                reply(
+                    conn,
+                    frames::with_ref(
+                        json!({"type": "history", "channel_id": channel_id, "messages": messages, "has_more": page.has_more}),
+                        &r#ref,
+                    ),
+                )
+            }
+            Err(e) => reply_error(conn, &r#ref, &e),
+        },
+        ClientFrame::PresenceSubscribe { r#ref, user_ids } => {
+            match presence_subscribe(app, auth, conn, user_ids, watched).await {
+                Ok(users) => reply(conn, frames::with_ref(json!({"type": "presence_state", "users": users}), &r#ref)),
+                Err(e) => reply_error(conn, &r#ref, &e),
+            }
+        }
+        ClientFrame::Typing { r#ref, channel_id } => {
+            if let Err(e) = chat.typing(auth, &channel_id).await {
+                reply_error(conn, &r#ref, &e);
+            }
+        }
+        ClientFrame::Read { r#ref, channel_id, seq } => {
+            if let Err(e) = chat.read(auth, &channel_id, seq).await {
+                reply_error(conn, &r#ref, &e);
+            }
+        }
+        ClientFrame::Ping { r#ref } => {
+            let mut v = json!({"type": "pong"});
+            v["ref"] = r#ref.unwrap_or(Value::Null);
+            reply(conn, frames::text(&v));
+        }
+    }
+}
+
+async fn presence_subscribe(
+    app: &Arc<AppState>,
+    auth: &AuthContext,
+    conn: &ConnHandle,
+    user_ids: Vec<String>,
+    watched: &mut Vec<String>,
+) -> Result<Vec<Value>, ApiError> {
+    if user_ids.len() > MAX_WATCHED_PER_CONNECTION {
+        return Err(ApiError::invalid(format!("at most {MAX_WATCHED_PER_CONNECTION} user_ids")));
+    }
+    let mut unique: Vec<String> = Vec::with_capacity(user_ids.len());
+    let mut seen = HashSet::new();
+    for u in user_ids {
+        crate::validate::id("user_id", &u)?;
+        if seen.insert(u.clone()) {
+            unique.push(u);
+        }
+    }
+    let mine: HashSet<String> = app
+        .cluster
+        .get_user_channels(&auth.user_id)
+        .await?
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    let mut states = Vec::with_capacity(unique.len());
+    for u in &unique {
+        let state = app.chat.presence_of(u).await?;
+        if !app.chat.shares_channel(&mine, &auth.user_id, u).await? {
+            return Err(ApiError::forbidden(format!("you share no channel with {u}")));
+        }
+        states.push(state);
+    }
+    let new: Vec<String> = unique.into_iter().filter(|u| !watched.contains(u)).collect();
+    if watched.len() + new.len() > MAX_WATCHED_PER_CONNECTION {
+        return Err(ApiError::invalid(format!(
+            "a connection watches at most {MAX_WATCHED_PER_CONNECTION} users"
+        )));
+    }
+    app.presence.watch(conn, &new);
+    watched.extend(new);
+    Ok(states.iter().map(|s| s.to_json()).collect())
+}

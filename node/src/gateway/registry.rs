@@ -1,0 +1,243 @@
+//! Local connections by user, for fan-out. Sending never blocks: each connection has a bounded
+//! queue, and a connection whose queue is full is closed with 4008 instead of buffering without
+//! bound (one slow client must not hold memory or slow everyone else).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Close code: unauthorized / logged out.
+pub const CLOSE_UNAUTHORIZED: u16 = 4001;
+/// Close code: protocol error or no hello.
+pub const CLOSE_PROTOCOL: u16 = 4002;
+/// Close code: too slow or rate abuse.
+pub const CLOSE_TOO_SLOW: u16 = 4008;
+/// Close code: server going away.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code: message too big.
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+/// Asks a connection to close with a code; the first code set wins.
+#[derive(Debug, Default)]
+pub struct ConnControl {
+    cancel: CancellationToken,
+    code: AtomicU16,
+}
+
+impl ConnControl {
+    /// Requests the close.
+    pub fn close(&self, code: u16) {
+        let _ = self
+            .code
+            .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
+        self.cancel.cancel();
+    }
+    /// Resolves once a close was requested.
+    pub async fn closed(&self) {
+        self.cancel.cancelled().await
+    }
+    /// True once a close was requested.
+    pub fn is_closed(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+    /// The close code requested (1000 if none).
+    pub fn code(&self) -> u16 {
+        match self.code.load(Ordering::SeqCst) {
+            0 => 1000,
+            c => c,
+        }
+    }
+}
+
+/// One live, authenticated connection as seen by fan-out.
+#[derive(Clone, Debug)]
+pub struct ConnHandle {
+    /// Process-unique id.
+    pub id: u64,
+    /// Authenticated user.
+    pub user_id: Arc<str>,
+    /// Device.
+    pub device_id: Arc<str>,
+    /// Session (hash of the token) — logout closes its sockets.
+    pub token_hash: Arc<str>,
+    tx: mpsc::Sender<Utf8Bytes>,
+    /// Close switch shared with the connection's tasks.
+    pub control: Arc<ConnControl>,
+}
+
+impl ConnHandle {
+    /// A handle around a connection's outbound queue.
+    pub fn new(
+        user_id: &str,
+        device_id: &str,
+        token_hash: &str,
+        tx: mpsc::Sender<Utf8Bytes>,
+        control: Arc<ConnControl>,
+    ) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ConnHandle {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            user_id: user_id.into(),
+            device_id: device_id.into(),
+            token_hash: token_hash.into(),
+            tx,
+            control,
+        }
+    }
+
+    /// Queues a frame; a full queue closes the connection with 4008. Returns false if the
+    /// frame was not queued.
+    pub fn push(&self, frame: Utf8Bytes) -> bool {
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("ringchat_slow_consumer_disconnects_total").increment(1);
+                self.control.close(CLOSE_TOO_SLOW);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Queues a frame, waiting for room (catch-up: backpressure instead of dropping).
+    pub async fn push_wait(&self, frame: Utf8Bytes) -> bool {
+        tokio::select! {
+            r = self.tx.send(frame) => r.is_ok(),
+            _ = self.control.closed() => false,
+        }
+    }
+}
+
+/// All local connections, by user.
+#[derive(Default)]
+pub struct Registry {
+    by_user: RwLock<HashMap<Arc<str>, Vec<ConnHandle>>>,
+    count: AtomicU64,
+}
+
+impl Registry {
+    /// Adds a connection; true if its user was offline before (presence goes online).
+    pub fn register(&self, conn: ConnHandle) -> bool {
+        let mut map = self.by_user.write().unwrap_or_else(|e| e.into_inner());
+        let list = map.entry(conn.user_id.clone()).or_default();
+        let was_offline = list.is_empty();
+        list.push(conn);
+        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!("ringchat_connections").set(n as f64);
+        was_offline
+    }
+
+    /// Removes a connection; true if that was its user's last one (presence goes offline).
+    pub fn unregister(&self, user_id: &str, conn_id: u64) -> bool {
+        let mut map = self.by_user.write().unwrap_or_else(|e| e.into_inner());
+        let Some(list) = map.get_mut(user_id) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|c| c.id != conn_id);
+        if list.len() < before {
+            let n = self.count.fetch_sub(1, Ordering::Relaxed) - 1;
+            metrics::gauge!("ringchat_connections").set(n as f64);
+        }
+        if list.is_empty() {
+            map.remove(user_id);
+            before > 0
+        } else {
+            false
+        }
+    }
+
+    /// True if the user has a live connection here.
+    pub fn is_online(&self, user_id: &str) -> bool {
+        self.by_user
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(user_id)
+            .is_some_and(|l| !l.is_empty())
+    }
+
+    /// Number of live connections.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Queues `frame` to every connection of every user in `users`, except `skip_user`'s.
+    /// Returns how many connections it reached.
+    pub fn send_to_users<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a String>,
+        frame: &Utf8Bytes,
+        skip_user: Option<&str>,
+    ) -> usize {
+        let targets: Vec<ConnHandle> = {
+            let map = self.by_user.read().unwrap_or_else(|e| e.into_inner());
+            users
+                .into_iter()
+                .filter(|u| Some(u.as_str()) != skip_user)
+                .filter_map(|u| map.get(u.as_str()))
+                .flatten()
+                .cloned()
+                .collect()
+        };
+        targets.iter().filter(|c| c.push(frame.clone())).count()
+    }
+
+    /// Closes every connection that authenticated with `token_hash` (logout).
+    pub fn close_session(&self, token_hash: &str, code: u16) {
+        let map = self.by_user.read().unwrap_or_else(|e| e.into_inner());
+        for c in map.values().flatten() {
+            if &*c.token_hash == token_hash {
+                c.control.close(code);
+            }
+        }
+    }
+
+    /// Closes every connection (shutdown).
+    pub fn close_all(&self, code: u16) {
+        let map = self.by_user.read().unwrap_or_else(|e| e.into_inner());
+        for c in map.values().flatten() {
+            c.control.close(code);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(user: &str, cap: usize) -> (ConnHandle, mpsc::Receiver<Utf8Bytes>) {
+        let (tx, rx) = mpsc::channel(cap);
+        (ConnHandle::new(user, "d", "t", tx, Arc::default()), rx)
+    }
+
+    #[test]
+    fn presence_transitions_follow_first_and_last_connection() {
+        let r = Registry::default();
+        let (a1, _x) = conn("a", 4);
+        let (a2, _y) = conn("a", 4);
+        assert!(r.register(a1.clone()));
+        assert!(!r.register(a2.clone()));
+        assert!(!r.unregister("a", a1.id));
+        assert!(r.is_online("a"));
+        assert!(r.unregister("a", a2.id));
+        assert!(!r.is_online("a"));
+    }
+
+    #[test]
+    fn full_queue_closes_with_4008_instead_of_growing() {
+        let r = Registry::default();
+        let (a, _rx) = conn("a", 2);
+        r.register(a.clone());
+        let users = vec!["a".to_string()];
+        let f: Utf8Bytes = "x".into();
+        assert_eq!(r.send_to_users(&users, &f, None), 1);
+        assert_eq!(r.send_to_users(&users, &f, None), 1);
+        assert_eq!(r.send_to_users(&users, &f, None), 0);
+        assert!(a.control.is_closed());
+        assert_eq!(a.control.code(), CLOSE_TOO_SLOW);
+    }
+}

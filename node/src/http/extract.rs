@@ -1,0 +1,55 @@
+//! Extractors: bearer authentication and JSON bodies whose failures become protocol errors
+//! (`invalid`, `too_large`, `unauthorized`) instead of axum's plain-text rejections.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::app::AppState;
+use crate::chat::AuthContext;
+use crate::error::{ApiError, ErrorCode};
+
+/// Largest request body: a 100,000-char message is ≤ 400 KB of UTF-8, more when escaped.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The authenticated caller (`Authorization: Bearer <token>`).
+pub struct Auth(pub AuthContext);
+
+impl FromRequestParts<Arc<AppState>> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(ApiError::unauthorized)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or_else(ApiError::unauthorized)?;
+        Ok(Auth(state.chat.authenticate(token.trim()).await?))
+    }
+}
+
+/// A JSON body of type `T`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let body = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| ApiError::new(ErrorCode::TooLarge, "request body is larger than 1 MiB"))?;
+        parse_json(&body).map(JsonBody)
+    }
+}
+
+/// Parses a JSON body with a clear `invalid` error.
+pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("bad JSON body: {e}")))
+}

@@ -1,0 +1,59 @@
+//! `POST /v1/sessions`, `DELETE /v1/sessions/current`, `PUT /v1/devices/current/push`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::extract::{Auth, JsonBody};
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// Login body.
+#[derive(Deserialize)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+    #[serde(default)]
+    device_name: Option<String>,
+    #[serde(default)]
+    device_id: Option<String>,
+}
+
+/// 201 `{token, user_id, device_id}`.
+pub async fn login(State(app): State<Arc<AppState>>, JsonBody(b): JsonBody<LoginBody>) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let s = app
+        .chat
+        .login(&b.username, &b.password, b.device_name, b.device_id)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"token": s.token, "user_id": s.user_id, "device_id": s.device_id})),
+    ))
+}
+
+/// 204; the token stops working and its sockets close.
+pub async fn logout(State(app): State<Arc<AppState>>, Auth(auth): Auth) -> Result<StatusCode, ApiError> {
+    app.chat.logout(&auth).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Push registration body.
+#[derive(Deserialize)]
+pub struct PushBody {
+    platform: String,
+    token: String,
+}
+
+/// 204.
+pub async fn register_push(
+    State(app): State<Arc<AppState>>,
+    Auth(auth): Auth,
+    JsonBody(b): JsonBody<PushBody>,
+) -> Result<StatusCode, ApiError> {
+    app.chat.register_push(&auth, &b.platform, &b.token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,40 @@
+//! `GET /v1/ws`: origin check, then the upgrade with deliberately small tungstenite buffers
+//! (the defaults cost ~256 KiB per connection) and a 1 MiB frame/message limit.
+
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::gateway::connection;
+
+/// Largest frame or message a client may send.
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+
+/// Upgrades to a WebSocket unless the `Origin` is not allowed (403).
+pub async fn upgrade(State(app): State<Arc<AppState>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    if !app.config.allowed_origins.is_empty() {
+        if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
+            let ok = origin
+                .to_str()
+                .map(|o| app.config.allowed_origins.iter().any(|a| a == o))
+                .unwrap_or(false);
+            if !ok {
+                return ApiError::forbidden("origin not allowed").into_response();
+            }
+        }
+    }
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(2 * MAX_FRAME_BYTES)
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| async move {
+            let tracker = app.tracker.clone();
+            tracker.track_future(connection::serve(socket, app)).await
+        })
+}

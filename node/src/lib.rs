@@ -1,0 +1,17 @@
+//! The ringchat node: HTTP API, WebSocket gateway, presence and push on top of the cluster
+//! layer. `App` wires it together; `main.rs` is only the command line.
+
+pub mod app;
+pub mod auth;
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod http;
+pub mod metrics;
+pub mod presence;
+pub mod push;
+pub mod validate;
+
+pub use app::{App, RunningApp};
+pub use config::Config;

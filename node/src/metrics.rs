@@ -1,0 +1,37 @@
+//! Prometheus metrics: one recorder per process (the `metrics` facade is global), rendered at
+//! `/metrics`.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the recorder on first use and returns the handle that renders it.
+pub fn handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ])
+                .expect("static buckets")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (an embedding program); ours then
+            // renders nothing, which is better than failing to start.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_gauge!("ringchat_connections", "Live authenticated WebSocket connections");
+    metrics::describe_counter!("ringchat_messages_committed_total", "Messages committed");
+    metrics::describe_histogram!("ringchat_commit_latency_seconds", "Raft commit latency of writes");
+    metrics::describe_counter!("ringchat_deliveries_total", "Message frames queued to connections");
+    metrics::describe_counter!("ringchat_push_total", "Push POSTs by outcome");
+    metrics::describe_counter!("ringchat_slow_consumer_disconnects_total", "Connections closed with 4008 for a full queue");
+}

@@ -1,0 +1,108 @@
+//! Presence: a user is online while any of its devices holds a live connection. Transitions
+//! come from the registry (first connection in, last one out); subscribers are the local
+//! connections that asked with `presence_subscribe`. `last_seen` is committed to the user's
+//! home partition when the last connection ends, so it survives restarts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use ringchat_cluster::{Cluster, Command};
+use serde_json::json;
+
+use crate::chat::{now_ms, PresenceState};
+use crate::gateway::frames;
+use crate::gateway::{ConnHandle, Registry};
+
+/// Most users one connection may watch.
+pub const MAX_WATCHED_PER_CONNECTION: usize = 1000;
+
+/// Presence of local connections and who watches whom.
+pub struct Presence {
+    cluster: Arc<Cluster>,
+    registry: Arc<Registry>,
+    watchers: Mutex<HashMap<String, HashMap<u64, ConnHandle>>>,
+}
+
+impl Presence {
+    /// Presence over `registry`, persisting `last_seen` through `cluster`.
+    pub fn new(cluster: Arc<Cluster>, registry: Arc<Registry>) -> Self {
+        Presence {
+            cluster,
+            registry,
+            watchers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Adds `conn` to the registry; announces `online` if it is the user's first.
+    pub async fn connected(&self, conn: ConnHandle) {
+        let user = conn.user_id.to_string();
+        if self.registry.register(conn) {
+            let last_seen = match self.cluster.get_user(&user).await {
+                Ok(Some(u)) => u.last_seen,
+                _ => None,
+            };
+            self.announce(&PresenceState {
+                user_id: user,
+                online: true,
+                last_seen,
+            });
+        }
+    }
+
+    /// Removes `conn`; if it was the user's last, stores `last_seen` and announces `offline`.
+    pub async fn disconnected(&self, conn: &ConnHandle, watched: &[String]) {
+        self.unwatch(conn.id, watched);
+        if self.registry.unregister(&conn.user_id, conn.id) {
+            let ms = now_ms();
+            self.announce(&PresenceState {
+                user_id: conn.user_id.to_string(),
+                online: false,
+                last_seen: Some(ms),
+            });
+            let cmd = Command::SetLastSeen {
+                user_id: conn.user_id.to_string(),
+                ms,
+            };
+            if let Err(e) = self.cluster.write(&conn.user_id, cmd).await {
+                tracing::warn!(error = %e, "storing last_seen");
+            }
+        }
+    }
+
+    /// Registers `conn` as a watcher of `users`.
+    pub fn watch(&self, conn: &ConnHandle, users: &[String]) {
+        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        for u in users {
+            w.entry(u.clone()).or_default().insert(conn.id, conn.clone());
+        }
+    }
+
+    /// Drops `conn_id` from the watchers of `users`.
+    pub fn unwatch(&self, conn_id: u64, users: &[String]) {
+        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        for u in users {
+            if let Some(set) = w.get_mut(u) {
+                set.remove(&conn_id);
+                if set.is_empty() {
+                    w.remove(u);
+                }
+            }
+        }
+    }
+
+    fn announce(&self, state: &PresenceState) {
+        let targets: Vec<ConnHandle> = {
+            let w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+            match w.get(&state.user_id) {
+                Some(set) => set.values().cloned().collect(),
+                None => return,
+            }
+        };
+        let mut v = state.to_json();
+        v["type"] = json!("presence");
+        let frame = frames::text(&v);
+        for t in targets {
+            t.push(frame.clone());
+        }
+    }
+}
