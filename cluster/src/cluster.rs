@@ -153,9 +153,7 @@ impl Cluster {
             Ok(resp) => match resp.data {
                 Response::Rejected(e) => Err(ClusterError::Rejected(e)),
                 Response::Sent {
-                    ref message,
-                    duplicate,
-                    ..
+                    ref message, duplicate, ..
                 } => {
                     if !duplicate {
                         metrics::counter!("ringchat_messages_committed_total").increment(1);
@@ -222,7 +220,11 @@ fn settled_partition_count(store: &Store, requested: u16) -> Result<u16, Cluster
     if let Some(v) = store.raft.get(KEY).map_err(ringchat_storage::StorageError::from)? {
         let stored: u16 = ringchat_storage::decode_record(&v)?;
         if stored != requested {
-            tracing::warn!(stored, requested, "data dir was bootstrapped with another partition count; keeping it");
+            tracing::warn!(
+                stored,
+                requested,
+                "data dir was bootstrapped with another partition count; keeping it"
+            );
         }
         return Ok(stored);
     }

@@ -96,7 +96,12 @@ impl App {
             }
             None => None,
         };
-        let chat = Arc::new(Chat::new(cluster.clone(), registry.clone(), config.max_group_members, push_tx));
+        let chat = Arc::new(Chat::new(
+            cluster.clone(),
+            registry.clone(),
+            config.max_group_members,
+            push_tx,
+        ));
         let presence = Arc::new(Presence::new(cluster.clone(), registry.clone()));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -122,7 +127,10 @@ impl App {
             stop.cancel();
             registry.close_all(CLOSE_GOING_AWAY);
             tracker.close();
-            if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+                .await
+                .is_err()
+            {
                 tracing::warn!("connections did not close within 5 s");
             }
             cluster.shutdown().await;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ringchat_cluster::{
-    ChannelKind, ChannelRecord, Cluster, Command, DeviceRecord, MessageRecord, PushTarget, Response,
-    SessionRecord, UserRecord, UsernameRecord,
+    ChannelKind, ChannelRecord, Cluster, Command, DeviceRecord, MessageRecord, PushTarget, Response, SessionRecord,
+    UserRecord, UsernameRecord,
 };
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -256,8 +256,7 @@ impl Chat {
                 },
             )
             .await?;
-        self.registry
-            .close_session(&auth.token_hash, CLOSE_UNAUTHORIZED);
+        self.registry.close_session(&auth.token_hash, CLOSE_UNAUTHORIZED);
         Ok(())
     }
 
@@ -269,16 +268,12 @@ impl Chat {
             .get_username(&name)
             .await?
             .ok_or_else(|| ApiError::not_found("no such user"))?;
-        Ok(self
-            .cluster
-            .get_user(&claim.user_id)
-            .await?
-            .unwrap_or(UserRecord {
-                user_id: claim.user_id,
-                username: name,
-                created_ms: 0,
-                last_seen: None,
-            }))
+        Ok(self.cluster.get_user(&claim.user_id).await?.unwrap_or(UserRecord {
+            user_id: claim.user_id,
+            username: name,
+            created_ms: 0,
+            last_seen: None,
+        }))
     }
 
     async fn require_user(&self, user_id: &str) -> Result<UserRecord, ApiError> {
@@ -353,7 +348,12 @@ impl Chat {
     }
 
     /// `POST /v1/groups`.
-    pub async fn create_group(&self, auth: &AuthContext, name: &str, members: &[String]) -> Result<ChannelRecord, ApiError> {
+    pub async fn create_group(
+        &self,
+        auth: &AuthContext,
+        name: &str,
+        members: &[String],
+    ) -> Result<ChannelRecord, ApiError> {
         let name = validate::group_name(name)?;
         let mut all = vec![auth.user_id.clone()];
         let mut seen: HashSet<&str> = HashSet::from([auth.user_id.as_str()]);
@@ -489,10 +489,14 @@ impl Chat {
             ts: now_ms(),
             push: self.push.is_some(),
         };
-        let resp = self.cluster.write(channel_id, cmd).await.map_err(|e| match ApiError::from(e) {
-            e if e.code == ErrorCode::Forbidden => ApiError::forbidden("not a member of this channel"),
-            e => e,
-        })?;
+        let resp = self
+            .cluster
+            .write(channel_id, cmd)
+            .await
+            .map_err(|e| match ApiError::from(e) {
+                e if e.code == ErrorCode::Forbidden => ApiError::forbidden("not a member of this channel"),
+                e => e,
+            })?;
         let Response::Sent {
             message,
             members,
@@ -652,7 +656,8 @@ impl Chat {
         let Response::Position(pos) = self.cluster.write(channel_id, cmd).await? else {
             return Err(ApiError::internal("unexpected response to SetReadMarker"));
         };
-        let frame = frames::text(&json!({"type": "read", "channel_id": channel_id, "user_id": auth.user_id, "seq": pos}));
+        let frame =
+            frames::text(&json!({"type": "read", "channel_id": channel_id, "user_id": auth.user_id, "seq": pos}));
         self.registry.send_to_users(&channel.members, &frame, None);
         Ok(())
     }

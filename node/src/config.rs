@@ -221,10 +221,7 @@ fn read_file(path: &Path) -> anyhow::Result<ServeArgs> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let table: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     // Accept `node-id` and `node_id` alike.
-    let normalized: toml::Table = table
-        .into_iter()
-        .map(|(k, v)| (k.replace('-', "_"), v))
-        .collect();
+    let normalized: toml::Table = table.into_iter().map(|(k, v)| (k.replace('-', "_"), v)).collect();
     let args: ServeArgs = normalized
         .try_into()
         .with_context(|| format!("settings in {}", path.display()))?;
@@ -239,7 +236,11 @@ mod tests {
     fn flags_win_over_file_and_file_over_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "node-id = 7\nmax_group_members = 10\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "node-id = 7\nmax_group_members = 10\nlisten = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
         let args = ServeArgs {
             config: Some(path),
             node_id: Some(3),

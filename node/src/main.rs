@@ -31,8 +31,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn init_logs(format: &str) {
-    let filter = EnvFilter::try_from_env("RINGCHAT_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,fjall=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_env("RINGCHAT_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,fjall=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {

@@ -12,9 +12,7 @@ pub fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                ])
+                .set_buckets(&[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
                 .expect("static buckets")
                 .build_recorder();
             let handle = recorder.handle();
@@ -33,5 +31,8 @@ fn describe() {
     metrics::describe_histogram!("ringchat_commit_latency_seconds", "Raft commit latency of writes");
     metrics::describe_counter!("ringchat_deliveries_total", "Message frames queued to connections");
     metrics::describe_counter!("ringchat_push_total", "Push POSTs by outcome");
-    metrics::describe_counter!("ringchat_slow_consumer_disconnects_total", "Connections closed with 4008 for a full queue");
+    metrics::describe_counter!(
+        "ringchat_slow_consumer_disconnects_total",
+        "Connections closed with 4008 for a full queue"
+    );
 }

@@ -92,18 +92,31 @@ impl PushSender {
                                 break;
                             }
                             let key = (record.channel_id.clone(), record.seq);
-                            pending.entry(key).or_insert(Pending { record, targets: None, attempts: 0, due: Instant::now() });
+                            pending.entry(key).or_insert(Pending {
+                                record,
+                                targets: None,
+                                attempts: 0,
+                                due: Instant::now(),
+                            });
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "scanning push outbox"),
                 }
             }
             let now = Instant::now();
-            let due: Vec<(String, u64)> = pending.iter().filter(|(_, p)| p.due <= now).map(|(k, _)| k.clone()).take(64).collect();
+            let due: Vec<(String, u64)> = pending
+                .iter()
+                .filter(|(_, p)| p.due <= now)
+                .map(|(k, _)| k.clone())
+                .take(64)
+                .collect();
             for key in due {
                 let Some(mut p) = pending.remove(&key) else { continue };
                 if self.attempt(&mut p).await {
-                    let cmd = Command::PushDone { channel_id: key.0.clone(), seq: key.1 };
+                    let cmd = Command::PushDone {
+                        channel_id: key.0.clone(),
+                        seq: key.1,
+                    };
                     if let Err(e) = self.cluster.write(&key.0, cmd).await {
                         tracing::warn!(error = %e, "committing PushDone; will retry");
                         p.due = Instant::now() + FIRST_BACKOFF;
@@ -130,7 +143,9 @@ impl PushSender {
                 }
             }
         }
-        let Some(targets) = p.targets.as_mut() else { return false };
+        let Some(targets) = p.targets.as_mut() else {
+            return false;
+        };
         let mut left = Vec::new();
         for t in targets.drain(..) {
             let body = json!({

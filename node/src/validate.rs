@@ -64,7 +64,9 @@ pub fn id(what: &str, v: &str) -> Result<(), ApiError> {
 pub fn group_name(n: &str) -> Result<String, ApiError> {
     let n = n.trim();
     if n.is_empty() || n.chars().count() > MAX_GROUP_NAME_CHARS {
-        Err(ApiError::invalid(format!("name must be 1-{MAX_GROUP_NAME_CHARS} characters")))
+        Err(ApiError::invalid(format!(
+            "name must be 1-{MAX_GROUP_NAME_CHARS} characters"
+        )))
     } else {
         Ok(n.to_string())
     }

@@ -22,9 +22,7 @@ pub fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
 /// Decodes a record written by `encode_record`; unknown versions and bad JSON are `Corrupt`.
 pub fn decode_record<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
     match bytes.split_first() {
-        Some((&RECORD_VERSION, body)) => {
-            serde_json::from_slice(body).map_err(|e| StorageError::Corrupt(e.to_string()))
-        }
+        Some((&RECORD_VERSION, body)) => serde_json::from_slice(body).map_err(|e| StorageError::Corrupt(e.to_string())),
         Some((v, _)) => Err(StorageError::Corrupt(format!("unknown record version {v}"))),
         None => Err(StorageError::Corrupt("empty record".into())),
     }

@@ -71,10 +71,7 @@ pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Resp
             }
             Response::Done
         }
-        Command::CreateSession {
-            token_hash,
-            session,
-        } => {
+        Command::CreateSession { token_hash, session } => {
             ov.put_record(t::session(p, token_hash), session);
             Response::Done
         }
@@ -82,19 +79,14 @@ pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Resp
             ov.delete(t::session(p, token_hash));
             Response::Done
         }
-        Command::CreateChannel {
-            channel,
-            max_members,
-        } => {
+        Command::CreateChannel { channel, max_members } => {
             let key = t::channel(p, &channel.channel_id);
             match ov.get_record::<ChannelRecord>(&key)? {
                 Some(existing) => Response::Channel {
                     channel: existing,
                     changed: false,
                 },
-                None if channel.members.len() > *max_members => {
-                    Response::Rejected(ApplyError::GroupFull)
-                }
+                None if channel.members.len() > *max_members => Response::Rejected(ApplyError::GroupFull),
                 None => {
                     ov.put_record(key, channel);
                     Response::Channel {
@@ -128,10 +120,7 @@ pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Resp
             } else {
                 channel.members.push(user_id.clone());
                 ov.put_record(key, &channel);
-                Response::Channel {
-                    channel,
-                    changed: true,
-                }
+                Response::Channel { channel, changed: true }
             }
         }
         Command::RemoveMember {
@@ -154,10 +143,7 @@ pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Resp
             } else {
                 channel.members.retain(|m| m != user_id);
                 ov.put_record(key, &channel);
-                Response::Channel {
-                    channel,
-                    changed: true,
-                }
+                Response::Channel { channel, changed: true }
             }
         }
         Command::LinkUserChannel {
@@ -167,19 +153,11 @@ pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Resp
         } => {
             let key = t::user_channel(p, user_id, channel_id);
             if ov.get(&key)?.is_none() {
-                ov.put_record(
-                    key,
-                    &UserChannelRecord {
-                        join_seq: *join_seq,
-                    },
-                );
+                ov.put_record(key, &UserChannelRecord { join_seq: *join_seq });
             }
             Response::Done
         }
-        Command::UnlinkUserChannel {
-            user_id,
-            channel_id,
-        } => {
+        Command::UnlinkUserChannel { user_id, channel_id } => {
             ov.delete(t::user_channel(p, user_id, channel_id));
             Response::Done
         }
@@ -268,12 +246,7 @@ fn send_message(
     }
     channel.last_seq = seq;
     ov.put_record(key, &channel);
-    let recipients: Vec<String> = channel
-        .members
-        .iter()
-        .filter(|m| *m != sender_id)
-        .cloned()
-        .collect();
+    let recipients: Vec<String> = channel.members.iter().filter(|m| *m != sender_id).cloned().collect();
     if push && !recipients.is_empty() {
         let outbox = PushOutboxRecord {
             channel_id: channel_id.to_string(),
@@ -330,7 +303,13 @@ mod tests {
     fn seqs_are_gap_free_and_retries_return_the_original() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        run(&store, Command::CreateChannel { channel: group(&["a", "b"]), max_members: 100 });
+        run(
+            &store,
+            Command::CreateChannel {
+                channel: group(&["a", "b"]),
+                max_members: 100,
+            },
+        );
         for i in 1..=5u64 {
             match run(&store, send(&format!("c{i}"), "a")) {
                 Response::Sent { message, duplicate, .. } => {
@@ -358,8 +337,17 @@ mod tests {
     fn non_members_cannot_send_and_groups_enforce_the_limit() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        run(&store, Command::CreateChannel { channel: group(&["a", "b"]), max_members: 3 });
-        assert!(matches!(run(&store, send("x", "z")), Response::Rejected(ApplyError::Forbidden)));
+        run(
+            &store,
+            Command::CreateChannel {
+                channel: group(&["a", "b"]),
+                max_members: 3,
+            },
+        );
+        assert!(matches!(
+            run(&store, send("x", "z")),
+            Response::Rejected(ApplyError::Forbidden)
+        ));
         let add = |u: &str| Command::AddMember {
             channel_id: "g_1".into(),
             actor: "b".into(),
@@ -367,16 +355,28 @@ mod tests {
             max_members: 3,
         };
         assert!(matches!(run(&store, add("c")), Response::Channel { changed: true, .. }));
-        assert!(matches!(run(&store, add("d")), Response::Rejected(ApplyError::GroupFull)));
+        assert!(matches!(
+            run(&store, add("d")),
+            Response::Rejected(ApplyError::GroupFull)
+        ));
         // Only the creator removes others; anyone removes itself.
         let rm = |actor: &str, u: &str| Command::RemoveMember {
             channel_id: "g_1".into(),
             actor: actor.into(),
             user_id: u.into(),
         };
-        assert!(matches!(run(&store, rm("b", "c")), Response::Rejected(ApplyError::Forbidden)));
-        assert!(matches!(run(&store, rm("c", "c")), Response::Channel { changed: true, .. }));
-        assert!(matches!(run(&store, rm("a", "b")), Response::Channel { changed: true, .. }));
+        assert!(matches!(
+            run(&store, rm("b", "c")),
+            Response::Rejected(ApplyError::Forbidden)
+        ));
+        assert!(matches!(
+            run(&store, rm("c", "c")),
+            Response::Channel { changed: true, .. }
+        ));
+        assert!(matches!(
+            run(&store, rm("a", "b")),
+            Response::Channel { changed: true, .. }
+        ));
     }
 
     #[test]

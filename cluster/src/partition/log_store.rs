@@ -72,7 +72,11 @@ impl RaftLogReader<C> for LogStore {
             Bound::Unbounded => Bound::Included(self.log_key(u64::MAX)),
         };
         let mut out = Vec::new();
-        for item in self.store.log.range::<Vec<u8>, _>((Bound::Included(self.log_key(start)), end)) {
+        for item in self
+            .store
+            .log
+            .range::<Vec<u8>, _>((Bound::Included(self.log_key(start)), end))
+        {
             let (_, v) = item.into_inner().map_err(io::Error::other)?;
             out.push(decode_record(&v)?);
         }
@@ -103,7 +107,7 @@ impl RaftLogStorage<C> for LogStore {
         };
         let last_purged: Option<LogIdOf<C>> = self.read_meta(b"purged")?;
         Ok(LogState {
-            last_log_id: last.or_else(|| last_purged.clone()),
+            last_log_id: last.or(last_purged),
             last_purged_log_id: last_purged,
         })
     }
@@ -150,11 +154,7 @@ impl RaftLogStorage<C> for LogStore {
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         let from = last_log_id.map(|id| id.index() + 1).unwrap_or(0);
         let mut batch = self.store.db.batch();
-        for item in self
-            .store
-            .log
-            .range(self.log_key(from)..=self.log_key(u64::MAX))
-        {
+        for item in self.store.log.range(self.log_key(from)..=self.log_key(u64::MAX)) {
             let key = item.key().map_err(io::Error::other)?;
             batch.remove(&self.store.log, key);
         }
@@ -165,11 +165,7 @@ impl RaftLogStorage<C> for LogStore {
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
         let mut batch = self.store.db.batch();
         batch.insert(&self.store.raft, self.meta_key(b"purged"), encode_record(&log_id));
-        for item in self
-            .store
-            .log
-            .range(self.log_key(0)..=self.log_key(log_id.index()))
-        {
+        for item in self.store.log.range(self.log_key(0)..=self.log_key(log_id.index())) {
             let key = item.key().map_err(io::Error::other)?;
             batch.remove(&self.store.log, key);
         }

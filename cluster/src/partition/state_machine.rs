@@ -89,9 +89,7 @@ impl RaftSnapshotBuilder<C> for SnapshotBuilder {
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, SnapshotFile>, io::Error> {
         let index = self.meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
-        let path = self
-            .snapshot_dir
-            .join(format!("p{}-{}.snap", self.partition, index));
+        let path = self.snapshot_dir.join(format!("p{}-{}.snap", self.partition, index));
         let (store, view, partition, p2) = (self.store.clone(), self.view.clone(), self.partition, path.clone());
         let count = tokio::task::spawn_blocking(move || write_snapshot(&store, &view, partition, &p2))
             .await
@@ -124,7 +122,7 @@ impl RaftStateMachine<C> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
-        Ok((self.applied.clone(), self.membership.clone()))
+        Ok((self.applied, self.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -140,11 +138,11 @@ impl RaftStateMachine<C> for StateMachine {
                 EntryPayload::Blank => Response::Done,
                 EntryPayload::Normal(cmd) => apply_command(&mut ov, p, cmd)?,
                 EntryPayload::Membership(m) => {
-                    self.membership = StoredMembershipOf::<C>::new(Some(entry.log_id.clone()), m.clone());
+                    self.membership = StoredMembershipOf::<C>::new(Some(entry.log_id), m.clone());
                     Response::Done
                 }
             };
-            last = Some(entry.log_id.clone());
+            last = Some(entry.log_id);
             if let Some(r) = responder {
                 replies.push((r, response));
             }
@@ -168,7 +166,7 @@ impl RaftStateMachine<C> for StateMachine {
             snapshot_dir: self.snapshot_dir.clone(),
             view: self.store.db.snapshot(),
             meta: SnapshotMetaOf::<C> {
-                last_log_id: self.applied.clone(),
+                last_log_id: self.applied,
                 last_membership: self.membership.clone(),
             },
             pointer_key: self.pointer_key(),
@@ -214,7 +212,7 @@ impl RaftStateMachine<C> for StateMachine {
         })
         .await
         .map_err(io::Error::other)??;
-        self.applied = meta.last_log_id.clone();
+        self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         let mut batch = self.store.db.batch().durability(Some(fjall::PersistMode::SyncAll));
         batch.insert(&self.store.sm, t::meta_applied(p), encode_record(&self.applied));
@@ -231,7 +229,7 @@ impl RaftStateMachine<C> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, SnapshotFile>>, io::Error> {
         Ok(self.read_pointer()?.and_then(|ptr| {
-            ptr.path.exists().then(|| SnapshotOf::<C, SnapshotFile> {
+            ptr.path.exists().then_some(SnapshotOf::<C, SnapshotFile> {
                 meta: ptr.meta,
                 snapshot: SnapshotFile(ptr.path),
             })

@@ -48,10 +48,7 @@ pub fn user_channels(p: u16, user_id: &str) -> Vec<u8> {
 }
 /// One channel link of a user.
 pub fn user_channel(p: u16, user_id: &str, channel_id: &str) -> Vec<u8> {
-    KeyBuf::new(p, USER_CHANNEL)
-        .str(user_id)
-        .str(channel_id)
-        .build()
+    KeyBuf::new(p, USER_CHANNEL).str(user_id).str(channel_id).build()
 }
 /// Prefix of a user's devices.
 pub fn devices(p: u16, user_id: &str) -> Vec<u8> {
@@ -99,10 +96,7 @@ pub fn idempotency(p: u16, channel_id: &str, sender: &str, client_msg_id: &str) 
 }
 /// Read marker of a user in a channel.
 pub fn read_marker(p: u16, channel_id: &str, user_id: &str) -> Vec<u8> {
-    KeyBuf::new(p, READ_MARKER)
-        .str(channel_id)
-        .str(user_id)
-        .build()
+    KeyBuf::new(p, READ_MARKER).str(channel_id).str(user_id).build()
 }
 /// Push outbox entry.
 pub fn push_outbox(p: u16, channel_id: &str, seq: u64) -> Vec<u8> {

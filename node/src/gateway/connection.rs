@@ -104,7 +104,11 @@ async fn close_now(mut sink: SplitSink<WebSocket, Message>, code: u16, reason: &
     let _ = timeout(Duration::from_secs(1), sink.close()).await;
 }
 
-async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Receiver<Utf8Bytes>, control: Arc<ConnControl>) {
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Utf8Bytes>,
+    control: Arc<ConnControl>,
+) {
     loop {
         tokio::select! {
             biased;
@@ -172,7 +176,10 @@ async fn read_loop(
         let text = match msg {
             Message::Text(t) => t,
             Message::Binary(_) => {
-                reply(conn, frames::error_frame(&None, "invalid", "binary frames are not supported; send JSON text"));
+                reply(
+                    conn,
+                    frames::error_frame(&None, "invalid", "binary frames are not supported; send JSON text"),
+                );
                 continue;
             }
             Message::Ping(_) | Message::Pong(_) => continue,
@@ -192,7 +199,10 @@ async fn read_loop(
                     conn.control.close(CLOSE_TOO_SLOW);
                     return;
                 }
-                reply(conn, frames::error_frame(r#ref, "rate_limited", "too many messages; slow down"));
+                reply(
+                    conn,
+                    frames::error_frame(r#ref, "rate_limited", "too many messages; slow down"),
+                );
                 continue;
             }
             rate_limited_in_a_row = 0;
@@ -209,7 +219,13 @@ fn reply_error(conn: &ConnHandle, r#ref: &Ref, e: &ApiError) {
     reply(conn, frames::error_frame(r#ref, e.code.as_str(), &e.message));
 }
 
-async fn handle(app: &Arc<AppState>, auth: &AuthContext, conn: &ConnHandle, frame: ClientFrame, watched: &mut Vec<String>) {
+async fn handle(
+    app: &Arc<AppState>,
+    auth: &AuthContext,
+    conn: &ConnHandle,
+    frame: ClientFrame,
+    watched: &mut Vec<String>,
+) {
     let chat = &app.chat;
     match frame {
         ClientFrame::Hello { r#ref, .. } => {
@@ -223,7 +239,10 @@ async fn handle(app: &Arc<AppState>, auth: &AuthContext, conn: &ConnHandle, fram
         } => match chat.send_message(auth, &channel_id, &text, client_msg_id).await {
             Ok((m, _dup)) => reply(
                 conn,
-                frames::with_ref(json!({"type": "sent", "channel_id": m.channel_id, "seq": m.seq, "ts": m.ts}), &r#ref),
+                frames::with_ref(
+                    json!({"type": "sent", "channel_id": m.channel_id, "seq": m.seq, "ts": m.ts}),
+                    &r#ref,
+                ),
             ),
             Err(e) => reply_error(conn, &r#ref, &e),
         },
@@ -253,7 +272,10 @@ async fn handle(app: &Arc<AppState>, auth: &AuthContext, conn: &ConnHandle, fram
         },
         ClientFrame::PresenceSubscribe { r#ref, user_ids } => {
             match presence_subscribe(app, auth, conn, user_ids, watched).await {
-                Ok(users) => reply(conn, frames::with_ref(json!({"type": "presence_state", "users": users}), &r#ref)),
+                Ok(users) => reply(
+                    conn,
+                    frames::with_ref(json!({"type": "presence_state", "users": users}), &r#ref),
+                ),
                 Err(e) => reply_error(conn, &r#ref, &e),
             }
         }
@@ -283,7 +305,9 @@ async fn presence_subscribe(
     watched: &mut Vec<String>,
 ) -> Result<Vec<Value>, ApiError> {
     if user_ids.len() > MAX_WATCHED_PER_CONNECTION {
-        return Err(ApiError::invalid(format!("at most {MAX_WATCHED_PER_CONNECTION} user_ids")));
+        return Err(ApiError::invalid(format!(
+            "at most {MAX_WATCHED_PER_CONNECTION} user_ids"
+        )));
     }
     let mut unique: Vec<String> = Vec::with_capacity(user_ids.len());
     let mut seen = HashSet::new();

@@ -197,7 +197,10 @@ mod tests {
 
     #[test]
     fn known_frames_parse_and_refs_survive_errors() {
-        assert!(matches!(parse(r#"{"type":"ping","ref":3}"#), Ok(ClientFrame::Ping { .. })));
+        assert!(matches!(
+            parse(r#"{"type":"ping","ref":3}"#),
+            Ok(ClientFrame::Ping { .. })
+        ));
         let e = parse(r#"{"type":"send","ref":"r1","channel_id":5}"#).unwrap_err();
         assert_eq!(e.r#ref, Some(json!("r1")));
         let e = parse(r#"{"type":"ack","channel_id":"c","seq":-1}"#).unwrap_err();

@@ -31,9 +31,7 @@ pub struct ConnControl {
 impl ConnControl {
     /// Requests the close.
     pub fn close(&self, code: u16) {
-        let _ = self
-            .code
-            .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
+        let _ = self.code.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
         self.cancel.cancel();
     }
     /// Resolves once a close was requested.

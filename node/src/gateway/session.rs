@@ -32,11 +32,7 @@ pub async fn start(app: &AppState, auth: &AuthContext, conn: &ConnHandle) -> Res
     }
     let cursors = app.cluster.get_cursors(&auth.user_id, &auth.device_id).await?;
     for (channel, join_seq) in &channels {
-        let cursor = cursors
-            .get(&channel.channel_id)
-            .copied()
-            .unwrap_or(0)
-            .max(*join_seq);
+        let cursor = cursors.get(&channel.channel_id).copied().unwrap_or(0).max(*join_seq);
         let mut next = cursor + 1;
         while next <= channel.last_seq {
             let to = channel.last_seq.min(next + CATCH_UP_PAGE - 1);
@@ -49,7 +45,6 @@ pub async fn start(app: &AppState, auth: &AuthContext, conn: &ConnHandle) -> Res
             next = to + 1;
         }
     }
-    conn.push_wait(frames::text(&json!({"type": "caught_up"})))
-        .await;
+    conn.push_wait(frames::text(&json!({"type": "caught_up"}))).await;
     Ok(())
 }

@@ -20,7 +20,11 @@ pub struct UserBody {
 }
 
 /// 200 channel summary (the same channel every time for the pair).
-pub async fn open_dm(State(app): State<Arc<AppState>>, Auth(auth): Auth, JsonBody(b): JsonBody<UserBody>) -> Result<Json<Value>, ApiError> {
+pub async fn open_dm(
+    State(app): State<Arc<AppState>>,
+    Auth(auth): Auth,
+    JsonBody(b): JsonBody<UserBody>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(summary(&app.chat.open_dm(&auth, &b.user_id).await?)))
 }
 

@@ -30,7 +30,10 @@ pub async fn send(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let (m, duplicate) = app.chat.send_message(&auth, &cid, &b.text, b.client_msg_id).await?;
     let status = if duplicate { StatusCode::OK } else { StatusCode::CREATED };
-    Ok((status, Json(json!({"channel_id": m.channel_id, "seq": m.seq, "ts": m.ts}))))
+    Ok((
+        status,
+        Json(json!({"channel_id": m.channel_id, "seq": m.seq, "ts": m.ts})),
+    ))
 }
 
 /// 200 `{messages, has_more}`.

@@ -38,7 +38,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/channels", get(channels::list))
         .route("/v1/channels/{cid}/members", post(channels::add_member))
         .route("/v1/channels/{cid}/members/{uid}", delete(channels::remove_member))
-        .route("/v1/channels/{cid}/messages", post(messages::send).get(messages::history))
+        .route(
+            "/v1/channels/{cid}/messages",
+            post(messages::send).get(messages::history),
+        )
         .route("/v1/ws", get(ws::upgrade))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::invalid("method not allowed on this endpoint") })

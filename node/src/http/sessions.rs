@@ -24,7 +24,10 @@ pub struct LoginBody {
 }
 
 /// 201 `{token, user_id, device_id}`.
-pub async fn login(State(app): State<Arc<AppState>>, JsonBody(b): JsonBody<LoginBody>) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn login(
+    State(app): State<Arc<AppState>>,
+    JsonBody(b): JsonBody<LoginBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let s = app
         .chat
         .login(&b.username, &b.password, b.device_name, b.device_id)

@@ -20,18 +20,32 @@ pub struct SignupBody {
 }
 
 /// 201 `{user_id, username}`; 409 if taken.
-pub async fn signup(State(app): State<Arc<AppState>>, JsonBody(b): JsonBody<SignupBody>) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn signup(
+    State(app): State<Arc<AppState>>,
+    JsonBody(b): JsonBody<SignupBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let user = app.chat.signup(&b.username, &b.password).await?;
-    Ok((StatusCode::CREATED, Json(json!({"user_id": user.user_id, "username": user.username}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"user_id": user.user_id, "username": user.username})),
+    ))
 }
 
 /// 200 `{user_id, username}`.
-pub async fn by_name(State(app): State<Arc<AppState>>, _auth: Auth, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn by_name(
+    State(app): State<Arc<AppState>>,
+    _auth: Auth,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let user = app.chat.user_by_name(&name).await?;
     Ok(Json(json!({"user_id": user.user_id, "username": user.username})))
 }
 
 /// 200 `{user_id, status, last_seen}`; 403 unless a channel is shared.
-pub async fn presence(State(app): State<Arc<AppState>>, Auth(auth): Auth, Path(uid): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn presence(
+    State(app): State<Arc<AppState>>,
+    Auth(auth): Auth,
+    Path(uid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(app.chat.presence(&auth, &uid).await?.to_json()))
 }

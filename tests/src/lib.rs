@@ -1,0 +1,260 @@
+//! Test harness: start ringchat nodes on 127.0.0.1 with ports chosen at run time, either
+//! in-process (fast, inspectable) or as real `ringchat` processes (for kill -9 and SIGTERM),
+//! and make users through the client SDK. Every wait is bounded; every process is stopped on
+//! drop.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ringchat_client::HttpClient;
+use ringchat_node::{App, Config, RunningApp};
+
+/// A free loopback port (bound then released; the node binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A node configuration for tests: fresh ports, small partition count, given data dir.
+pub fn test_config(data_dir: &Path) -> Config {
+    Config {
+        data_dir: data_dir.to_path_buf(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        cluster_listen: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        partitions: 8,
+        ..Config::default()
+    }
+}
+
+/// A node running inside the test process.
+pub struct InProcessNode {
+    /// The running app (stop it with `stop`).
+    pub app: RunningApp,
+    /// `http://127.0.0.1:port`.
+    pub base: String,
+    /// Keeps a temporary data dir alive.
+    pub _dir: Option<tempfile::TempDir>,
+}
+
+impl InProcessNode {
+    /// Starts a node on a new temporary data dir, after `tweak` adjusts the config.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> InProcessNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = test_config(dir.path());
+        tweak(&mut cfg);
+        let app = App::start(cfg).await.expect("node starts");
+        let base = format!("http://{}", app.addr);
+        InProcessNode {
+            app,
+            base,
+            _dir: Some(dir),
+        }
+    }
+
+    /// Starts a node with the test defaults.
+    pub async fn start() -> InProcessNode {
+        Self::start_with(|_| {}).await
+    }
+
+    /// An unauthenticated HTTP client for this node.
+    pub fn http(&self) -> HttpClient {
+        HttpClient::new(&self.base)
+    }
+
+    /// Graceful stop.
+    pub async fn stop(self) {
+        self.app.stop().await;
+    }
+}
+
+/// The `ringchat` binary built by this workspace (`target/<profile>/ringchat`).
+pub fn ringchat_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("RINGCHAT_BIN") {
+        return PathBuf::from(p);
+    }
+    // Test binaries live in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    let bin = profile_dir.join("ringchat");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first with `cargo build -p ringchat-node` (the test command does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A real `ringchat serve` process.
+pub struct NodeProcess {
+    child: Option<Child>,
+    /// `http://127.0.0.1:port`.
+    pub base: String,
+    /// Data dir (kept across restarts).
+    pub data_dir: PathBuf,
+    /// Extra flags it was started with.
+    pub extra: Vec<String>,
+    port: u16,
+}
+
+impl NodeProcess {
+    /// Starts `ringchat serve` on `data_dir` and waits (≤ 30 s) until `/readyz` is 200.
+    pub async fn start(data_dir: &Path, extra: &[&str]) -> NodeProcess {
+        let mut node = NodeProcess {
+            child: None,
+            base: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            port: free_port(),
+        };
+        node.spawn().await;
+        node
+    }
+
+    async fn spawn(&mut self) {
+        self.base = format!("http://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.with_extension("log"))
+            .expect("log file");
+        let child = Command::new(ringchat_bin())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--cluster-listen")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--partitions")
+            .arg("8")
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ringchat");
+        self.child = Some(child);
+        let http = HttpClient::new(&self.base);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(200) = http.readyz().await {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "ringchat exited early with {status}; see {}",
+                    self.data_dir.with_extension("log").display()
+                );
+            }
+            assert!(Instant::now() < deadline, "node at {} not ready within 30 s", self.base);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// An unauthenticated HTTP client for this node.
+    pub fn http(&self) -> HttpClient {
+        HttpClient::new(&self.base)
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits (≤ 15 s) for the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
+    /// Starts the process again on the same data dir and port.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.spawn().await;
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A signed-up, logged-in user.
+pub struct TestUser {
+    /// Username.
+    pub username: String,
+    /// Id.
+    pub user_id: String,
+    /// Device of this login.
+    pub device_id: String,
+    /// Bearer token.
+    pub token: String,
+    /// Authenticated HTTP client.
+    pub http: HttpClient,
+}
+
+/// Password every test user gets.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A unique username with `prefix`.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}{}_{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Signs up and logs in a new user on the node at `base`.
+pub async fn new_user(base: &str, prefix: &str) -> TestUser {
+    let http = HttpClient::new(base);
+    let username = unique_name(prefix);
+    let info = http.signup(&username, PASSWORD).await.expect("signup");
+    let s = http
+        .login(&username, PASSWORD, Some("test"), None)
+        .await
+        .expect("login");
+    TestUser {
+        username,
+        user_id: info.user_id,
+        device_id: s.device_id,
+        http: http.with_token(&s.token),
+        token: s.token,
+    }
+}
+
+/// Logs the same user in again as a new device.
+pub async fn new_device(base: &str, user: &TestUser) -> TestUser {
+    let http = HttpClient::new(base);
+    let s = http
+        .login(&user.username, PASSWORD, Some("second"), None)
+        .await
+        .expect("login");
+    TestUser {
+        username: user.username.clone(),
+        user_id: user.user_id.clone(),
+        device_id: s.device_id,
+        http: http.with_token(&s.token),
+        token: s.token,
+    }
+}
