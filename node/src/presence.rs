@@ -50,21 +50,35 @@ impl Presence {
     }
 
     /// Removes `conn`; if it was the user's last, stores `last_seen` and announces `offline`.
+    /// `last_seen` is committed *before* the registry shows the user offline, so nobody can
+    /// read `offline` with a missing `last_seen`.
     pub async fn disconnected(&self, conn: &ConnHandle, watched: &[String]) {
         self.unwatch(conn.id, watched);
+        let ms = now_ms();
+        let stored = self.registry.connections_of(&conn.user_id) <= 1 && self.store_last_seen(&conn.user_id, ms).await;
         if self.registry.unregister(&conn.user_id, conn.id) {
-            let ms = now_ms();
+            if !stored {
+                // Another device left at the same moment and counted on us: store it now.
+                self.store_last_seen(&conn.user_id, ms).await;
+            }
             self.announce(&PresenceState {
                 user_id: conn.user_id.to_string(),
                 online: false,
                 last_seen: Some(ms),
             });
-            let cmd = Command::SetLastSeen {
-                user_id: conn.user_id.to_string(),
-                ms,
-            };
-            if let Err(e) = self.cluster.write(&conn.user_id, cmd).await {
+        }
+    }
+
+    async fn store_last_seen(&self, user_id: &str, ms: u64) -> bool {
+        let cmd = Command::SetLastSeen {
+            user_id: user_id.to_string(),
+            ms,
+        };
+        match self.cluster.write(user_id, cmd).await {
+            Ok(_) => true,
+            Err(e) => {
                 tracing::warn!(error = %e, "storing last_seen");
+                false
             }
         }
     }

@@ -149,6 +149,15 @@ impl Registry {
         }
     }
 
+    /// Number of the user's live connections here.
+    pub fn connections_of(&self, user_id: &str) -> usize {
+        self.by_user
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(user_id)
+            .map_or(0, |l| l.len())
+    }
+
     /// True if the user has a live connection here.
     pub fn is_online(&self, user_id: &str) -> bool {
         self.by_user
