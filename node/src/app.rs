@@ -119,11 +119,9 @@ impl App {
         });
         let router = crate::http::router(state.clone());
         let stop = shutdown.clone();
+        let header_timeout = Duration::from_millis(state.config.header_read_timeout_ms);
         let handle = tokio::spawn(async move {
-            let server = axum::serve(listener, router).with_graceful_shutdown(stop.clone().cancelled_owned());
-            if let Err(e) = server.await {
-                tracing::error!(error = %e, "client listener failed");
-            }
+            crate::http::serve::serve(listener, router, header_timeout, stop.clone(), tracker.clone()).await;
             stop.cancel();
             registry.close_all(CLOSE_GOING_AWAY);
             tracker.close();

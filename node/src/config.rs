@@ -113,6 +113,8 @@ pub struct Config {
     pub log_format: String,
     /// Snapshot every this many log entries per partition.
     pub snapshot_every: u64,
+    /// A request's headers must arrive within this many ms (slowloris guard).
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -137,6 +139,7 @@ impl Default for Config {
             outbound_queue: 1024,
             log_format: "text".into(),
             snapshot_every: 20_000,
+            header_read_timeout_ms: 10_000,
         }
     }
 }
@@ -180,6 +183,7 @@ impl Config {
             outbound_queue: pick!(outbound_queue).unwrap_or(d.outbound_queue),
             log_format: pick!(log_format).unwrap_or(d.log_format),
             snapshot_every: d.snapshot_every,
+            header_read_timeout_ms: d.header_read_timeout_ms,
         };
         cfg.validate()?;
         Ok(cfg)

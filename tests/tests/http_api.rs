@@ -192,7 +192,11 @@ async fn member_rules_any_member_adds_self_or_creator_removes() {
     let bob = new_user(&node.base, "bob").await;
     let carol = new_user(&node.base, "carol").await;
     let dave = new_user(&node.base, "dave").await;
-    let g = owner.http.create_group("team", std::slice::from_ref(&bob.user_id)).await.unwrap();
+    let g = owner
+        .http
+        .create_group("team", std::slice::from_ref(&bob.user_id))
+        .await
+        .unwrap();
     // Any member may add; non-members may not.
     bob.http.add_member(&g.channel_id, &carol.user_id).await.unwrap();
     assert_eq!(
@@ -249,7 +253,11 @@ async fn channels_lists_the_callers_channels_with_last_seq() {
     let bob = new_user(&node.base, "bob").await;
     let carol = new_user(&node.base, "carol").await;
     let dm = alice.http.open_dm(&bob.user_id).await.unwrap();
-    let g = alice.http.create_group("g", std::slice::from_ref(&carol.user_id)).await.unwrap();
+    let g = alice
+        .http
+        .create_group("g", std::slice::from_ref(&carol.user_id))
+        .await
+        .unwrap();
     alice.http.send_message(&g.channel_id, "one", "1").await.unwrap();
     alice.http.send_message(&g.channel_id, "two", "2").await.unwrap();
     let mut mine: Vec<(String, u64)> = alice

@@ -112,7 +112,11 @@ async fn send_over_ws_is_acked_and_every_device_of_every_member_gets_it() {
     let bob = new_user(&node.base, "bob").await;
     let bob2 = new_device(&node.base, &bob).await;
     let carol = new_user(&node.base, "carol").await;
-    let g = alice.http.create_group("trio", std::slice::from_ref(&bob.user_id)).await.unwrap();
+    let g = alice
+        .http
+        .create_group("trio", std::slice::from_ref(&bob.user_id))
+        .await
+        .unwrap();
     let mut a1 = connect(&node.base, &alice).await;
     let mut a2 = connect(&node.base, &alice2).await;
     let mut b1 = connect(&node.base, &bob).await;
@@ -241,7 +245,11 @@ async fn new_devices_and_new_members_start_at_the_current_end() {
     let alice = new_user(&node.base, "alice").await;
     let bob = new_user(&node.base, "bob").await;
     let carol = new_user(&node.base, "carol").await;
-    let g = alice.http.create_group("g", std::slice::from_ref(&bob.user_id)).await.unwrap();
+    let g = alice
+        .http
+        .create_group("g", std::slice::from_ref(&bob.user_id))
+        .await
+        .unwrap();
     for i in 1..=3 {
         alice
             .http
@@ -408,7 +416,11 @@ async fn channel_events_tell_members_about_joins_leaves_and_updates() {
     let mut a = connect(&node.base, &alice).await;
     let mut b = connect(&node.base, &bob).await;
     let mut c = connect(&node.base, &carol).await;
-    let g = alice.http.create_group("crew", std::slice::from_ref(&bob.user_id)).await.unwrap();
+    let g = alice
+        .http
+        .create_group("crew", std::slice::from_ref(&bob.user_id))
+        .await
+        .unwrap();
     for ws in [&mut a, &mut b] {
         let e = ws.recv_type("channel", T).await.unwrap();
         assert_eq!(e["event"], "joined");

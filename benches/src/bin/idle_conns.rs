@@ -1,6 +1,10 @@
 //! Idle-connection memory: opens N authenticated WebSocket connections to a running node
 //! (`ringchat serve`, pid given) and reports the node's RSS growth per connection.
 //!
+//! The figure is marginal: RSS growth from the first 10% of connections to all of them, divided
+//! by the connections in between, so start-up and login garbage do not count as per-connection
+//! cost.
+//!
 //! `cargo run --release -p ringchat-benches --bin idle_conns -- --pid <pid> --url http://127.0.0.1:7070 --conns 10000`
 
 use std::time::{Duration, Instant};
@@ -55,8 +59,8 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         tokens.push(s["token"].as_str().context("token")?.to_string());
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = ringchat_benches::rss_bytes(args.pid)?;
+    let warm = (args.conns / 10).max(1);
+    let mut before = ringchat_benches::rss_bytes(args.pid)?;
     let ws_url = format!("{}/v1/ws", args.url.replacen("http", "ws", 1));
     let mut sockets = Vec::with_capacity(args.conns);
     for i in 0..args.conns {
@@ -78,13 +82,17 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         sockets.push(ws);
+        if i + 1 == warm {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            before = ringchat_benches::rss_bytes(args.pid)?;
+        }
         if (i + 1) % 2000 == 0 {
             eprintln!("{} connections", i + 1);
         }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = ringchat_benches::rss_bytes(args.pid)?;
-    let per = (after.saturating_sub(before)) as f64 / args.conns as f64;
+    let per = (after.saturating_sub(before)) as f64 / (args.conns - warm).max(1) as f64;
     println!(
         "{{\"conns\":{},\"users\":{},\"rss_before\":{},\"rss_after\":{},\"bytes_per_conn\":{:.0}}}",
         args.conns, args.users, before, after, per

@@ -12,6 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
+use tracing::Instrument;
 
 use super::frames::{self, ClientFrame, Ref};
 use super::registry::*;
@@ -66,7 +67,7 @@ pub async fn serve(socket: WebSocket, app: Arc<AppState>) {
         Err(_) => return close_now(sink, CLOSE_PROTOCOL, "no hello within 10 s").await,
         Ok(None) | Ok(Some(Err(_))) => return,
         Ok(Some(Ok(Message::Text(t)))) => match frames::parse(&t) {
-            Ok(ClientFrame::Hello { token, .. }) => match app.chat.authenticate(&token).await {
+            Ok(ClientFrame::Hello { token, .. }) => match Box::pin(app.chat.authenticate(&token)).await {
                 Ok(auth) => auth,
                 Err(e) if e.code == ErrorCode::Unauthorized => {
                     return close_now(sink, CLOSE_UNAUTHORIZED, "invalid token").await
@@ -78,20 +79,21 @@ pub async fn serve(socket: WebSocket, app: Arc<AppState>) {
         Ok(Some(Ok(_))) => return close_now(sink, CLOSE_PROTOCOL, "the first frame must be a hello text frame").await,
     };
     let span = tracing::info_span!("ws", user = %auth.user_id, device = %auth.device_id);
-    let _enter = span.enter();
     let (tx, rx) = mpsc::channel(app.config.outbound_queue);
     let control = Arc::new(ConnControl::default());
     let conn = ConnHandle::new(&auth.user_id, &auth.device_id, &auth.token_hash, tx, control.clone());
-    app.presence.connected(conn.clone()).await;
+    Box::pin(app.presence.connected(conn.clone())).await;
     let writer = tokio::spawn(write_loop(sink, rx, control.clone()));
     let mut watched: Vec<String> = Vec::new();
-    if let Err(e) = session::start(&app, &auth, &conn).await {
+    if let Err(e) = Box::pin(session::start(&app, &auth, &conn)).await {
         tracing::warn!(error = %e, "catch-up failed");
         control.close(1011);
     }
-    read_loop(&app, &auth, &conn, &mut stream, &mut watched).await;
+    read_loop(&app, &auth, &conn, &mut stream, &mut watched)
+        .instrument(span)
+        .await;
     control.close(CLOSE_GOING_AWAY);
-    app.presence.disconnected(&conn, &watched).await;
+    Box::pin(app.presence.disconnected(&conn, &watched)).await;
     let _ = timeout(Duration::from_secs(3), writer).await;
 }
 
@@ -207,7 +209,9 @@ async fn read_loop(
             }
             rate_limited_in_a_row = 0;
         }
-        handle(app, auth, conn, frame, watched).await;
+        // Boxed: a request's future (a Raft write, a history read) is large and short-lived;
+        // inline it would sit in every idle connection's task for the connection's lifetime.
+        Box::pin(handle(app, auth, conn, frame, watched)).await;
     }
 }
 

@@ -5,6 +5,7 @@ pub mod channels;
 pub mod extract;
 pub mod health;
 pub mod messages;
+pub mod serve;
 pub mod sessions;
 pub mod users;
 pub mod ws;

@@ -28,7 +28,7 @@ pub async fn upgrade(State(app): State<Arc<AppState>>, headers: HeaderMap, ws: W
             }
         }
     }
-    ws.read_buffer_size(4 * 1024)
+    ws.read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(2 * MAX_FRAME_BYTES)
         .max_message_size(MAX_FRAME_BYTES)
