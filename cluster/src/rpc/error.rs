@@ -56,10 +56,6 @@ impl RpcError {
     pub(crate) fn from_status(status: tonic::Status) -> Self {
         match status.code() {
             tonic::Code::Unavailable | tonic::Code::NotFound => RpcError::Unreachable(status.message().to_string()),
-            tonic::Code::DeadlineExceeded => RpcError::Remote {
-                code: status.code(),
-                message: status.message().to_string(),
-            },
             code => RpcError::Remote {
                 code,
                 message: status.message().to_string(),
