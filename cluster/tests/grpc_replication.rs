@@ -9,16 +9,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::alias::SnapshotMetaOf;
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use ringchat_cluster::partition::{tables, LogStore, StateMachine};
 use ringchat_cluster::rpc::client::SNAPSHOT_CHUNK_BYTES;
 use ringchat_cluster::rpc::proto::raft_service_client::RaftServiceClient;
-use ringchat_cluster::rpc::proto::RaftRequest;
+use ringchat_cluster::rpc::proto::snapshot_chunk::Part;
+use ringchat_cluster::rpc::proto::{RaftRequest, SnapshotChunk, SnapshotHeader};
 use ringchat_cluster::rpc::{
     spawn_server, ClusterSecret, GroupRegistry, PeerChannels, RaftRpcService, RpcError, SECRET_METADATA_KEY,
 };
 use ringchat_cluster::types::PartitionRaft;
-use ringchat_cluster::{Command, NodeId, UserRecord};
+use ringchat_cluster::{Command, NodeId, TypeConfig, UserRecord};
 use ringchat_storage::{decode_record, Store};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -345,4 +348,45 @@ async fn new_learner_catches_up_through_install_snapshot() {
     for node in nodes {
         node.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_snapshot_stream_is_refused_and_leaves_no_file() {
+    let node = TestNode::start(1).await;
+    let mut client = RaftServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .expect("connect");
+    let vote = node.raft.metrics().borrow_watched().vote;
+    let header = SnapshotHeader {
+        partition: u32::from(PARTITION),
+        vote: serde_json::to_vec(&vote).expect("vote json"),
+        meta: serde_json::to_vec(&SnapshotMetaOf::<TypeConfig>::default()).expect("meta json"),
+        size: 1000,
+    };
+    let messages = vec![
+        SnapshotChunk {
+            part: Some(Part::Header(header)),
+        },
+        SnapshotChunk {
+            part: Some(Part::Data(vec![0u8; 100])),
+        },
+    ];
+    let mut request = tonic::Request::new(futures_util::stream::iter(messages));
+    ClusterSecret::new(SECRET).expect("secret").attach(&mut request);
+    let status = client
+        .install_snapshot(request)
+        .await
+        .expect_err("100 of 1000 bytes is refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let left: Vec<_> = std::fs::read_dir(&node.incoming_dir)
+        .map(|dir| dir.map(|e| e.expect("dir entry").file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "staged file removed: {left:?}");
+    assert!(
+        node.raft.metrics().borrow_watched().snapshot.is_none(),
+        "nothing installed"
+    );
+
+    drop(client);
+    node.stop().await;
 }
