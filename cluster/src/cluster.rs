@@ -115,6 +115,11 @@ impl Cluster {
         partition_of(id, self.partitions)
     }
 
+    /// The local Raft group of partition `p`, if it exists (the RPC server routes by it).
+    pub fn partition_group(&self, p: u16) -> Option<PartitionRaft> {
+        self.groups.get(p as usize).cloned()
+    }
+
     /// True once every partition has a leader this node can reach.
     pub fn is_ready(&self) -> bool {
         self.groups.iter().all(|g| {

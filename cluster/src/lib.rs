@@ -13,6 +13,7 @@ pub mod network;
 pub mod partition;
 pub mod placement;
 pub mod reads;
+pub mod rpc;
 pub mod types;
 
 pub use cluster::{Cluster, ClusterConfig};

@@ -1,0 +1,121 @@
+//! Channels to peer nodes: one lazily-connected HTTP/2 channel per peer address, shared by
+//! every partition group of this node.
+//!
+//! With P partitions and N nodes, per-group connections would open P x N sockets per node;
+//! one multiplexed channel per peer keeps it at N and lets h2 flow control share the link.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use super::auth::ClusterSecret;
+use super::client::GrpcNetwork;
+use super::error::RpcError;
+use crate::types::NodeId;
+
+/// How long opening a TCP connection to a peer may take before it counts as unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The node's channels to its peers, keyed by address. Cloning shares them.
+#[derive(Clone)]
+pub struct PeerChannels {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    secret: ClusterSecret,
+}
+
+impl PeerChannels {
+    /// An empty pool whose requests carry `secret`.
+    pub fn new(secret: ClusterSecret) -> Self {
+        PeerChannels {
+            channels: Arc::new(Mutex::new(HashMap::new())),
+            secret,
+        }
+    }
+
+    /// The Raft network factory of partition `partition` on node `local_id`, over these channels.
+    pub fn network(&self, local_id: NodeId, partition: u16) -> GrpcNetwork {
+        GrpcNetwork::new(self.clone(), local_id, partition)
+    }
+
+    /// The secret every request carries.
+    pub(crate) fn secret(&self) -> &ClusterSecret {
+        &self.secret
+    }
+
+    /// The channel to `addr` (`host:port`), created on first use. Creating one does not
+    /// connect: tonic connects on the first call and reconnects after a failure by itself.
+    pub fn channel(&self, addr: &str) -> Result<Channel, RpcError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let bad = |reason: String| RpcError::BadAddress {
+            addr: addr.to_string(),
+            reason,
+        };
+        if addr.is_empty() || addr.contains("://") || addr.contains('/') {
+            return Err(bad("expected host:port".into()));
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| bad(e.to_string()))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Drops the channel to `addr` (a node left the cluster); a later call makes a new one.
+    pub fn forget(&self, addr: &str) {
+        self.channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(addr);
+    }
+
+    /// Number of peer channels (one per address ever used and not forgotten).
+    pub fn len(&self) -> usize {
+        self.channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+
+    /// True if no channel was created yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> PeerChannels {
+        PeerChannels::new(ClusterSecret::new("0123456789abcdef-secret").unwrap())
+    }
+
+    #[tokio::test]
+    async fn one_channel_per_address_is_shared_by_every_partition() {
+        let peers = pool();
+        peers.channel("127.0.0.1:7001").unwrap();
+        peers.channel("127.0.0.1:7001").unwrap();
+        peers.channel("127.0.0.1:7002").unwrap();
+        assert_eq!(peers.len(), 2);
+        peers.forget("127.0.0.1:7001");
+        assert_eq!(peers.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn addresses_with_a_scheme_or_path_are_refused() {
+        let peers = pool();
+        assert!(matches!(peers.channel("http://a:1"), Err(RpcError::BadAddress { .. })));
+        assert!(matches!(peers.channel(""), Err(RpcError::BadAddress { .. })));
+        assert!(peers.is_empty());
+    }
+}

@@ -1,0 +1,266 @@
+//! The sending side: openraft's network for one partition group, over the node's shared peer
+//! channels.
+
+use std::future::Future;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::alias::{SnapshotOf, VoteOf};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::channels::PeerChannels;
+use super::error::RpcError;
+use super::proto::raft_service_client::RaftServiceClient;
+use super::proto::snapshot_chunk::Part;
+use super::proto::{RaftRequest, SnapshotChunk, SnapshotHeader};
+use super::wire::{decode, encode};
+use super::MAX_MESSAGE_BYTES;
+use crate::partition::SnapshotFile;
+use crate::types::{NodeId, TypeConfig};
+
+type C = TypeConfig;
+
+/// Bytes of snapshot file per stream message. Small enough that a sender holds little in
+/// memory, large enough that per-message overhead is noise; h2 flow control paces the stream,
+/// so openraft's `snapshot_max_chunk_size` hint is not used.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 256 * 1024;
+
+/// openraft network factory of one partition group: connections to peers for that partition.
+///
+/// Every factory made from the same `PeerChannels` shares its channels, so all partition
+/// groups of a node talk to a peer over one connection; each request names the partition.
+#[derive(Clone)]
+pub struct GrpcNetwork {
+    peers: PeerChannels,
+    local_id: NodeId,
+    partition: u16,
+}
+
+impl GrpcNetwork {
+    /// The network of partition `partition` on node `local_id` (see `PeerChannels::network`).
+    pub fn new(peers: PeerChannels, local_id: NodeId, partition: u16) -> Self {
+        GrpcNetwork {
+            peers,
+            local_id,
+            partition,
+        }
+    }
+}
+
+impl RaftNetworkFactory<C> for GrpcNetwork {
+    type Network = GrpcPeer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GrpcPeer {
+        let client = self.peers.channel(&node.addr).map(|channel| {
+            RaftServiceClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        });
+        GrpcPeer {
+            peers: self.peers.clone(),
+            local_id: self.local_id,
+            target,
+            partition: self.partition,
+            client: client.map_err(Arc::new),
+        }
+    }
+}
+
+/// One partition group's connection to one peer (a handle on the shared channel).
+pub struct GrpcPeer {
+    peers: PeerChannels,
+    local_id: NodeId,
+    target: NodeId,
+    partition: u16,
+    /// The client, or why the peer's address is unusable (reported on every call).
+    client: Result<RaftServiceClient<Channel>, Arc<RpcError>>,
+}
+
+/// How a failed call is reported to openraft.
+enum Failure {
+    /// Back off before retrying.
+    Unreachable(RpcError),
+    /// Out of time.
+    Timeout(Duration),
+    /// Retry at once.
+    Network(RpcError),
+}
+
+impl GrpcPeer {
+    fn client(&self) -> Result<RaftServiceClient<Channel>, Failure> {
+        match &self.client {
+            Ok(client) => Ok(client.clone()),
+            Err(e) => Err(Failure::Unreachable(RpcError::Unreachable(e.to_string()))),
+        }
+    }
+
+    fn request<T>(&self, message: T, ttl: Duration) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(ttl);
+        self.peers.secret().attach(&mut request);
+        request
+    }
+
+    /// Awaits `call` for at most `ttl` and sorts its failure.
+    async fn within<T>(
+        &self,
+        ttl: Duration,
+        call: impl Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<T, Failure> {
+        match tokio::time::timeout(ttl, call).await {
+            Err(_) => Err(Failure::Timeout(ttl)),
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => Err(Failure::Timeout(ttl)),
+            Ok(Err(status)) => match RpcError::from_status(status) {
+                e @ RpcError::Unreachable(_) => Err(Failure::Unreachable(e)),
+                e => Err(Failure::Network(e)),
+            },
+        }
+    }
+
+    fn rpc_error(&self, action: RPCTypes, failure: Failure) -> RPCError<C> {
+        match failure {
+            Failure::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            Failure::Timeout(timeout) => RPCError::Timeout(Timeout {
+                action,
+                id: self.local_id,
+                target: self.target,
+                timeout,
+            }),
+            Failure::Network(e) => RPCError::Network(NetworkError::new(&e)),
+        }
+    }
+
+    async fn unary<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        action: RPCTypes,
+        rpc: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<C>> {
+        let result = async {
+            let mut client = self.client()?;
+            let payload = encode(rpc).map_err(Failure::Network)?;
+            let ttl = option.soft_ttl();
+            let request = self.request(
+                RaftRequest {
+                    partition: u32::from(self.partition),
+                    payload,
+                },
+                ttl,
+            );
+            let reply = match action {
+                RPCTypes::Vote => self.within(ttl, client.vote(request)).await?,
+                _ => self.within(ttl, client.append_entries(request)).await?,
+            };
+            decode(&reply.payload).map_err(Failure::Network)
+        }
+        .await;
+        result.map_err(|failure| self.rpc_error(action, failure))
+    }
+}
+
+impl RaftNetworkV2<C> for GrpcPeer {
+    type SnapshotData = SnapshotFile;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        self.unary(RPCTypes::AppendEntries, &rpc, &option).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
+        self.unary(RPCTypes::Vote, &rpc, &option).await
+    }
+
+    /// Streams the snapshot file in `SNAPSHOT_CHUNK_BYTES` pieces after a header with the
+    /// partition, vote, metadata and size; the file is read as the stream is sent, never whole.
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<C>,
+        snapshot: SnapshotOf<C, SnapshotFile>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        let storage_error = |e: io::Error| {
+            StreamingError::StorageError(openraft::StorageError::from_io_error(
+                openraft::ErrorSubject::Snapshot(Some(snapshot.meta.signature())),
+                openraft::ErrorVerb::Read,
+                e,
+            ))
+        };
+        let file = tokio::fs::File::open(&snapshot.snapshot.0)
+            .await
+            .map_err(storage_error)?;
+        let size = file.metadata().await.map_err(storage_error)?.len();
+        let ttl = option.soft_ttl();
+        let action = RPCTypes::InstallSnapshot;
+        let header = SnapshotHeader {
+            partition: u32::from(self.partition),
+            vote: encode(&vote).map_err(|e| self.rpc_error(action, Failure::Network(e)))?,
+            meta: encode(&snapshot.meta).map_err(|e| self.rpc_error(action, Failure::Network(e)))?,
+            size,
+        };
+        let read_failure = Arc::new(Mutex::new(None));
+        let chunks = snapshot_chunks(header, file, read_failure.clone());
+        let mut client = self.client().map_err(|f| self.rpc_error(action, f))?;
+        let request = self.request(chunks, ttl);
+
+        let sent = tokio::select! {
+            sent = self.within(ttl, client.install_snapshot(request)) => sent,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        if let Some(e) = read_failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(storage_error(e));
+        }
+        let reply = sent.map_err(|f| self.rpc_error(action, f))?;
+        decode(&reply.payload).map_err(|e| self.rpc_error(action, Failure::Network(e)).into())
+    }
+}
+
+/// The stream of one snapshot: `header`, then the file in chunks. A read error ends the
+/// stream early (the receiver then refuses the short snapshot) and is left in `failure`.
+fn snapshot_chunks(
+    header: SnapshotHeader,
+    file: tokio::fs::File,
+    failure: Arc<Mutex<Option<io::Error>>>,
+) -> impl futures_util::Stream<Item = SnapshotChunk> + Send + 'static {
+    let start = (Some(header), Some(file), failure);
+    futures_util::stream::unfold(start, |(header, file, failure)| async move {
+        if let Some(header) = header {
+            let chunk = SnapshotChunk {
+                part: Some(Part::Header(header)),
+            };
+            return Some((chunk, (None, file, failure)));
+        }
+        let mut file = file?;
+        let mut data = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
+        match (&mut file)
+            .take(SNAPSHOT_CHUNK_BYTES as u64)
+            .read_to_end(&mut data)
+            .await
+        {
+            Ok(0) => None,
+            Ok(_) => Some((
+                SnapshotChunk {
+                    part: Some(Part::Data(data)),
+                },
+                (None, Some(file), failure),
+            )),
+            Err(e) => {
+                *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                None
+            }
+        }
+    })
+}

@@ -1,0 +1,31 @@
+//! Node-to-node transport of partition Raft groups: tonic gRPC over one channel per node pair,
+//! the partition id in every request, client-streaming snapshots, and a shared cluster secret.
+//!
+//! See `docs/node-rpc.md` for why it is shaped this way. The single-node path keeps using
+//! `network::NoPeers`.
+
+pub mod auth;
+pub mod channels;
+pub mod client;
+pub mod error;
+pub mod registry;
+pub mod server;
+pub mod wire;
+
+/// Code generated from `proto/raft.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("ringchat.raft.v1");
+}
+
+pub use auth::{ClusterSecret, SECRET_METADATA_KEY};
+pub use channels::PeerChannels;
+pub use client::{GrpcNetwork, GrpcPeer};
+pub use error::RpcError;
+pub use registry::{GroupRegistry, PartitionGroups};
+pub use server::{spawn_server, RaftRpcService};
+
+/// Largest gRPC message either side accepts or sends. An AppendEntries batch carries up to
+/// openraft's `max_payload_entries` commands of up to ~1 MiB each once JSON-escaped; tonic's
+/// 4 MiB default would wedge replication on a burst of long messages.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;

@@ -1,0 +1,71 @@
+//! Which local Raft group serves a partition: the server's only view of the node.
+//!
+//! The server looks a group up per request instead of holding a fixed list, so the cluster can
+//! start and stop partition groups (moves, rebalancing) while the server keeps running.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::cluster::Cluster;
+use crate::types::PartitionRaft;
+
+/// Finds the local Raft group of a partition, if this node hosts it.
+pub trait PartitionGroups: Send + Sync + 'static {
+    /// The group of `partition`, or `None` if this node does not host it (now).
+    fn group(&self, partition: u16) -> Option<PartitionRaft>;
+}
+
+impl<F> PartitionGroups for F
+where
+    F: Fn(u16) -> Option<PartitionRaft> + Send + Sync + 'static,
+{
+    fn group(&self, partition: u16) -> Option<PartitionRaft> {
+        self(partition)
+    }
+}
+
+/// A mutable set of local groups: add one when it starts, remove it when it stops.
+/// Cloning shares the set.
+#[derive(Clone, Default)]
+pub struct GroupRegistry {
+    groups: Arc<RwLock<HashMap<u16, PartitionRaft>>>,
+}
+
+impl GroupRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Routes `partition` to `raft` from now on; returns the group it replaces.
+    pub fn insert(&self, partition: u16, raft: PartitionRaft) -> Option<PartitionRaft> {
+        self.groups
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(partition, raft)
+    }
+
+    /// Stops routing `partition`; later requests for it are answered `NotFound`.
+    pub fn remove(&self, partition: u16) -> Option<PartitionRaft> {
+        self.groups
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&partition)
+    }
+}
+
+impl PartitionGroups for GroupRegistry {
+    fn group(&self, partition: u16) -> Option<PartitionRaft> {
+        self.groups
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&partition)
+            .cloned()
+    }
+}
+
+impl PartitionGroups for Cluster {
+    fn group(&self, partition: u16) -> Option<PartitionRaft> {
+        self.partition_group(partition)
+    }
+}

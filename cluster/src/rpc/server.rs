@@ -1,0 +1,207 @@
+//! The receiving side: a tonic service that hands each Raft RPC to the local group of the
+//! partition it names, and the task that serves it until shutdown.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openraft::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::auth::{ClusterSecret, SecretCheck};
+use super::error::RpcError;
+use super::proto::raft_service_server::{RaftService, RaftServiceServer};
+use super::proto::snapshot_chunk::Part;
+use super::proto::{RaftReply, RaftRequest, SnapshotChunk, SnapshotReply};
+use super::registry::PartitionGroups;
+use super::wire::{decode, encode};
+use super::MAX_MESSAGE_BYTES;
+use crate::partition::SnapshotFile;
+use crate::types::{PartitionRaft, TypeConfig};
+
+type C = TypeConfig;
+
+/// The Raft RPC service of one node: routes every request by its partition id.
+///
+/// Incoming snapshots are written chunk by chunk to a temporary file in `incoming_dir` (on
+/// the same disk as the snapshot dir, so the state machine's copy is local) and removed once
+/// the group has installed or refused them.
+pub struct RaftRpcService {
+    groups: Arc<dyn PartitionGroups>,
+    incoming_dir: PathBuf,
+}
+
+impl RaftRpcService {
+    /// A service answering for the groups in `groups`, staging snapshots in `incoming_dir`.
+    pub fn new(groups: Arc<dyn PartitionGroups>, incoming_dir: PathBuf) -> Self {
+        RaftRpcService { groups, incoming_dir }
+    }
+
+    fn group(&self, partition: u32) -> Result<(u16, PartitionRaft), Status> {
+        let p = u16::try_from(partition)
+            .map_err(|_| Status::invalid_argument(format!("partition {partition} out of range")))?;
+        self.groups
+            .group(p)
+            .map(|raft| (p, raft))
+            .ok_or_else(|| Status::not_found(format!("partition {p} is not hosted on this node")))
+    }
+}
+
+fn bad_request(what: &str, e: RpcError) -> Status {
+    Status::invalid_argument(format!("{what}: {e}"))
+}
+
+fn raft_stopped(p: u16, e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("partition {p}: {e}"))
+}
+
+fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftReply>, Status> {
+    let payload = encode(value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftReply { payload }))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftRpcService {
+    async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let request = request.into_inner();
+        let (p, raft) = self.group(request.partition)?;
+        let rpc = decode(&request.payload).map_err(|e| bad_request("append_entries payload", e))?;
+        let response = raft.append_entries(rpc).await.map_err(|e| raft_stopped(p, e))?;
+        reply(&response)
+    }
+
+    async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let request = request.into_inner();
+        let (p, raft) = self.group(request.partition)?;
+        let rpc = decode(&request.payload).map_err(|e| bad_request("vote payload", e))?;
+        let response = raft.vote(rpc).await.map_err(|e| raft_stopped(p, e))?;
+        reply(&response)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SnapshotReply>, Status> {
+        let mut stream = request.into_inner();
+        let header = match stream.message().await? {
+            Some(SnapshotChunk {
+                part: Some(Part::Header(header)),
+            }) => header,
+            Some(_) => return Err(Status::invalid_argument("a snapshot stream must start with its header")),
+            None => return Err(Status::invalid_argument("empty snapshot stream")),
+        };
+        let (p, raft) = self.group(header.partition)?;
+        let vote: VoteOf<C> = decode(&header.vote).map_err(|e| bad_request("snapshot vote", e))?;
+        let meta: SnapshotMetaOf<C> = decode(&header.meta).map_err(|e| bad_request("snapshot meta", e))?;
+
+        let staged = StagedFile::create(&self.incoming_dir, p)
+            .await
+            .map_err(|e| Status::internal(format!("staging snapshot: {e}")))?;
+        let mut file = tokio::io::BufWriter::new(
+            tokio::fs::File::create(&staged.0)
+                .await
+                .map_err(|e| Status::internal(format!("staging snapshot: {e}")))?,
+        );
+        let mut received = 0u64;
+        while let Some(chunk) = stream.message().await? {
+            let Some(Part::Data(data)) = chunk.part else {
+                return Err(Status::invalid_argument("only data may follow the snapshot header"));
+            };
+            received += data.len() as u64;
+            if received > header.size {
+                return Err(Status::invalid_argument(format!(
+                    "snapshot longer than its declared {} bytes",
+                    header.size
+                )));
+            }
+            file.write_all(&data)
+                .await
+                .map_err(|e| Status::internal(format!("writing snapshot: {e}")))?;
+        }
+        if received != header.size {
+            // A cut stream must never reach the state machine: it would refuse the torn file
+            // only after dropping the partition's current state.
+            return Err(Status::invalid_argument(format!(
+                "snapshot ended after {received} of {} bytes",
+                header.size
+            )));
+        }
+        file.flush()
+            .await
+            .map_err(|e| Status::internal(format!("writing snapshot: {e}")))?;
+        drop(file);
+
+        tracing::info!(partition = p, bytes = received, "snapshot received, installing");
+        let snapshot = SnapshotOf::<C, SnapshotFile> {
+            meta,
+            snapshot: SnapshotFile(staged.0.clone()),
+        };
+        // openraft answers only after the state machine has installed (and copied) the file,
+        // or refused it for a stale vote, so the staged file may go when this returns.
+        let response = raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(|e| raft_stopped(p, e))?;
+        let payload = encode(&response).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(SnapshotReply { payload }))
+    }
+}
+
+/// A temporary snapshot file, removed when dropped (after install, on error or cancellation).
+struct StagedFile(PathBuf);
+
+impl StagedFile {
+    async fn create(dir: &Path, partition: u16) -> std::io::Result<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        tokio::fs::create_dir_all(dir).await?;
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Ok(StagedFile(dir.join(format!(
+            "incoming-p{partition}-{}-{n}.part",
+            std::process::id()
+        ))))
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.0.display(), error = %e, "could not remove staged snapshot");
+            }
+        }
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown` is cancelled, refusing every request that
+/// lacks `secret`.
+///
+/// The returned task owns the server: after cancelling `shutdown`, await it to know that the
+/// listener is closed and in-flight RPCs have finished. It ends with an error only if serving
+/// itself failed.
+pub fn spawn_server(
+    listener: TcpListener,
+    service: RaftRpcService,
+    secret: ClusterSecret,
+    shutdown: CancellationToken,
+) -> JoinHandle<Result<(), RpcError>> {
+    let service = InterceptedService::new(
+        RaftServiceServer::new(service)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        SecretCheck(secret),
+    );
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await?;
+        Ok(())
+    })
+}

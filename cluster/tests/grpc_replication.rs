@@ -1,0 +1,392 @@
+//! Partition Raft groups replicating over the tonic transport: separate stores, separate gRPC
+//! servers on loopback ports chosen at run time, one partition, real elections.
+//!
+//! Every wait is bounded (openraft's `Wait` with a timeout) and every node is shut down, server
+//! included, at the end of each test.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::alias::SnapshotMetaOf;
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use ringchat_cluster::partition::{tables, LogStore, StateMachine};
+use ringchat_cluster::rpc::client::SNAPSHOT_CHUNK_BYTES;
+use ringchat_cluster::rpc::proto::raft_service_client::RaftServiceClient;
+use ringchat_cluster::rpc::proto::snapshot_chunk::Part;
+use ringchat_cluster::rpc::proto::{RaftRequest, SnapshotChunk, SnapshotHeader};
+use ringchat_cluster::rpc::{
+    spawn_server, ClusterSecret, GroupRegistry, PeerChannels, RaftRpcService, RpcError, SECRET_METADATA_KEY,
+};
+use ringchat_cluster::types::PartitionRaft;
+use ringchat_cluster::{Command, NodeId, TypeConfig, UserRecord};
+use ringchat_storage::{decode_record, Store};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const PARTITION: u16 = 3;
+const SECRET: &str = "test-cluster-secret-0123456789";
+const WAIT: Duration = Duration::from_secs(10);
+
+/// One node hosting one partition group: its own data dir, store, gRPC server and channels.
+struct TestNode {
+    id: NodeId,
+    addr: String,
+    raft: PartitionRaft,
+    store: Store,
+    incoming_dir: PathBuf,
+    shutdown: CancellationToken,
+    server: JoinHandle<Result<(), RpcError>>,
+    dir: tempfile::TempDir,
+}
+
+fn raft_config() -> Arc<Config> {
+    Arc::new(
+        Config {
+            cluster_name: "ringchat-test".into(),
+            heartbeat_interval: 100,
+            election_timeout_min: 400,
+            election_timeout_max: 800,
+            install_snapshot_timeout: 5_000,
+            // Snapshots only when a test asks, and no log kept behind one, so a purge leaves a
+            // new learner no choice but InstallSnapshot.
+            snapshot_policy: SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: 0,
+            ..Default::default()
+        }
+        .validate()
+        .expect("valid raft config"),
+    )
+}
+
+impl TestNode {
+    async fn start(id: NodeId) -> TestNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open store");
+        let sm = StateMachine::open(store.clone(), PARTITION, dir.path().join("snapshots")).expect("open sm");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr").to_string();
+        let secret = ClusterSecret::new(SECRET).expect("secret");
+        let peers = PeerChannels::new(secret.clone());
+        let raft = PartitionRaft::new(
+            id,
+            raft_config(),
+            peers.network(id, PARTITION),
+            LogStore::new(store.clone(), PARTITION),
+            sm,
+        )
+        .await
+        .expect("start raft");
+        let registry = GroupRegistry::new();
+        registry.insert(PARTITION, raft.clone());
+        let incoming_dir = dir.path().join("incoming");
+        let shutdown = CancellationToken::new();
+        let server = spawn_server(
+            listener,
+            RaftRpcService::new(Arc::new(registry), incoming_dir.clone()),
+            secret,
+            shutdown.clone(),
+        );
+        TestNode {
+            id,
+            addr,
+            raft,
+            store,
+            incoming_dir,
+            shutdown,
+            server,
+            dir,
+        }
+    }
+
+    fn node(&self) -> BasicNode {
+        BasicNode::new(&self.addr)
+    }
+
+    fn user(&self, user_id: &str) -> Option<UserRecord> {
+        let bytes = self.store.sm.get(tables::user(PARTITION, user_id)).expect("read sm")?;
+        Some(decode_record(&bytes).expect("decode user"))
+    }
+
+    /// Stops the Raft group, then the server, and checks the server task ended cleanly.
+    async fn stop(self) {
+        self.raft.shutdown().await.expect("raft shutdown");
+        self.shutdown.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(5), self.server)
+            .await
+            .expect("server stops within 5 s")
+            .expect("server task not panicked");
+        ended.expect("server ended without error");
+    }
+}
+
+fn ensure_user(n: u64) -> Command {
+    ensure_user_padded(n, 0)
+}
+
+/// A user whose name is padded by `pad` bytes, to make snapshots span several chunks.
+fn ensure_user_padded(n: u64, pad: usize) -> Command {
+    Command::EnsureUser {
+        user: UserRecord {
+            user_id: format!("u_{n}"),
+            username: format!("user{n}{}", "x".repeat(pad)),
+            created_ms: 1_700_000_000_000 + n,
+            last_seen: None,
+        },
+    }
+}
+
+/// Starts nodes 1..=3, initializes them as voters and returns them with the leader's id.
+async fn three_voters() -> (Vec<TestNode>, NodeId) {
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(TestNode::start(id).await);
+    }
+    let members: BTreeMap<NodeId, BasicNode> = nodes.iter().map(|n| (n.id, n.node())).collect();
+    nodes[0].raft.initialize(members).await.expect("initialize");
+    let metrics = nodes[0]
+        .raft
+        .wait(Some(WAIT))
+        .metrics(|m| m.current_leader.is_some(), "a leader is elected")
+        .await
+        .expect("leader within 10 s");
+    let leader = metrics.current_leader.expect("leader");
+    for n in &nodes {
+        n.raft
+            .wait(Some(WAIT))
+            .metrics(|m| m.current_leader == Some(leader), "every node knows the leader")
+            .await
+            .expect("all nodes agree on the leader");
+    }
+    // A new leader accepts writes only once a quorum has acknowledged it (its lease): wait for
+    // the first acks to come back over the transport.
+    leader_of(&nodes, leader)
+        .raft
+        .wait(Some(WAIT))
+        .metrics(|m| m.last_quorum_acked.is_some(), "leader holds a lease")
+        .await
+        .expect("quorum acks within 10 s");
+    (nodes, leader)
+}
+
+fn leader_of(nodes: &[TestNode], leader: NodeId) -> &TestNode {
+    nodes
+        .iter()
+        .find(|n| n.id == leader)
+        .expect("leader is one of the nodes")
+}
+
+/// Waits until `node` has applied up to `index`.
+async fn wait_applied(node: &TestNode, index: u64) {
+    node.raft
+        .wait(Some(WAIT))
+        .applied_index_at_least(Some(index), "replica applies the writes")
+        .await
+        .expect("replica caught up within 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_writes_over_grpc() {
+    let (nodes, leader) = three_voters().await;
+    let mut last_index = 0;
+    for n in 0..5 {
+        let written = leader_of(&nodes, leader)
+            .raft
+            .client_write(ensure_user(n))
+            .await
+            .expect("write commits");
+        last_index = written.log_id.index;
+    }
+    for node in &nodes {
+        wait_applied(node, last_index).await;
+        for n in 0..5 {
+            let user = node.user(&format!("u_{n}")).expect("replica has the user");
+            assert_eq!(user.username, format!("user{n}"), "node {}", node.id);
+        }
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_the_right_secret_are_refused() {
+    let node = TestNode::start(1).await;
+    let mut client = RaftServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .expect("connect");
+    let request = || RaftRequest {
+        partition: u32::from(PARTITION),
+        payload: b"{}".to_vec(),
+    };
+
+    let missing = client.vote(request()).await.expect_err("no secret is refused");
+    assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+
+    let mut wrong = tonic::Request::new(request());
+    wrong.metadata_mut().insert(
+        SECRET_METADATA_KEY,
+        "not-the-cluster-secret-at-all".parse().expect("ascii"),
+    );
+    let status = client.append_entries(wrong).await.expect_err("wrong secret is refused");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+
+    // With the right secret the same bytes get past authentication and fail validation
+    // instead, and an unknown partition is `NotFound`: the refusals above were the secret's.
+    let secret = ClusterSecret::new(SECRET).expect("secret");
+    let mut right = tonic::Request::new(request());
+    secret.attach(&mut right);
+    let status = client.vote(right).await.expect_err("empty object is not a vote");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let mut elsewhere = tonic::Request::new(RaftRequest {
+        partition: 999,
+        payload: b"{}".to_vec(),
+    });
+    secret.attach(&mut elsewhere);
+    let status = client.vote(elsewhere).await.expect_err("partition not hosted");
+    assert_eq!(status.code(), tonic::Code::NotFound);
+
+    drop(client);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_learner_catches_up_through_install_snapshot() {
+    let (mut nodes, leader) = three_voters().await;
+    let mut last_index = 0;
+    // 20 users of ~40 KiB: an ~800 KiB snapshot, streamed as several 256 KiB chunks.
+    for n in 0..20 {
+        let written = leader_of(&nodes, leader)
+            .raft
+            .client_write(ensure_user_padded(n, 40 * 1024))
+            .await
+            .expect("write commits");
+        last_index = written.log_id.index;
+    }
+    for node in &nodes {
+        wait_applied(node, last_index).await;
+    }
+
+    let leader_raft = leader_of(&nodes, leader).raft.clone();
+    leader_raft.trigger().snapshot().await.expect("trigger snapshot");
+    leader_raft
+        .wait(Some(WAIT))
+        .metrics(
+            |m| m.snapshot.is_some_and(|s| s.index >= last_index),
+            "leader built a snapshot of every write",
+        )
+        .await
+        .expect("snapshot within 10 s");
+    leader_raft
+        .trigger()
+        .purge_log(last_index)
+        .await
+        .expect("trigger purge");
+    leader_raft
+        .wait(Some(WAIT))
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index >= last_index),
+            "leader purged the log the snapshot covers",
+        )
+        .await
+        .expect("purge within 10 s");
+
+    let learner = TestNode::start(4).await;
+    leader_raft
+        .add_learner(learner.id, learner.node(), true)
+        .await
+        .expect("learner added and caught up");
+    let metrics = learner
+        .raft
+        .wait(Some(WAIT))
+        .metrics(
+            |m| m.snapshot.is_some_and(|s| s.index >= last_index),
+            "learner installed the leader's snapshot",
+        )
+        .await
+        .expect("snapshot installed within 10 s");
+    assert!(
+        metrics.last_applied.is_some_and(|a| a.index >= last_index),
+        "learner applied up to the snapshot"
+    );
+    for n in 0..20 {
+        let user = learner.user(&format!("u_{n}")).expect("learner has the user");
+        assert_eq!(user.username.len(), format!("user{n}").len() + 40 * 1024);
+    }
+    let installed: u64 = std::fs::read_dir(learner.dir.path().join("snapshots"))
+        .expect("learner snapshot dir")
+        .map(|e| e.expect("dir entry").metadata().expect("metadata").len())
+        .sum();
+    assert!(
+        installed > 2 * SNAPSHOT_CHUNK_BYTES as u64,
+        "the snapshot spans several chunks ({installed} bytes)"
+    );
+    // The learner follows new writes through AppendEntries after the snapshot.
+    let written = leader_raft.client_write(ensure_user(100)).await.expect("write commits");
+    wait_applied(&learner, written.log_id.index).await;
+    assert!(learner.user("u_100").is_some());
+
+    // The staged file goes once the install RPC returns (shortly after metrics show the
+    // snapshot): poll, bounded.
+    let staged_files = || -> BTreeSet<_> {
+        std::fs::read_dir(&learner.incoming_dir)
+            .expect("incoming dir exists after a transfer")
+            .map(|e| e.expect("dir entry").file_name())
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !staged_files().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let staged = staged_files();
+    assert!(staged.is_empty(), "staged snapshot files are removed: {staged:?}");
+
+    nodes.push(learner);
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_snapshot_stream_is_refused_and_leaves_no_file() {
+    let node = TestNode::start(1).await;
+    let mut client = RaftServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .expect("connect");
+    let vote = node.raft.metrics().borrow_watched().vote;
+    let header = SnapshotHeader {
+        partition: u32::from(PARTITION),
+        vote: serde_json::to_vec(&vote).expect("vote json"),
+        meta: serde_json::to_vec(&SnapshotMetaOf::<TypeConfig>::default()).expect("meta json"),
+        size: 1000,
+    };
+    let messages = vec![
+        SnapshotChunk {
+            part: Some(Part::Header(header)),
+        },
+        SnapshotChunk {
+            part: Some(Part::Data(vec![0u8; 100])),
+        },
+    ];
+    let mut request = tonic::Request::new(futures_util::stream::iter(messages));
+    ClusterSecret::new(SECRET).expect("secret").attach(&mut request);
+    let status = client
+        .install_snapshot(request)
+        .await
+        .expect_err("100 of 1000 bytes is refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let left: Vec<_> = std::fs::read_dir(&node.incoming_dir)
+        .map(|dir| dir.map(|e| e.expect("dir entry").file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "staged file removed: {left:?}");
+    assert!(
+        node.raft.metrics().borrow_watched().snapshot.is_none(),
+        "nothing installed"
+    );
+
+    drop(client);
+    node.stop().await;
+}
