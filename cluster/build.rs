@@ -1,10 +1,10 @@
-//! Generates the tonic client and server of `proto/raft.proto`.
+//! Generates the tonic clients and servers of `proto/*.proto`.
 //!
 //! `protox` parses the proto in pure Rust, so building needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile(["raft.proto"], ["proto"])?;
+    let fds = protox::compile(["raft.proto", "member.proto"], ["proto"])?;
     tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())
 }

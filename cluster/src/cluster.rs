@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -13,9 +13,11 @@ use ringchat_storage::Store;
 use crate::command::{Command, Response};
 use crate::error::ClusterError;
 use crate::message_cache::MessageCache;
+use crate::meta::{DeliveryBatch, NodeInfo, NodeState, META_PARTITION};
 use crate::network::NoPeers;
 use crate::partition::{LogStore, StateMachine};
 use crate::placement::partition_of;
+use crate::rpc::{ClusterSecret, PeerChannels};
 use crate::types::{NodeId, PartitionRaft};
 
 /// What the cluster layer needs from the node's configuration.
@@ -25,10 +27,18 @@ pub struct ClusterConfig {
     pub node_id: NodeId,
     /// Data directory (fjall, snapshots, cache).
     pub data_dir: PathBuf,
-    /// Number of partitions (fixed at bootstrap).
+    /// Number of partitions (fixed at bootstrap; a joining node takes the cluster's).
     pub partitions: u16,
+    /// Replicas per partition (capped by the number of active nodes).
+    pub replication: usize,
     /// Cluster address others use to reach this node.
     pub advertise: String,
+    /// Client address, published in the member list.
+    pub client_addr: String,
+    /// Cluster address of a member to join; `None` bootstraps (or restarts) alone.
+    pub join: Option<String>,
+    /// Shared secret of cluster RPCs; without it the node runs without peers.
+    pub cluster_secret: Option<String>,
     /// Build a snapshot after this many log entries since the last one.
     pub snapshot_every: u64,
     /// Message cache sizes.
@@ -39,25 +49,78 @@ pub struct ClusterConfig {
 
 /// The partition groups of this node and the storage under them.
 pub struct Cluster {
-    node_id: NodeId,
+    pub(crate) node_id: NodeId,
     partitions: u16,
+    pub(crate) replication: usize,
+    pub(crate) advertise: String,
+    pub(crate) client_addr: String,
     pub(crate) store: Store,
     groups: Vec<PartitionRaft>,
+    pub(crate) meta: PartitionRaft,
     pub(crate) cache: MessageCache,
+    pub(crate) peers: Option<PeerChannels>,
+    pub(crate) delivery: OnceLock<Arc<dyn LocalDelivery>>,
+}
+
+/// Where frames for this node's connections go (the node's connection registry).
+pub trait LocalDelivery: Send + Sync + 'static {
+    /// Hands a batch that another node sent to the local connections.
+    fn deliver(&self, batch: DeliveryBatch);
 }
 
 impl Cluster {
-    /// Opens storage and starts one Raft group per partition, bootstrapping them if the data dir
-    /// is new. The partition count of an existing data dir wins over the flag.
+    /// Opens storage and starts the meta group and one Raft group per partition.
+    ///
+    /// A new data dir without `join` bootstraps a cluster of one: every group is initialized
+    /// with this node as its only voter. A new data dir with `join` asks that member to admit
+    /// this node and takes the cluster's partition count; its groups start empty and fill as
+    /// the meta leader moves replicas here. An existing data dir restarts with its identity,
+    /// data and partition count.
     pub async fn open(cfg: &ClusterConfig) -> Result<Arc<Cluster>, ClusterError> {
         let store = Store::open(&cfg.data_dir)?;
-        let partitions = settled_partition_count(&store, cfg.partitions)?;
+        let peers = match &cfg.cluster_secret {
+            Some(secret) => Some(PeerChannels::new(
+                ClusterSecret::new(secret).map_err(|e| ClusterError::Internal(e.to_string()))?,
+            )),
+            None => None,
+        };
+        let stored = stored_partition_count(&store)?;
+        let (partitions, bootstrap) = match (stored, &cfg.join) {
+            (Some(p), _) => {
+                if p != cfg.partitions && cfg.join.is_none() {
+                    tracing::warn!(
+                        stored = p,
+                        requested = cfg.partitions,
+                        "data dir was bootstrapped with another partition count; keeping it"
+                    );
+                }
+                (p, false)
+            }
+            (None, None) => (cfg.partitions, true),
+            (None, Some(addr)) => {
+                let peers = peers
+                    .as_ref()
+                    .ok_or_else(|| ClusterError::Internal("--join needs --cluster-secret".into()))?;
+                let reply =
+                    crate::meta::membership::request_join(peers, addr, &self_info(cfg, NodeState::Joining)).await?;
+                tracing::info!(
+                    partitions = reply.partitions,
+                    leader = reply.leader,
+                    "admitted to the cluster"
+                );
+                (reply.partitions, false)
+            }
+        };
+        if partitions == 0 {
+            return Err(ClusterError::Internal("--partitions must be at least 1".into()));
+        }
         let raft_config = Arc::new(
             Config {
                 cluster_name: "ringchat".into(),
                 heartbeat_interval: 250,
                 election_timeout_min: 1000,
                 election_timeout_max: 2000,
+                install_snapshot_timeout: 60_000,
                 snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
                 max_in_snapshot_log_to_keep: 1000,
                 ..Default::default()
@@ -65,44 +128,77 @@ impl Cluster {
             .validate()
             .map_err(|e| ClusterError::Internal(e.to_string()))?,
         );
+        let open_group = |p: u16| {
+            let store = store.clone();
+            let raft_config = raft_config.clone();
+            let peers = peers.clone();
+            let snapshots = cfg.data_dir.join("snapshots");
+            let node_id = cfg.node_id;
+            async move {
+                let sm = StateMachine::open(store.clone(), p, snapshots)?;
+                let log = LogStore::new(store, p);
+                let raft = match peers {
+                    Some(peers) => PartitionRaft::new(node_id, raft_config, peers.network(node_id, p), log, sm).await,
+                    None => PartitionRaft::new(node_id, raft_config, NoPeers, log, sm).await,
+                };
+                raft.map_err(|e| ClusterError::Internal(e.to_string()))
+            }
+        };
+        let meta = open_group(META_PARTITION).await?;
         let mut groups = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
-            let sm = StateMachine::open(store.clone(), p, cfg.data_dir.join("snapshots"))?;
-            let raft = PartitionRaft::new(
-                cfg.node_id,
-                raft_config.clone(),
-                NoPeers,
-                LogStore::new(store.clone(), p),
-                sm,
-            )
-            .await
-            .map_err(|e| ClusterError::Internal(e.to_string()))?;
-            if !raft
-                .is_initialized()
-                .await
-                .map_err(|e| ClusterError::Internal(e.to_string()))?
-            {
-                let mut members = BTreeMap::new();
-                members.insert(cfg.node_id, BasicNode::new(&cfg.advertise));
-                raft.initialize(members)
-                    .await
-                    .map_err(|e| ClusterError::Internal(e.to_string()))?;
-            }
-            groups.push(raft);
+            groups.push(open_group(p).await?);
         }
+        if bootstrap {
+            let mut members = BTreeMap::new();
+            members.insert(cfg.node_id, BasicNode::new(&cfg.advertise));
+            for g in std::iter::once(&meta).chain(groups.iter()) {
+                if !g
+                    .is_initialized()
+                    .await
+                    .map_err(|e| ClusterError::Internal(e.to_string()))?
+                {
+                    g.initialize(members.clone())
+                        .await
+                        .map_err(|e| ClusterError::Internal(e.to_string()))?;
+                }
+            }
+        }
+        // Stored only once bootstrap or admission happened: a data dir without it starts over.
+        store_partition_count(&store, partitions)?;
         let cache = MessageCache::open(
             &cfg.data_dir.join("cache"),
             cfg.cache_memory_bytes,
             cfg.cache_disk_bytes,
         )
         .await?;
-        Ok(Arc::new(Cluster {
+        let cluster = Arc::new(Cluster {
             node_id: cfg.node_id,
             partitions,
+            replication: cfg.replication.max(1),
+            advertise: cfg.advertise.clone(),
+            client_addr: cfg.client_addr.clone(),
             store,
             groups,
+            meta,
             cache,
-        }))
+            peers,
+            delivery: OnceLock::new(),
+        });
+        if bootstrap {
+            cluster.record_bootstrap().await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Sets where frames from other nodes go; the first call wins.
+    pub fn set_local_delivery(&self, delivery: Arc<dyn LocalDelivery>) {
+        let _ = self.delivery.set(delivery);
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
     }
 
     /// Number of partitions.
@@ -117,15 +213,35 @@ impl Cluster {
 
     /// The local Raft group of partition `p`, if it exists (the RPC server routes by it).
     pub fn partition_group(&self, p: u16) -> Option<PartitionRaft> {
+        if p == META_PARTITION {
+            return Some(self.meta.clone());
+        }
         self.groups.get(p as usize).cloned()
     }
 
-    /// True once every partition has a leader this node can reach.
+    /// True once the node is an active member of a cluster whose meta group has a leader, and
+    /// every partition it replicates has a leader.
     pub fn is_ready(&self) -> bool {
+        let meta_led = {
+            let m = self.meta.metrics();
+            let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&m);
+            m.current_leader.is_some()
+        };
+        if !meta_led {
+            return false;
+        }
+        let Ok(members) = self.members() else { return false };
+        if !members
+            .iter()
+            .any(|n| n.node_id == self.node_id && n.state == NodeState::Active)
+        {
+            return false;
+        }
         self.groups.iter().all(|g| {
             let m = g.metrics();
             let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&m);
-            m.current_leader == Some(self.node_id)
+            let hosts = m.membership_config.membership().voter_ids().any(|v| v == self.node_id);
+            !hosts || m.current_leader.is_some()
         })
     }
 
@@ -151,7 +267,9 @@ impl Cluster {
     /// Commits `cmd` in partition `p`.
     pub async fn write_partition(&self, p: u16, cmd: Command) -> Result<Response, ClusterError> {
         let started = Instant::now();
-        let raft = &self.groups[p as usize];
+        let raft = self
+            .partition_group(p)
+            .ok_or_else(|| ClusterError::Internal(format!("no partition {p}")))?;
         let result = raft.client_write(cmd).await;
         metrics::histogram!("ringchat_commit_latency_seconds").record(started.elapsed().as_secs_f64());
         match result {
@@ -207,7 +325,7 @@ impl Cluster {
 
     /// Stops every Raft group, closes the cache and fsyncs storage.
     pub async fn shutdown(&self) {
-        for g in &self.groups {
+        for g in self.groups.iter().chain(std::iter::once(&self.meta)) {
             if let Err(e) = g.shutdown().await {
                 tracing::warn!(error = %e, "raft shutdown");
             }
@@ -219,27 +337,36 @@ impl Cluster {
     }
 }
 
-/// Reads the partition count stored at bootstrap, or stores `requested` for a new data dir.
-fn settled_partition_count(store: &Store, requested: u16) -> Result<u16, ClusterError> {
-    const KEY: &[u8] = b"\xff\xffpartitions";
-    if let Some(v) = store.raft.get(KEY).map_err(ringchat_storage::StorageError::from)? {
-        let stored: u16 = ringchat_storage::decode_record(&v)?;
-        if stored != requested {
-            tracing::warn!(
-                stored,
-                requested,
-                "data dir was bootstrapped with another partition count; keeping it"
-            );
-        }
-        return Ok(stored);
+const PARTITIONS_KEY: &[u8] = b"\xff\xffpartitions";
+
+/// The partition count stored when this data dir joined or bootstrapped a cluster.
+fn stored_partition_count(store: &Store) -> Result<Option<u16>, ClusterError> {
+    match store
+        .raft
+        .get(PARTITIONS_KEY)
+        .map_err(ringchat_storage::StorageError::from)?
+    {
+        Some(v) => Ok(Some(ringchat_storage::decode_record(&v)?)),
+        None => Ok(None),
     }
-    if requested == 0 {
-        return Err(ClusterError::Internal("--partitions must be at least 1".into()));
-    }
+}
+
+/// Stores the partition count (durably: it decides where every key lives).
+fn store_partition_count(store: &Store, partitions: u16) -> Result<(), ClusterError> {
     store
         .raft
-        .insert(KEY, ringchat_storage::encode_record(&requested))
+        .insert(PARTITIONS_KEY, ringchat_storage::encode_record(&partitions))
         .map_err(ringchat_storage::StorageError::from)?;
     store.sync()?;
-    Ok(requested)
+    Ok(())
+}
+
+/// This node as a member record.
+fn self_info(cfg: &ClusterConfig, state: NodeState) -> NodeInfo {
+    NodeInfo {
+        node_id: cfg.node_id,
+        cluster_addr: cfg.advertise.clone(),
+        client_addr: cfg.client_addr.clone(),
+        state,
+    }
 }

@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::meta::{Layout, NodeInfo};
 use crate::model::*;
 
 /// A state machine command. Each targets one partition (the router picks it from the key).
@@ -147,6 +148,16 @@ pub enum Command {
         /// Seq.
         seq: u64,
     },
+    /// Add or update a cluster member (meta group only).
+    MetaUpsertNode {
+        /// The member as it should now be recorded.
+        node: NodeInfo,
+    },
+    /// Replace the partition layout if `layout.version` is newer (meta group only).
+    MetaSetLayout {
+        /// The new layout.
+        layout: Layout,
+    },
 }
 
 impl fmt::Display for Command {
@@ -169,6 +180,8 @@ impl fmt::Display for Command {
             Command::Ack { .. } => "Ack",
             Command::SetReadMarker { .. } => "SetReadMarker",
             Command::PushDone { .. } => "PushDone",
+            Command::MetaUpsertNode { .. } => "MetaUpsertNode",
+            Command::MetaSetLayout { .. } => "MetaSetLayout",
         };
         f.write_str(name)
     }

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod command;
 pub mod error;
 pub mod message_cache;
+pub mod meta;
 pub mod model;
 pub mod network;
 pub mod partition;
@@ -16,7 +17,7 @@ pub mod reads;
 pub mod rpc;
 pub mod types;
 
-pub use cluster::{Cluster, ClusterConfig};
+pub use cluster::{Cluster, ClusterConfig, LocalDelivery};
 pub use command::{ApplyError, Command, Response};
 pub use error::ClusterError;
 pub use model::*;

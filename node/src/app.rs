@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
+use ringchat_cluster::rpc::{spawn_node_server, ClusterSecret, MemberRpcService, RaftRpcService};
 use ringchat_cluster::{Cluster, ClusterConfig};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -16,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::chat::Chat;
 use crate::config::Config;
+use crate::fanout::{Fanout, Inbound};
 use crate::gateway::registry::CLOSE_GOING_AWAY;
 use crate::gateway::Registry;
 use crate::presence::Presence;
@@ -66,27 +68,85 @@ impl RunningApp {
 /// The node.
 pub struct App;
 
+/// Membership upkeep, once a second until shutdown: the meta leader's rebalancing pass (a no-op
+/// on other nodes) and links to new peers.
+async fn run_membership(cluster: Arc<Cluster>, fanout: Arc<Fanout>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if let Err(e) = cluster.rebalance_once().await {
+            tracing::info!(error = %e, "rebalance pass incomplete");
+        }
+        fanout.refresh_links();
+    }
+}
+
 impl App {
-    /// Opens storage, starts the partitions and the client listener.
+    /// Opens storage, starts the partitions, the cluster RPC server (with a cluster secret)
+    /// and the client listener.
     pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         let metrics = crate::metrics::handle();
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
         let cluster = Cluster::open(&ClusterConfig {
             node_id: config.node_id,
             data_dir: config.data_dir.clone(),
             partitions: config.partitions,
+            replication: config.replication as usize,
             advertise: config.advertise.clone(),
+            client_addr: addr.to_string(),
+            join: config.join.clone(),
+            cluster_secret: config.cluster_secret.clone(),
             snapshot_every: config.snapshot_every,
             cache_memory_bytes: 64 << 20,
             cache_disk_bytes: 256 << 20,
         })
         .await
         .context("opening storage and partitions")?;
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let rpc_stop = CancellationToken::new();
+        let rpc_server = match &config.cluster_secret {
+            Some(secret) => {
+                let rpc_listener = tokio::net::TcpListener::bind(config.cluster_listen)
+                    .await
+                    .with_context(|| format!("binding {}", config.cluster_listen))?;
+                Some(spawn_node_server(
+                    rpc_listener,
+                    RaftRpcService::new(cluster.clone(), config.data_dir.join("incoming")),
+                    Some(MemberRpcService::new(cluster.clone())),
+                    ClusterSecret::new(secret)?,
+                    rpc_stop.clone(),
+                ))
+            }
+            None => None,
+        };
+        let registry = Arc::new(Registry::default());
+        let fanout = Arc::new(Fanout::new(
+            cluster.clone(),
+            registry.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+        let presence = Arc::new(Presence::new(cluster.clone(), registry.clone(), fanout.clone()));
+        let lost = Arc::downgrade(&presence);
+        fanout.set_on_node_lost(Arc::new(move |node| {
+            if let Some(p) = lost.upgrade() {
+                p.node_lost(node);
+            }
+        }));
+        cluster.set_local_delivery(Arc::new(Inbound {
+            registry: registry.clone(),
+            presence: Arc::downgrade(&presence),
+        }));
+        tracker.spawn(run_membership(cluster.clone(), fanout.clone(), shutdown.clone()));
         if !cluster.wait_ready(Duration::from_secs(30)).await {
             tracing::warn!("not every partition has a leader yet; /readyz will say so");
         }
-        let registry = Arc::new(Registry::default());
-        let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
         let push_tx = match &config.push_gateway {
             Some(url) => {
                 let (tx, rx) = mpsc::channel(4096);
@@ -99,14 +159,10 @@ impl App {
         let chat = Arc::new(Chat::new(
             cluster.clone(),
             registry.clone(),
+            fanout,
             config.max_group_members,
             push_tx,
         ));
-        let presence = Arc::new(Presence::new(cluster.clone(), registry.clone()));
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        let addr = listener.local_addr()?;
         let state = Arc::new(AppState {
             config,
             cluster: cluster.clone(),
@@ -132,6 +188,10 @@ impl App {
                 tracing::warn!("connections did not close within 5 s");
             }
             cluster.shutdown().await;
+            rpc_stop.cancel();
+            if let Some(server) = rpc_server {
+                let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+            }
             tracing::info!("stopped");
         });
         tracing::info!(%addr, "ringchat node serving");

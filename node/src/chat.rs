@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::{dm_channel_id, new_id, new_token, token_hash, PasswordHasherPool};
 use crate::error::{ApiError, ErrorCode};
+use crate::fanout::Fanout;
 use crate::gateway::frames;
 use crate::gateway::registry::{Registry, CLOSE_UNAUTHORIZED};
 use crate::validate;
@@ -77,6 +78,8 @@ pub struct Chat {
     pub cluster: Arc<Cluster>,
     /// Local connections.
     pub registry: Arc<Registry>,
+    /// Local and cross-node fan-out.
+    pub fanout: Arc<Fanout>,
     hasher: PasswordHasherPool,
     max_group_members: usize,
     push: Option<mpsc::Sender<ringchat_cluster::PushOutboxRecord>>,
@@ -95,6 +98,7 @@ impl Chat {
     pub fn new(
         cluster: Arc<Cluster>,
         registry: Arc<Registry>,
+        fanout: Arc<Fanout>,
         max_group_members: usize,
         push: Option<mpsc::Sender<ringchat_cluster::PushOutboxRecord>>,
     ) -> Self {
@@ -102,6 +106,7 @@ impl Chat {
         Chat {
             cluster,
             registry,
+            fanout,
             hasher: PasswordHasherPool::new(cores),
             max_group_members,
             push,
@@ -313,7 +318,7 @@ impl Chat {
 
     fn channel_event(&self, users: &[String], event: &str, channel: &ChannelRecord) {
         let frame = frames::text(&json!({"type": "channel", "event": event, "channel": frames::summary(channel)}));
-        self.registry.send_to_users(users, &frame, None);
+        self.fanout.send_to_users(users, &frame, None);
     }
 
     /// `POST /v1/dms`.
@@ -507,7 +512,7 @@ impl Chat {
         };
         if !duplicate {
             let frame = frames::message_frame(&message);
-            let n = self.registry.send_to_users(&members, &frame, None);
+            let n = self.fanout.send_to_users(&members, &frame, None);
             metrics::counter!("ringchat_deliveries_total").increment(n as u64);
             if let Some(push) = &self.push {
                 if members.len() > 1 {
@@ -658,7 +663,7 @@ impl Chat {
         };
         let frame =
             frames::text(&json!({"type": "read", "channel_id": channel_id, "user_id": auth.user_id, "seq": pos}));
-        self.registry.send_to_users(&channel.members, &frame, None);
+        self.fanout.send_to_users(&channel.members, &frame, None);
         Ok(())
     }
 
@@ -666,8 +671,7 @@ impl Chat {
     pub async fn typing(&self, auth: &AuthContext, channel_id: &str) -> Result<(), ApiError> {
         let channel = self.member_channel(auth, channel_id).await?;
         let frame = frames::text(&json!({"type": "typing", "channel_id": channel_id, "user_id": auth.user_id}));
-        self.registry
-            .send_to_users(&channel.members, &frame, Some(&auth.user_id));
+        self.fanout.send_to_users(&channel.members, &frame, Some(&auth.user_id));
         Ok(())
     }
 }

@@ -6,11 +6,13 @@ pub mod auth;
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod fanout;
 pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod presence;
 pub mod push;
+pub mod status_text;
 pub mod validate;
 
 pub use app::{App, RunningApp};

@@ -15,17 +15,101 @@ struct Cli {
 #[derive(Subcommand)]
 enum Commands {
     /// Start a node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Operate a running cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Members, their state, the meta leader, and each partition's replicas and leader.
+    Status {
+        /// Cluster address of any member.
+        #[arg(long)]
+        node: String,
+        /// Print exactly one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// The cluster secret.
+        #[arg(long, env = "RINGCHAT_CLUSTER_SECRET", hide_env_values = true)]
+        cluster_secret: String,
+    },
+    /// Drain a node (its partitions move away first) and remove it.
+    Remove {
+        /// Id of the node to remove.
+        node_id: u64,
+        /// Cluster address of any member.
+        #[arg(long)]
+        node: String,
+        /// The cluster secret.
+        #[arg(long, env = "RINGCHAT_CLUSTER_SECRET", hide_env_values = true)]
+        cluster_secret: String,
+        /// Give up waiting for the drain after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        wait_secs: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Commands::Serve(args) => {
-            let config = Config::from_args(args)?;
+            let config = Config::from_args(*args)?;
             init_logs(&config.log_format);
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(serve(config))
+        }
+        Commands::Cluster(cmd) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(operate(cmd))
+        }
+    }
+}
+
+async fn operate(cmd: ClusterCommand) -> anyhow::Result<()> {
+    use ringchat_cluster::meta::operator::{fetch_status, request_removal};
+    match cmd {
+        ClusterCommand::Status {
+            node,
+            json,
+            cluster_secret,
+        } => {
+            let status = fetch_status(&node, &cluster_secret).await?;
+            if json {
+                println!("{}", serde_json::to_string(&status)?);
+            } else {
+                print!("{}", ringchat_node::status_text::render(&status));
+            }
+            Ok(())
+        }
+        ClusterCommand::Remove {
+            node_id,
+            node,
+            cluster_secret,
+            wait_secs,
+        } => {
+            request_removal(&node, &cluster_secret, node_id).await?;
+            eprintln!("node {node_id} is draining; waiting for its partitions to move");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
+            loop {
+                let status = fetch_status(&node, &cluster_secret).await?;
+                let state = status
+                    .members
+                    .iter()
+                    .find(|m| m.node_id == node_id)
+                    .map(|m| m.state.clone());
+                if state.as_deref() == Some("dead") {
+                    println!("node {node_id} removed");
+                    return Ok(());
+                }
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "node {node_id} still {} after {wait_secs} s",
+                    state.unwrap_or_default()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
         }
     }
 }

@@ -3,13 +3,15 @@
 //! connections that asked with `presence_subscribe`. `last_seen` is committed to the user's
 //! home partition when the last connection ends, so it survives restarts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use ringchat_cluster::{Cluster, Command};
+use ringchat_cluster::meta::Delivery;
+use ringchat_cluster::{Cluster, Command, NodeId};
 use serde_json::json;
 
 use crate::chat::{now_ms, PresenceState};
+use crate::fanout::Fanout;
 use crate::gateway::frames;
 use crate::gateway::{ConnHandle, Registry};
 
@@ -20,33 +22,73 @@ pub const MAX_WATCHED_PER_CONNECTION: usize = 1000;
 pub struct Presence {
     cluster: Arc<Cluster>,
     registry: Arc<Registry>,
+    fanout: Arc<Fanout>,
     watchers: Mutex<HashMap<String, HashMap<u64, ConnHandle>>>,
 }
 
 impl Presence {
-    /// Presence over `registry`, persisting `last_seen` through `cluster`.
-    pub fn new(cluster: Arc<Cluster>, registry: Arc<Registry>) -> Self {
+    /// Presence over `registry`, persisting `last_seen` through `cluster` and telling other
+    /// nodes through `fanout`.
+    pub fn new(cluster: Arc<Cluster>, registry: Arc<Registry>, fanout: Arc<Fanout>) -> Self {
         Presence {
             cluster,
             registry,
+            fanout,
             watchers: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Adds `conn` to the registry; announces `online` if it is the user's first.
+    /// Adds `conn` to the registry; tells other nodes if it is the user's first here, and
+    /// announces `online` if the user was offline everywhere.
     pub async fn connected(&self, conn: ConnHandle) {
         let user = conn.user_id.to_string();
+        let was_online = self.registry.is_online(&user);
         if self.registry.register(conn) {
-            let last_seen = match self.cluster.get_user(&user).await {
-                Ok(Some(u)) => u.last_seen,
-                _ => None,
-            };
-            self.announce(&PresenceState {
-                user_id: user,
+            self.fanout.broadcast(Delivery::Presence {
+                user_id: user.clone(),
+                node: self.cluster.node_id(),
                 online: true,
-                last_seen,
+                last_seen: None,
+            });
+            if !was_online {
+                let last_seen = match self.cluster.get_user(&user).await {
+                    Ok(Some(u)) => u.last_seen,
+                    _ => None,
+                };
+                self.announce(&PresenceState {
+                    user_id: user,
+                    online: true,
+                    last_seen,
+                });
+            }
+        }
+    }
+
+    /// Another node reports that `user_id` gained its first or lost its last connection there.
+    pub fn remote_changed(&self, user_id: &str, node: NodeId, online: bool, last_seen: Option<u64>) {
+        if self.registry.set_remote(user_id, node, online) {
+            self.announce(&PresenceState {
+                user_id: user_id.to_string(),
+                online,
+                last_seen: if online { None } else { last_seen },
             });
         }
+    }
+
+    /// Another node reports its full set of connected users.
+    pub fn remote_snapshot(&self, node: NodeId, users: &HashSet<String>) {
+        for (user_id, online) in self.registry.replace_remote_node(node, users) {
+            self.announce(&PresenceState {
+                user_id,
+                online,
+                last_seen: (!online).then(now_ms),
+            });
+        }
+    }
+
+    /// A node stopped answering: its users are offline unless connected elsewhere.
+    pub fn node_lost(&self, node: NodeId) {
+        self.remote_snapshot(node, &HashSet::new());
     }
 
     /// Removes `conn`; if it was the user's last, stores `last_seen` and announces `offline`.
@@ -61,11 +103,19 @@ impl Presence {
                 // Another device left at the same moment and counted on us: store it now.
                 self.store_last_seen(&conn.user_id, ms).await;
             }
-            self.announce(&PresenceState {
+            self.fanout.broadcast(Delivery::Presence {
                 user_id: conn.user_id.to_string(),
+                node: self.cluster.node_id(),
                 online: false,
                 last_seen: Some(ms),
             });
+            if !self.registry.is_online(&conn.user_id) {
+                self.announce(&PresenceState {
+                    user_id: conn.user_id.to_string(),
+                    online: false,
+                    last_seen: Some(ms),
+                });
+            }
         }
     }
 

@@ -6,6 +6,7 @@ use ringchat_storage::StorageError;
 use super::overlay::Overlay;
 use super::tables as t;
 use crate::command::{ApplyError, Command, Response};
+use crate::meta::Layout;
 use crate::model::*;
 
 /// How many chars of a message a push preview carries.
@@ -196,6 +197,18 @@ pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Resp
         }
         Command::PushDone { channel_id, seq } => {
             ov.delete(t::push_outbox(p, channel_id, *seq));
+            Response::Done
+        }
+        Command::MetaUpsertNode { node } => {
+            ov.put_record(t::meta_node(p, node.node_id), node);
+            Response::Done
+        }
+        Command::MetaSetLayout { layout } => {
+            let key = t::meta_layout(p);
+            let current = ov.get_record::<Layout>(&key)?.unwrap_or_default();
+            if layout.version > current.version {
+                ov.put_record(key, layout);
+            }
             Response::Done
         }
     })

@@ -29,6 +29,10 @@ pub const IDEMPOTENCY: u8 = 9;
 pub const READ_MARKER: u8 = 10;
 /// `[channel_id][seq]` → `PushOutboxRecord` (channel partition).
 pub const PUSH_OUTBOX: u8 = 11;
+/// `[node_id as u64]` → `NodeInfo` (meta group).
+pub const META_NODE: u8 = 12;
+/// `layout` → `Layout` (meta group).
+pub const META_LAYOUT: u8 = 13;
 
 /// Meta key `applied`.
 pub fn meta_applied(p: u16) -> Vec<u8> {
@@ -105,4 +109,16 @@ pub fn push_outbox(p: u16, channel_id: &str, seq: u64) -> Vec<u8> {
 /// Prefix of the whole push outbox of a partition.
 pub fn push_outbox_all(p: u16) -> Vec<u8> {
     KeyBuf::new(p, PUSH_OUTBOX).build()
+}
+/// One cluster member (meta group).
+pub fn meta_node(p: u16, node_id: u64) -> Vec<u8> {
+    KeyBuf::new(p, META_NODE).u64(node_id).build()
+}
+/// Prefix of all members (meta group).
+pub fn meta_nodes(p: u16) -> Vec<u8> {
+    KeyBuf::new(p, META_NODE).build()
+}
+/// The partition layout (meta group).
+pub fn meta_layout(p: u16) -> Vec<u8> {
+    KeyBuf::new(p, META_LAYOUT).raw(b"layout").build()
 }

@@ -84,6 +84,17 @@ impl tonic::service::Interceptor for SecretCheck {
     }
 }
 
+/// Client-side interceptor that attaches the secret to every outgoing request.
+#[derive(Clone, Debug)]
+pub struct SecretAttach(pub ClusterSecret);
+
+impl tonic::service::Interceptor for SecretAttach {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        self.0.attach(&mut request);
+        Ok(request)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod channels;
 pub mod client;
 pub mod error;
+pub mod member_server;
 pub mod registry;
 pub mod server;
 pub mod wire;
@@ -18,12 +19,19 @@ pub mod proto {
     tonic::include_proto!("ringchat.raft.v1");
 }
 
+/// Code generated from `proto/member.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod member_proto {
+    tonic::include_proto!("ringchat.member.v1");
+}
+
 pub use auth::{ClusterSecret, SECRET_METADATA_KEY};
 pub use channels::PeerChannels;
 pub use client::{GrpcNetwork, GrpcPeer};
 pub use error::RpcError;
+pub use member_server::MemberRpcService;
 pub use registry::{GroupRegistry, PartitionGroups};
-pub use server::{spawn_server, RaftRpcService};
+pub use server::{spawn_node_server, spawn_server, RaftRpcService};
 
 /// Largest gRPC message either side accepts or sends. An AppendEntries batch carries up to
 /// openraft's `max_payload_entries` commands of up to ~1 MiB each once JSON-escaped; tonic's

@@ -16,6 +16,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{ClusterSecret, SecretCheck};
 use super::error::RpcError;
+use super::member_proto::member_service_server::MemberServiceServer;
+use super::member_server::MemberRpcService;
 use super::proto::raft_service_server::{RaftService, RaftServiceServer};
 use super::proto::snapshot_chunk::Part;
 use super::proto::{RaftReply, RaftRequest, SnapshotChunk, SnapshotReply};
@@ -190,16 +192,36 @@ pub fn spawn_server(
     secret: ClusterSecret,
     shutdown: CancellationToken,
 ) -> JoinHandle<Result<(), RpcError>> {
-    let service = InterceptedService::new(
+    spawn_node_server(listener, service, None, secret, shutdown)
+}
+
+/// Like `spawn_server`, also serving `member` (joins, status, replica moves, deliveries).
+pub fn spawn_node_server(
+    listener: TcpListener,
+    service: RaftRpcService,
+    member: Option<MemberRpcService>,
+    secret: ClusterSecret,
+    shutdown: CancellationToken,
+) -> JoinHandle<Result<(), RpcError>> {
+    let raft = InterceptedService::new(
         RaftServiceServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        SecretCheck(secret),
+        SecretCheck(secret.clone()),
     );
+    let member = member.map(|m| {
+        InterceptedService::new(
+            MemberServiceServer::new(m)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            SecretCheck(secret),
+        )
+    });
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(service)
+            .add_service(raft)
+            .add_optional_service(member)
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
             .await?;
         Ok(())

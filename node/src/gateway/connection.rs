@@ -24,6 +24,8 @@ use crate::presence::MAX_WATCHED_PER_CONNECTION;
 
 /// A write to the socket that takes longer than this means the client is not reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a close frame to get through to the client.
+const CLOSE_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames of any kind per second per connection before it counts as abuse (4008).
 const FRAME_RATE: f64 = 100.0;
 /// Burst of frames of any kind.
@@ -97,12 +99,15 @@ pub async fn serve(socket: WebSocket, app: Arc<AppState>) {
     let _ = timeout(Duration::from_secs(3), writer).await;
 }
 
+/// Sends a close frame and closes. The frame waits behind whatever the socket already holds,
+/// which for a slow reader (4008) can be megabytes: it gets `CLOSE_FRAME_TIMEOUT` before the
+/// socket is dropped without one.
 async fn close_now(mut sink: SplitSink<WebSocket, Message>, code: u16, reason: &'static str) {
     let frame = CloseFrame {
         code,
         reason: Utf8Bytes::from_static(reason),
     };
-    let _ = timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
+    let _ = timeout(CLOSE_FRAME_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     let _ = timeout(Duration::from_secs(1), sink.close()).await;
 }
 

@@ -2,7 +2,7 @@
 //! queue, and a connection whose queue is full is closed with 4008 instead of buffering without
 //! bound (one slow client must not hold memory or slow everyone else).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -110,11 +110,13 @@ impl ConnHandle {
     }
 }
 
-/// All local connections, by user.
+/// All local connections, by user, and which other nodes report connections of which users.
 #[derive(Default)]
 pub struct Registry {
     by_user: RwLock<HashMap<Arc<str>, Vec<ConnHandle>>>,
     count: AtomicU64,
+    /// user → nodes (other than this one) holding at least one of its connections.
+    remote: RwLock<HashMap<String, HashSet<u64>>>,
 }
 
 impl Registry {
@@ -159,12 +161,78 @@ impl Registry {
     }
 
     /// True if the user has a live connection here.
-    pub fn is_online(&self, user_id: &str) -> bool {
+    pub fn is_online_here(&self, user_id: &str) -> bool {
         self.by_user
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(user_id)
             .is_some_and(|l| !l.is_empty())
+    }
+
+    /// True if the user has a live connection on this node or on any node that reported one.
+    pub fn is_online(&self, user_id: &str) -> bool {
+        self.is_online_here(user_id)
+            || self
+                .remote
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(user_id)
+                .is_some_and(|n| !n.is_empty())
+    }
+
+    /// Records that `node` holds (or no longer holds) connections of `user_id`. Returns true if
+    /// that changed whether the user is online anywhere.
+    pub fn set_remote(&self, user_id: &str, node: u64, online: bool) -> bool {
+        let before = self.is_online(user_id);
+        {
+            let mut remote = self.remote.write().unwrap_or_else(|e| e.into_inner());
+            if online {
+                remote.entry(user_id.to_string()).or_default().insert(node);
+            } else if let Some(nodes) = remote.get_mut(user_id) {
+                nodes.remove(&node);
+                if nodes.is_empty() {
+                    remote.remove(user_id);
+                }
+            }
+        }
+        before != self.is_online(user_id)
+    }
+
+    /// Replaces everything known about `node`'s users with `users` (a node's full report, or
+    /// an empty one when it stopped answering). Returns the users whose online-anywhere state
+    /// changed, with their new state.
+    pub fn replace_remote_node(&self, node: u64, users: &HashSet<String>) -> Vec<(String, bool)> {
+        let previously: Vec<String> = self
+            .remote
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, nodes)| nodes.contains(&node))
+            .map(|(u, _)| u.clone())
+            .collect();
+        let mut changed = Vec::new();
+        for u in previously.iter().filter(|u| !users.contains(*u)) {
+            if self.set_remote(u, node, false) {
+                changed.push((u.clone(), false));
+            }
+        }
+        for u in users {
+            if self.set_remote(u, node, true) {
+                changed.push((u.clone(), true));
+            }
+        }
+        changed
+    }
+
+    /// Users with a live connection on this node.
+    pub fn local_users(&self) -> HashSet<String> {
+        self.by_user
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, l)| !l.is_empty())
+            .map(|(u, _)| u.to_string())
+            .collect()
     }
 
     /// Number of live connections.

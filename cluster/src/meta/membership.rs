@@ -1,0 +1,564 @@
+//! Membership: admitting nodes, promoting them once caught up, and moving partition replicas to
+//! match the layout that `placement::replica_sets` computes from the active members.
+//!
+//! Only the meta leader acts (`rebalance_once` is a no-op elsewhere). Moving a replica is an
+//! openraft membership change run by the partition's leader: add the new node as a learner
+//! (openraft streams it the log or a snapshot), then replace the voter set. The data moves by
+//! Raft; nothing here copies records.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::{BasicNode, ChangeMembers};
+use ringchat_storage::{decode_record, KeyReader, StorageError};
+
+use super::model::{Layout, NodeInfo, NodeState};
+use super::wire::{ClusterStatus, JoinReply, MemberStatus, PartitionStatus, ReplicaChange};
+use super::{MAX_META_VOTERS, META_PARTITION};
+use crate::cluster::Cluster;
+use crate::command::{Command, Response};
+use crate::error::ClusterError;
+use crate::partition::tables as t;
+use crate::placement::replica_sets;
+use crate::rpc::auth::SecretAttach;
+use crate::rpc::member_proto::member_service_client::MemberServiceClient;
+use crate::rpc::member_proto::Json;
+use crate::rpc::wire::{decode, encode};
+use crate::rpc::{PeerChannels, MAX_MESSAGE_BYTES};
+use crate::types::{NodeId, PartitionRaft};
+
+/// Metadata key of a not-leader answer: where the leader is, if known.
+pub const LEADER_ADDR_METADATA: &str = "x-ringchat-leader-addr";
+
+/// How long a new replica may take to catch up before the move is retried on a later pass.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A member RPC client for `addr` over the shared channels.
+pub(crate) fn member_client(
+    peers: &PeerChannels,
+    addr: &str,
+) -> Result<
+    MemberServiceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, SecretAttach>>,
+    ClusterError,
+> {
+    let channel = peers
+        .channel(addr)
+        .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+    Ok(
+        MemberServiceClient::with_interceptor(channel, SecretAttach(peers.secret().clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
+}
+
+/// Sends `Join` for `me` to `addr`, following not-leader answers to the meta leader, for at
+/// most 30 s.
+pub async fn request_join(peers: &PeerChannels, addr: &str, me: &NodeInfo) -> Result<JoinReply, ClusterError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let payload = encode(me).map_err(|e| ClusterError::Internal(e.to_string()))?;
+    let mut target = addr.to_string();
+    let mut last_error = String::new();
+    while tokio::time::Instant::now() < deadline {
+        let mut client = member_client(peers, &target)?;
+        match client
+            .join(Json {
+                payload: payload.clone(),
+            })
+            .await
+        {
+            Ok(reply) => {
+                return decode(&reply.into_inner().payload).map_err(|e| ClusterError::Internal(e.to_string()));
+            }
+            Err(status) => {
+                last_error = status.message().to_string();
+                match status
+                    .metadata()
+                    .get(LEADER_ADDR_METADATA)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    Some(leader) if !leader.is_empty() => target = leader.to_string(),
+                    _ => target = addr.to_string(),
+                }
+                if status.code() == tonic::Code::Unauthenticated || status.code() == tonic::Code::InvalidArgument {
+                    return Err(ClusterError::Internal(format!(
+                        "join refused by {target}: {last_error}"
+                    )));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Err(ClusterError::Unavailable(format!(
+        "could not join via {addr}: {last_error}"
+    )))
+}
+
+/// Why a member request must go elsewhere.
+#[derive(Debug)]
+pub enum NotHere {
+    /// This node is not the leader; the leader's cluster address if known.
+    NotLeader(Option<String>),
+    /// Anything else.
+    Failed(ClusterError),
+}
+
+impl From<ClusterError> for NotHere {
+    fn from(e: ClusterError) -> Self {
+        NotHere::Failed(e)
+    }
+}
+
+fn leader_of(raft: &PartitionRaft) -> (Option<NodeId>, Option<String>) {
+    let m = raft.metrics();
+    let m = m.borrow_watched();
+    let leader = m.current_leader;
+    let addr = leader.and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
+    (leader, addr)
+}
+
+impl Cluster {
+    /// Every member, as committed in the meta group (read from this node's replica).
+    pub fn members(&self) -> Result<Vec<NodeInfo>, ClusterError> {
+        let mut out = Vec::new();
+        for item in self.store.sm.prefix(t::meta_nodes(META_PARTITION)) {
+            let (k, v) = item.into_inner().map_err(StorageError::from)?;
+            // Keys are checked only for shape; the record carries its own id.
+            KeyReader::after_header(&k).ok_or_else(|| StorageError::Corrupt("short meta key".into()))?;
+            out.push(decode_record::<NodeInfo>(&v)?);
+        }
+        Ok(out)
+    }
+
+    /// The committed layout (empty before bootstrap completes).
+    pub fn layout(&self) -> Result<Layout, ClusterError> {
+        match self
+            .store
+            .sm
+            .get(t::meta_layout(META_PARTITION))
+            .map_err(StorageError::from)?
+        {
+            Some(v) => Ok(decode_record(&v)?),
+            None => Ok(Layout::default()),
+        }
+    }
+
+    /// True if this node leads the meta group.
+    pub fn is_meta_leader(&self) -> bool {
+        leader_of(&self.meta).0 == Some(self.node_id)
+    }
+
+    fn meta_not_leader(&self) -> NotHere {
+        NotHere::NotLeader(leader_of(&self.meta).1)
+    }
+
+    /// Commits a command to the meta group (this node must lead it).
+    pub(crate) async fn write_meta(&self, cmd: Command) -> Result<Response, ClusterError> {
+        self.write_partition(META_PARTITION, cmd).await
+    }
+
+    /// Records this node as the first member and every partition as its own (bootstrap).
+    pub(crate) async fn record_bootstrap(&self) -> Result<(), ClusterError> {
+        if !self.wait_meta_leader(Duration::from_secs(30)).await {
+            return Err(ClusterError::Unavailable("meta group elected no leader".into()));
+        }
+        if self.members()?.iter().any(|n| n.node_id == self.node_id) {
+            return Ok(());
+        }
+        let me = NodeInfo {
+            node_id: self.node_id,
+            cluster_addr: self.advertise.clone(),
+            client_addr: self.client_addr.clone(),
+            state: NodeState::Active,
+        };
+        self.write_meta(Command::MetaUpsertNode { node: me }).await?;
+        let layout = Layout {
+            version: 1,
+            replicas: vec![vec![self.node_id]; self.partitions() as usize],
+        };
+        self.write_meta(Command::MetaSetLayout { layout }).await?;
+        Ok(())
+    }
+
+    async fn wait_meta_leader(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if self.is_meta_leader() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// Meta leader: admits `node` as a learner of the meta group and records it as joining.
+    /// Idempotent, so a joining node may retry.
+    pub async fn admit(&self, node: NodeInfo) -> Result<JoinReply, NotHere> {
+        if !self.is_meta_leader() {
+            return Err(self.meta_not_leader());
+        }
+        if node.node_id == 0 || node.node_id == self.node_id && node.cluster_addr != self.advertise {
+            return Err(NotHere::Failed(ClusterError::Rejected(crate::ApplyError::Invalid(
+                format!("node id {} is taken", node.node_id),
+            ))));
+        }
+        let known = self.members()?.into_iter().find(|n| n.node_id == node.node_id);
+        if let Some(k) = &known {
+            if k.cluster_addr != node.cluster_addr && k.state != NodeState::Dead {
+                return Err(NotHere::Failed(ClusterError::Rejected(crate::ApplyError::Invalid(
+                    format!("node id {} is already a member at {}", node.node_id, k.cluster_addr),
+                ))));
+            }
+        }
+        self.meta
+            .add_learner(node.node_id, BasicNode::new(&node.cluster_addr), false)
+            .await
+            .map_err(|e| NotHere::Failed(ClusterError::Unavailable(e.to_string())))?;
+        if known.as_ref().is_none_or(|k| k.state == NodeState::Dead) {
+            let record = NodeInfo {
+                state: NodeState::Joining,
+                ..node
+            };
+            self.write_meta(Command::MetaUpsertNode { node: record }).await?;
+        }
+        Ok(JoinReply {
+            partitions: self.partitions(),
+            leader: self.node_id,
+        })
+    }
+
+    /// Meta leader: marks `node` draining; rebalancing moves its replicas away and then
+    /// removes it (`finish_removals`).
+    pub async fn begin_removal(&self, node: NodeId) -> Result<(), NotHere> {
+        if !self.is_meta_leader() {
+            return Err(self.meta_not_leader());
+        }
+        let members = self.members()?;
+        let Some(info) = members.iter().find(|n| n.node_id == node) else {
+            return Err(NotHere::Failed(ClusterError::Rejected(crate::ApplyError::NotFound)));
+        };
+        let others_active = members
+            .iter()
+            .filter(|n| n.node_id != node && n.state == NodeState::Active)
+            .count();
+        if others_active == 0 {
+            return Err(NotHere::Failed(ClusterError::Rejected(crate::ApplyError::Invalid(
+                "cannot remove the last active member".into(),
+            ))));
+        }
+        if matches!(info.state, NodeState::Draining | NodeState::Dead) {
+            return Ok(());
+        }
+        let record = NodeInfo {
+            state: NodeState::Draining,
+            ..info.clone()
+        };
+        tracing::info!(node, "member draining");
+        self.write_meta(Command::MetaUpsertNode { node: record }).await?;
+        Ok(())
+    }
+
+    /// Draining members that hold no replica in the committed layout leave the meta group and
+    /// are recorded as dead.
+    async fn finish_removals(&self, members: &[NodeInfo]) -> Result<(), ClusterError> {
+        let layout = self.layout()?;
+        for n in members.iter().filter(|n| n.state == NodeState::Draining) {
+            if layout.replicas.iter().any(|set| set.contains(&n.node_id)) {
+                continue;
+            }
+            let (voters, learners) = {
+                let m = self.meta.metrics();
+                let m = m.borrow_watched();
+                let membership = m.membership_config.membership();
+                let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+                let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
+                (voters, learners)
+            };
+            let mut gone = BTreeSet::new();
+            gone.insert(n.node_id);
+            if voters.contains(&n.node_id) {
+                self.meta
+                    .change_membership(ChangeMembers::RemoveVoters(gone.clone()), false)
+                    .await
+                    .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+            }
+            if voters.contains(&n.node_id) || learners.contains(&n.node_id) {
+                self.meta
+                    .change_membership(ChangeMembers::RemoveNodes(gone), false)
+                    .await
+                    .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+            }
+            let record = NodeInfo {
+                state: NodeState::Dead,
+                ..n.clone()
+            };
+            tracing::info!(node = n.node_id, "member removed");
+            self.write_meta(Command::MetaUpsertNode { node: record }).await?;
+        }
+        Ok(())
+    }
+
+    /// One pass of the meta leader's membership work: promote joiners that caught up, then
+    /// move replicas until the layout matches the active members. Errors leave the rest for
+    /// the next pass.
+    pub async fn rebalance_once(&self) -> Result<(), ClusterError> {
+        if !self.is_meta_leader() || self.peers.is_none() {
+            return Ok(());
+        }
+        let members = self.members()?;
+        self.promote_caught_up(&members).await?;
+        let members = self.members()?;
+        let by_id: BTreeMap<NodeId, &NodeInfo> = members.iter().map(|n| (n.node_id, n)).collect();
+        let active: BTreeSet<NodeId> = members
+            .iter()
+            .filter(|n| n.state == NodeState::Active)
+            .map(|n| n.node_id)
+            .collect();
+        if active.is_empty() {
+            return Ok(());
+        }
+        let desired = replica_sets(&active, self.partitions(), self.replication);
+        let current = self.layout()?;
+        if current.replicas == desired {
+            return self.finish_removals(&members).await;
+        }
+        let mut all_moved = true;
+        for (p, voters) in desired.iter().enumerate() {
+            if current.replicas.get(p) == Some(voters) {
+                continue;
+            }
+            let change = ReplicaChange {
+                partition: p as u16,
+                voters: voters
+                    .iter()
+                    .filter_map(|id| by_id.get(id).map(|n| (*id, n.cluster_addr.clone())))
+                    .collect(),
+            };
+            let hints: Vec<NodeId> = current.replicas.get(p).cloned().unwrap_or_default();
+            if let Err(e) = self.change_replicas_anywhere(&change, &hints, &by_id).await {
+                tracing::info!(partition = p, error = %e, "replica move not done yet; retrying later");
+                all_moved = false;
+            }
+        }
+        if all_moved {
+            let layout = Layout {
+                version: current.version + 1,
+                replicas: desired,
+            };
+            tracing::info!(version = layout.version, "partition layout committed");
+            self.write_meta(Command::MetaSetLayout { layout }).await?;
+        }
+        Ok(())
+    }
+
+    async fn promote_caught_up(&self, members: &[NodeInfo]) -> Result<(), ClusterError> {
+        let (voters, matched, last) = {
+            let m = self.meta.metrics();
+            let m = m.borrow_watched();
+            let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+            let matched: BTreeMap<NodeId, u64> = m
+                .replication
+                .as_ref()
+                .map(|r| {
+                    r.iter()
+                        .map(|(id, log)| (*id, log.as_ref().map(|l| l.index).unwrap_or(0)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (voters, matched, m.last_log_index.unwrap_or(0))
+        };
+        for n in members.iter().filter(|n| n.state == NodeState::Joining) {
+            let caught_up = matched.get(&n.node_id).is_some_and(|&i| i + 1 >= last);
+            if !caught_up {
+                continue;
+            }
+            if voters.len() < MAX_META_VOTERS && !voters.contains(&n.node_id) {
+                let mut ids = BTreeSet::new();
+                ids.insert(n.node_id);
+                self.meta
+                    .change_membership(ChangeMembers::AddVoterIds(ids), false)
+                    .await
+                    .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+            }
+            let record = NodeInfo {
+                state: NodeState::Active,
+                ..n.clone()
+            };
+            tracing::info!(node = n.node_id, "member active");
+            self.write_meta(Command::MetaUpsertNode { node: record }).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `change` at the partition's leader: here if this node leads it, else at the leader
+    /// this node knows of or at the partition's current replicas (`hints`), which forward.
+    async fn change_replicas_anywhere(
+        &self,
+        change: &ReplicaChange,
+        hints: &[NodeId],
+        by_id: &BTreeMap<NodeId, &NodeInfo>,
+    ) -> Result<(), ClusterError> {
+        let mut targets: Vec<String> = Vec::new();
+        match self.change_replicas(change).await {
+            Ok(()) => return Ok(()),
+            Err(NotHere::NotLeader(Some(addr))) => targets.push(addr),
+            Err(NotHere::NotLeader(None)) => {}
+            Err(NotHere::Failed(e)) => return Err(e),
+        }
+        targets.extend(
+            hints
+                .iter()
+                .filter(|id| **id != self.node_id)
+                .filter_map(|id| by_id.get(id).map(|n| n.cluster_addr.clone())),
+        );
+        let peers = self
+            .peers
+            .as_ref()
+            .ok_or_else(|| ClusterError::Unavailable("no peers".into()))?;
+        let payload = encode(change).map_err(|e| ClusterError::Internal(e.to_string()))?;
+        let mut last = String::from("no replica answered");
+        for addr in targets {
+            let mut client = member_client(peers, &addr)?;
+            match client
+                .change_replicas(Json {
+                    payload: payload.clone(),
+                })
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(status) => last = format!("{addr}: {}", status.message()),
+            }
+        }
+        Err(ClusterError::Unavailable(last))
+    }
+
+    /// Partition leader: makes `change.voters` the voters of the partition (learner first,
+    /// then the voter swap). Idempotent.
+    pub async fn change_replicas(&self, change: &ReplicaChange) -> Result<(), NotHere> {
+        let raft = self
+            .partition_group(change.partition)
+            .filter(|_| change.partition != META_PARTITION)
+            .ok_or_else(|| NotHere::Failed(ClusterError::Internal(format!("no partition {}", change.partition))))?;
+        let (leader, leader_addr) = leader_of(&raft);
+        if leader != Some(self.node_id) {
+            return Err(NotHere::NotLeader(leader_addr));
+        }
+        let (voters, learners) = {
+            let m = raft.metrics();
+            let m = m.borrow_watched();
+            let membership = m.membership_config.membership();
+            let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+            let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
+            (voters, learners)
+        };
+        let desired: BTreeSet<NodeId> = change.voters.iter().map(|(id, _)| *id).collect();
+        if desired.is_empty() || voters == desired {
+            return Ok(());
+        }
+        for (id, addr) in &change.voters {
+            if voters.contains(id) {
+                continue;
+            }
+            if !learners.contains(id) {
+                // Returns once the learner has caught up with the log (or a snapshot).
+                tokio::time::timeout(CATCH_UP_TIMEOUT, raft.add_learner(*id, BasicNode::new(addr), true))
+                    .await
+                    .map_err(|_| ClusterError::Unavailable(format!("node {id} did not catch up in time")))?
+                    .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+            }
+        }
+        raft.change_membership(ChangeMembers::ReplaceAllVoters(desired), false)
+            .await
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        tracing::info!(partition = change.partition, voters = ?change.voters, "replica set changed");
+        Ok(())
+    }
+
+    /// Sends `batch` to the node at `addr` (its `Deliver` RPC), within 5 s.
+    pub async fn deliver_to(&self, addr: &str, batch: &crate::meta::DeliveryBatch) -> Result<(), ClusterError> {
+        let peers = self
+            .peers
+            .as_ref()
+            .ok_or_else(|| ClusterError::Unavailable("no peers".into()))?;
+        let payload = encode(batch).map_err(|e| ClusterError::Internal(e.to_string()))?;
+        let mut client = member_client(peers, addr)?;
+        match tokio::time::timeout(Duration::from_secs(5), client.deliver(Json { payload })).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(ClusterError::Unavailable(format!("{addr}: {}", status.message()))),
+            Err(_) => Err(ClusterError::Unavailable(format!("{addr}: deliver timed out"))),
+        }
+    }
+
+    /// True if this node talks to peers (a cluster secret is set).
+    pub fn has_peers(&self) -> bool {
+        self.peers.is_some()
+    }
+
+    /// What this node knows of the cluster: members, meta leader, and the leader of every
+    /// partition it hosts (`None` for the others).
+    pub fn local_status(&self) -> Result<ClusterStatus, ClusterError> {
+        let layout = self.layout()?;
+        let partitions = (0..self.partitions())
+            .map(|p| {
+                let group = self.partition_group(p);
+                let leader = group.as_ref().and_then(|g| {
+                    let (leader, _) = leader_of(g);
+                    let hosts = {
+                        let m = g.metrics();
+                        let m = m.borrow_watched();
+                        let hosts = m.membership_config.membership().voter_ids().any(|v| v == self.node_id);
+                        hosts
+                    };
+                    leader.filter(|_| hosts)
+                });
+                PartitionStatus {
+                    partition: u32::from(p),
+                    replicas: layout.replicas.get(p as usize).cloned().unwrap_or_default(),
+                    leader,
+                }
+            })
+            .collect();
+        Ok(ClusterStatus {
+            meta_leader: leader_of(&self.meta).0.unwrap_or(0),
+            members: self
+                .members()?
+                .into_iter()
+                .map(|n| MemberStatus {
+                    node_id: n.node_id,
+                    cluster_addr: n.cluster_addr,
+                    client_addr: n.client_addr,
+                    state: n.state.as_str().to_string(),
+                })
+                .collect(),
+            partitions,
+        })
+    }
+
+    /// The cluster's status, with partition leaders filled in from every reachable member.
+    pub async fn status(&self) -> Result<ClusterStatus, ClusterError> {
+        let mut status = self.local_status()?;
+        let Some(peers) = &self.peers else { return Ok(status) };
+        for member in status.members.clone() {
+            if member.node_id == self.node_id || member.state == "dead" {
+                continue;
+            }
+            let Ok(mut client) = member_client(peers, &member.cluster_addr) else {
+                continue;
+            };
+            let request = tonic::Request::new(Json {
+                payload: b"{\"local_only\":true}".to_vec(),
+            });
+            let asked = tokio::time::timeout(Duration::from_secs(2), client.status(request)).await;
+            let Ok(Ok(reply)) = asked else { continue };
+            let Ok(theirs) = decode::<ClusterStatus>(&reply.into_inner().payload) else {
+                continue;
+            };
+            for (mine, other) in status.partitions.iter_mut().zip(theirs.partitions) {
+                if mine.leader.is_none() {
+                    mine.leader = other.leader;
+                }
+            }
+        }
+        Ok(status)
+    }
+}

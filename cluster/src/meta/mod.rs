@@ -1,0 +1,22 @@
+//! The meta group: one Raft group (partition id `META_PARTITION`, same log store, state machine
+//! and transport as the data partitions) whose state is the cluster itself — members and their
+//! states, and the committed partition layout. Every node replicates it (voters up to
+//! `MAX_META_VOTERS`, the rest learners) and reads it locally.
+//!
+//! `membership.rs` admits nodes and moves replicas; `wire.rs` holds the payloads of the member
+//! RPCs.
+
+pub mod membership;
+pub mod model;
+pub mod operator;
+pub mod wire;
+
+pub use model::{Layout, NodeInfo, NodeState};
+pub use wire::{ClusterStatus, Delivery, DeliveryBatch, JoinReply, MemberStatus, PartitionStatus, ReplicaChange};
+
+/// Partition id of the meta group. Data partitions are `0..P` with P at most a few thousand,
+/// and `u16::MAX` prefixes node-wide settings in the `raft` keyspace, so this id is free.
+pub const META_PARTITION: u16 = u16::MAX - 1;
+
+/// At most this many meta voters; other members follow the meta group as learners.
+pub const MAX_META_VOTERS: usize = 5;

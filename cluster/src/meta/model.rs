@@ -1,0 +1,54 @@
+//! Records of the meta group: the cluster's members and the partition layout. Persisted in the
+//! meta group's state machine and replicated to every node, so each reads them locally.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::NodeId;
+
+/// Lifecycle of a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Admitted to the meta group, not yet holding partitions.
+    Joining,
+    /// Holds partitions and serves.
+    Active,
+    /// Being emptied before removal (`ringchat cluster remove`).
+    Draining,
+    /// Gone: failed past the grace period, or removed.
+    Dead,
+}
+
+impl NodeState {
+    /// The PROTOCOL §4 name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Joining => "joining",
+            NodeState::Active => "active",
+            NodeState::Draining => "draining",
+            NodeState::Dead => "dead",
+        }
+    }
+}
+
+/// One member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// `--node-id`.
+    pub node_id: NodeId,
+    /// Address other nodes use for gRPC (`--advertise`).
+    pub cluster_addr: String,
+    /// Client HTTP + WebSocket address (`--listen`), shown by `cluster status`.
+    pub client_addr: String,
+    /// Lifecycle state.
+    pub state: NodeState,
+}
+
+/// The committed partition layout: which nodes replicate each partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Layout {
+    /// Increases with every committed change; a stale proposal (lower or equal) is ignored.
+    pub version: u64,
+    /// `replicas[p]`: the voters of partition `p`, preferred leader first.
+    pub replicas: Vec<Vec<NodeId>>,
+}
