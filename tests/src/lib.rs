@@ -97,6 +97,8 @@ pub struct NodeProcess {
     pub data_dir: PathBuf,
     /// Extra flags it was started with.
     pub extra: Vec<String>,
+    /// `127.0.0.1:port` of its node-to-node listener (kept across restarts).
+    pub cluster_addr: String,
     port: u16,
 }
 
@@ -108,6 +110,7 @@ impl NodeProcess {
             base: String::new(),
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            cluster_addr: format!("127.0.0.1:{}", free_port()),
             port: free_port(),
         };
         node.spawn().await;
@@ -128,7 +131,7 @@ impl NodeProcess {
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--cluster-listen")
-            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg(&self.cluster_addr)
             .arg("--partitions")
             .arg("8")
             .args(&self.extra)
@@ -256,5 +259,66 @@ pub async fn new_device(base: &str, user: &TestUser) -> TestUser {
         device_id: s.device_id,
         http: http.with_token(&s.token),
         token: s.token,
+    }
+}
+
+/// Secret of test clusters.
+pub const CLUSTER_SECRET: &str = "ringchat-test-cluster-secret";
+
+/// Starts an `n`-node cluster of real processes under `dir`: node 1 bootstraps, the others
+/// join it one after another. Each is ready (`/readyz` 200) when this returns.
+pub async fn start_cluster(dir: &Path, n: u64, extra: &[&str]) -> Vec<NodeProcess> {
+    let mut nodes: Vec<NodeProcess> = Vec::new();
+    for id in 1..=n {
+        nodes.push(start_cluster_node(dir, id, nodes.first().map(|f| f.cluster_addr.as_str()), extra).await);
+    }
+    nodes
+}
+
+/// Starts node `id` of a test cluster, joining `join` if given.
+pub async fn start_cluster_node(dir: &Path, id: u64, join: Option<&str>, extra: &[&str]) -> NodeProcess {
+    let node_id = id.to_string();
+    let mut args = vec!["--node-id", node_id.as_str(), "--cluster-secret", CLUSTER_SECRET];
+    if let Some(j) = join {
+        args.push("--join");
+        args.push(j);
+    }
+    args.extend_from_slice(extra);
+    NodeProcess::start(&dir.join(format!("n{id}")), &args).await
+}
+
+/// `ringchat cluster status --json` against `node`, parsed.
+pub fn cluster_status(node: &NodeProcess) -> anyhow::Result<serde_json::Value> {
+    let out = Command::new(ringchat_bin())
+        .args(["cluster", "status", "--json", "--node", &node.cluster_addr])
+        .env("RINGCHAT_CLUSTER_SECRET", CLUSTER_SECRET)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cluster status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Polls `cluster status` on `node` until `done` accepts it (≤ `within`); returns the last.
+pub async fn wait_for_status(
+    node: &NodeProcess,
+    within: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let status = cluster_status(node);
+        if let Ok(s) = &status {
+            if done(s) {
+                return s.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cluster did not settle within {within:?}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
