@@ -1,10 +1,11 @@
-//! Generates the tonic client and server of `proto/raft.proto`.
+//! Generates the tonic clients and servers of `proto/raft.proto` (Raft transport) and
+//! `proto/node.proto` (requests forwarded to a partition leader).
 //!
 //! `protox` parses the proto in pure Rust, so building needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile(["raft.proto"], ["proto"])?;
+    let fds = protox::compile(["raft.proto", "node.proto"], ["proto"])?;
     tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())
 }

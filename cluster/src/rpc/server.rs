@@ -16,6 +16,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{ClusterSecret, SecretCheck};
 use super::error::RpcError;
+use super::node_server::NodeRpcService;
+use super::proto::node::node_service_server::NodeServiceServer;
 use super::proto::raft_service_server::{RaftService, RaftServiceServer};
 use super::proto::snapshot_chunk::Part;
 use super::proto::{RaftReply, RaftRequest, SnapshotChunk, SnapshotReply};
@@ -178,28 +180,61 @@ impl Drop for StagedFile {
     }
 }
 
-/// Serves `service` on `listener` until `shutdown` is cancelled, refusing every request that
-/// lacks `secret`.
+/// What a node's RPC server answers: the Raft transport always, and the node service (writes
+/// and reads forwarded to a partition leader) on nodes that route.
+///
+/// A `RaftRpcService` converts into it alone, so callers that only replicate keep calling
+/// `spawn_server(listener, raft_service, ..)`.
+pub struct NodeServices {
+    raft: RaftRpcService,
+    node: Option<NodeRpcService>,
+}
+
+impl NodeServices {
+    /// Both services on one port, behind the same secret check.
+    pub fn new(raft: RaftRpcService, node: NodeRpcService) -> Self {
+        NodeServices { raft, node: Some(node) }
+    }
+}
+
+impl From<RaftRpcService> for NodeServices {
+    fn from(raft: RaftRpcService) -> Self {
+        NodeServices { raft, node: None }
+    }
+}
+
+/// Serves `services` on `listener` until `shutdown` is cancelled, refusing every request that
+/// lacks `secret` (one interceptor in front of every service).
 ///
 /// The returned task owns the server: after cancelling `shutdown`, await it to know that the
 /// listener is closed and in-flight RPCs have finished. It ends with an error only if serving
 /// itself failed.
 pub fn spawn_server(
     listener: TcpListener,
-    service: RaftRpcService,
+    services: impl Into<NodeServices>,
     secret: ClusterSecret,
     shutdown: CancellationToken,
 ) -> JoinHandle<Result<(), RpcError>> {
-    let service = InterceptedService::new(
-        RaftServiceServer::new(service)
+    let NodeServices { raft, node } = services.into();
+    let raft = InterceptedService::new(
+        RaftServiceServer::new(raft)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        SecretCheck(secret),
+        SecretCheck(secret.clone()),
     );
+    let node = node.map(|node| {
+        InterceptedService::new(
+            NodeServiceServer::new(node)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            SecretCheck(secret),
+        )
+    });
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(service)
+            .add_service(raft)
+            .add_optional_service(node)
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
             .await?;
         Ok(())
