@@ -1,10 +1,12 @@
-//! Generates the tonic clients and servers of `proto/*.proto`.
+//! Generates the tonic clients and servers of `proto/raft.proto` (Raft transport),
+//! `proto/node.proto` (requests forwarded to a partition leader) and `proto/member.proto`
+//! (membership and cross-node delivery).
 //!
 //! `protox` parses the proto in pure Rust, so building needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile(["raft.proto", "member.proto"], ["proto"])?;
+    let fds = protox::compile(["raft.proto", "node.proto", "member.proto"], ["proto"])?;
     tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())
 }

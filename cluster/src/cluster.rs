@@ -1,12 +1,12 @@
 //! `Cluster`: the node's handle on every partition group. The node layer reads and writes only
-//! through it, naming ids; the cluster picks the partition and (for now, locally) its leader.
+//! through it, naming ids; the cluster picks the partition and the router (`router.rs`) its
+//! leader, here or on a peer.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use ringchat_storage::Store;
 
@@ -17,6 +17,7 @@ use crate::meta::{DeliveryBatch, NodeInfo, NodeState, META_PARTITION};
 use crate::network::NoPeers;
 use crate::partition::{LogStore, StateMachine};
 use crate::placement::partition_of;
+use crate::router::Router;
 use crate::rpc::{ClusterSecret, PeerChannels};
 use crate::types::{NodeId, PartitionRaft};
 
@@ -60,6 +61,8 @@ pub struct Cluster {
     pub(crate) cache: MessageCache,
     pub(crate) peers: Option<PeerChannels>,
     pub(crate) delivery: OnceLock<Arc<dyn LocalDelivery>>,
+    /// Sends writes and reads to partition leaders (`router.rs`); local-only until `set_peers`.
+    pub(crate) router: Router,
 }
 
 /// Where frames for this node's connections go (the node's connection registry).
@@ -182,9 +185,18 @@ impl Cluster {
             groups,
             meta,
             cache,
-            peers,
+            peers: peers.clone(),
             delivery: OnceLock::new(),
+            router: Router::new(cfg.node_id),
         });
+        if let Some(peers) = peers {
+            cluster.set_peers(peers);
+            // Weak: the hints live inside the cluster they read from.
+            let weak = Arc::downgrade(&cluster);
+            cluster.set_replica_hints(Arc::new(move |p| {
+                weak.upgrade().map(|c| c.replicas_of(p)).unwrap_or_default()
+            }));
+        }
         if bootstrap {
             cluster.record_bootstrap().await?;
         }
@@ -262,36 +274,6 @@ impl Cluster {
     pub async fn write(&self, key: &str, cmd: Command) -> Result<Response, ClusterError> {
         let p = self.partition_of(key);
         self.write_partition(p, cmd).await
-    }
-
-    /// Commits `cmd` in partition `p`.
-    pub async fn write_partition(&self, p: u16, cmd: Command) -> Result<Response, ClusterError> {
-        let started = Instant::now();
-        let raft = self
-            .partition_group(p)
-            .ok_or_else(|| ClusterError::Internal(format!("no partition {p}")))?;
-        let result = raft.client_write(cmd).await;
-        metrics::histogram!("ringchat_commit_latency_seconds").record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(resp) => match resp.data {
-                Response::Rejected(e) => Err(ClusterError::Rejected(e)),
-                Response::Sent {
-                    ref message, duplicate, ..
-                } => {
-                    if !duplicate {
-                        metrics::counter!("ringchat_messages_committed_total").increment(1);
-                        self.cache.insert(message);
-                    }
-                    Ok(resp.data)
-                }
-                other => Ok(other),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ClusterError::Unavailable(format!(
-                "partition {p} has no local leader (leader: {:?})",
-                f.leader_id
-            ))),
-            Err(e) => Err(ClusterError::Unavailable(format!("partition {p}: {e}"))),
-        }
     }
 
     /// Builds a snapshot of partition `p` now and waits for it (operators and tests).

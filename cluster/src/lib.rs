@@ -7,18 +7,24 @@
 pub mod cluster;
 pub mod command;
 pub mod error;
+pub mod local;
 pub mod message_cache;
 pub mod meta;
 pub mod model;
 pub mod network;
 pub mod partition;
 pub mod placement;
+pub mod query;
 pub mod reads;
+pub mod router;
 pub mod rpc;
 pub mod types;
 
 pub use cluster::{Cluster, ClusterConfig, LocalDelivery};
 pub use command::{ApplyError, Command, Response};
 pub use error::ClusterError;
+pub use local::{HostedPartitions, LeaderHint, LocalPartitions};
 pub use model::*;
+pub use query::{Query, QueryResult};
+pub use router::{ReplicaHints, RetryPolicy, Router};
 pub use types::{NodeId, TypeConfig};

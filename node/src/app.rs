@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
-use ringchat_cluster::rpc::{spawn_node_server, ClusterSecret, MemberRpcService, RaftRpcService};
+use ringchat_cluster::rpc::{
+    spawn_server, ClusterSecret, MemberRpcService, NodeRpcService, NodeServices, RaftRpcService,
+};
 use ringchat_cluster::{Cluster, ClusterConfig};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -115,10 +117,14 @@ impl App {
                 let rpc_listener = tokio::net::TcpListener::bind(config.cluster_listen)
                     .await
                     .with_context(|| format!("binding {}", config.cluster_listen))?;
-                Some(spawn_node_server(
-                    rpc_listener,
+                let services = NodeServices::new(
                     RaftRpcService::new(cluster.clone(), config.data_dir.join("incoming")),
-                    Some(MemberRpcService::new(cluster.clone())),
+                    NodeRpcService::new(cluster.clone()),
+                )
+                .with_member(MemberRpcService::new(cluster.clone()));
+                Some(spawn_server(
+                    rpc_listener,
+                    services,
                     ClusterSecret::new(secret)?,
                     rpc_stop.clone(),
                 ))

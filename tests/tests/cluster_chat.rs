@@ -49,13 +49,20 @@ async fn dm_group_presence_typing_and_read_work_across_nodes() {
     let dm = alice3.http.open_dm(&bob.user_id).await.unwrap();
     assert_eq!(b.recv_type("channel", T).await.unwrap()["event"], "joined");
     let sent = a
-        .request(json!({"type": "send", "ref": 1, "channel_id": dm.channel_id, "text": "hi bob", "client_msg_id": "x1"}), T)
+        .request(
+            json!({"type": "send", "ref": 1, "channel_id": dm.channel_id, "text": "hi bob", "client_msg_id": "x1"}),
+            T,
+        )
         .await
         .unwrap();
     assert_eq!(sent["type"], "sent", "{sent}");
     let m = b.recv_type("message", T).await.unwrap();
     assert_eq!((m["text"].as_str(), m["seq"].as_u64()), (Some("hi bob"), Some(1)));
-    assert_eq!(a.recv_type("message", T).await.unwrap()["seq"], 1, "the sender's devices too");
+    assert_eq!(
+        a.recv_type("message", T).await.unwrap()["seq"],
+        1,
+        "the sender's devices too"
+    );
     // Group across all three nodes.
     let g = bob
         .http
@@ -63,19 +70,33 @@ async fn dm_group_presence_typing_and_read_work_across_nodes() {
         .await
         .unwrap();
     c.recv_type("channel", T).await.unwrap();
-    carol.http.send_message(&g.channel_id, "from node 3", "g1").await.unwrap();
+    carol
+        .http
+        .send_message(&g.channel_id, "from node 3", "g1")
+        .await
+        .unwrap();
     for ws in [&mut a, &mut b, &mut c] {
         let m = ws.recv_type("message", T).await.unwrap();
         assert_eq!(m["text"], "from node 3");
     }
     // Typing and read receipts cross nodes.
-    c.send_json(&json!({"type": "typing", "channel_id": g.channel_id})).await.unwrap();
-    assert_eq!(a.recv_type("typing", T).await.unwrap()["user_id"], carol.user_id.as_str());
-    a.send_json(&json!({"type": "read", "channel_id": g.channel_id, "seq": 1})).await.unwrap();
+    c.send_json(&json!({"type": "typing", "channel_id": g.channel_id}))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.recv_type("typing", T).await.unwrap()["user_id"],
+        carol.user_id.as_str()
+    );
+    a.send_json(&json!({"type": "read", "channel_id": g.channel_id, "seq": 1}))
+        .await
+        .unwrap();
     assert_eq!(c.recv_type("read", T).await.unwrap()["user_id"], alice.user_id.as_str());
     // Presence: bob (node 2) watches carol (node 3); she leaves, he sees it.
     let st = b
-        .request(json!({"type": "presence_subscribe", "ref": "p", "user_ids": [carol.user_id]}), T)
+        .request(
+            json!({"type": "presence_subscribe", "ref": "p", "user_ids": [carol.user_id]}),
+            T,
+        )
         .await
         .unwrap();
     assert_eq!(st["users"][0]["status"], "online", "{st}");
@@ -89,7 +110,11 @@ async fn dm_group_presence_typing_and_read_work_across_nodes() {
     );
     // History from any node is the same.
     for node in &nodes {
-        let page = on(node, &bob).http.history(&g.channel_id, None, None, None).await.unwrap();
+        let page = on(node, &bob)
+            .http
+            .history(&g.channel_id, None, None, None)
+            .await
+            .unwrap();
         assert_eq!(page.messages.len(), 1);
     }
 }
@@ -104,7 +129,14 @@ async fn acked_messages_survive_kill_9_rounds_exactly_once_and_gap_free() {
     }
     let mut channels = Vec::new();
     for i in 0..4 {
-        channels.push(users[i].http.open_dm(&users[(i + 1) % 4].user_id).await.unwrap().channel_id);
+        channels.push(
+            users[i]
+                .http
+                .open_dm(&users[(i + 1) % 4].user_id)
+                .await
+                .unwrap()
+                .channel_id,
+        );
     }
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
     let acked: Arc<Mutex<BTreeMap<(String, String), u64>>> = Arc::default();

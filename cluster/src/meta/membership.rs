@@ -25,11 +25,9 @@ use crate::rpc::auth::SecretAttach;
 use crate::rpc::member_proto::member_service_client::MemberServiceClient;
 use crate::rpc::member_proto::Json;
 use crate::rpc::wire::{decode, encode};
+use crate::rpc::LEADER_ADDR_METADATA_KEY;
 use crate::rpc::{PeerChannels, MAX_MESSAGE_BYTES};
 use crate::types::{NodeId, PartitionRaft};
-
-/// Metadata key of a not-leader answer: where the leader is, if known.
-pub const LEADER_ADDR_METADATA: &str = "x-ringchat-leader-addr";
 
 /// How long a new replica may take to catch up before the move is retried on a later pass.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -74,7 +72,7 @@ pub async fn request_join(peers: &PeerChannels, addr: &str, me: &NodeInfo) -> Re
                 last_error = status.message().to_string();
                 match status
                     .metadata()
-                    .get(LEADER_ADDR_METADATA)
+                    .get(LEADER_ADDR_METADATA_KEY)
                     .and_then(|v| v.to_str().ok())
                 {
                     Some(leader) if !leader.is_empty() => target = leader.to_string(),
@@ -141,6 +139,32 @@ impl Cluster {
             Some(v) => Ok(decode_record(&v)?),
             None => Ok(Layout::default()),
         }
+    }
+
+    /// `(node id, cluster address)` of partition `p`'s replicas in the committed layout (the
+    /// meta group's replicas for `META_PARTITION`): where the router looks for a leader.
+    pub fn replicas_of(&self, p: u16) -> Vec<(NodeId, String)> {
+        let Ok(members) = self.members() else { return Vec::new() };
+        let addr = |id: &NodeId| {
+            members
+                .iter()
+                .find(|n| n.node_id == *id)
+                .map(|n| (*id, n.cluster_addr.clone()))
+        };
+        if p == META_PARTITION {
+            return members
+                .iter()
+                .filter(|n| n.state != NodeState::Dead)
+                .map(|n| (n.node_id, n.cluster_addr.clone()))
+                .collect();
+        }
+        self.layout()
+            .ok()
+            .and_then(|l| l.replicas.get(p as usize).cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(addr)
+            .collect()
     }
 
     /// True if this node leads the meta group.

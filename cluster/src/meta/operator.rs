@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::membership::{member_client, LEADER_ADDR_METADATA};
+use super::membership::member_client;
 use super::wire::ClusterStatus;
 use crate::error::ClusterError;
 use crate::rpc::member_proto::Json;
@@ -48,7 +48,7 @@ pub async fn request_removal(addr: &str, secret: &str, node: NodeId) -> Result<(
             Ok(_) => return Ok(()),
             Err(status) => match status
                 .metadata()
-                .get(LEADER_ADDR_METADATA)
+                .get(crate::rpc::LEADER_ADDR_METADATA_KEY)
                 .and_then(|v| v.to_str().ok())
             {
                 Some(leader) if status.code() == tonic::Code::FailedPrecondition => target = leader.to_string(),

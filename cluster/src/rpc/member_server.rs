@@ -8,10 +8,11 @@ use tonic::{Request, Response, Status};
 
 use super::member_proto::member_service_server::MemberService;
 use super::member_proto::Json;
+use super::node_server::LEADER_ADDR_METADATA_KEY;
 use super::wire::{decode, encode};
 use crate::cluster::Cluster;
 use crate::error::ClusterError;
-use crate::meta::membership::{NotHere, LEADER_ADDR_METADATA};
+use crate::meta::membership::NotHere;
 use crate::meta::{DeliveryBatch, NodeInfo, ReplicaChange};
 use crate::types::NodeId;
 
@@ -41,7 +42,7 @@ fn not_here(e: NotHere) -> Status {
         NotHere::NotLeader(addr) => {
             let mut status = Status::failed_precondition("not the leader");
             if let Some(value) = addr.and_then(|a| a.parse().ok()) {
-                status.metadata_mut().insert(LEADER_ADDR_METADATA, value);
+                status.metadata_mut().insert(LEADER_ADDR_METADATA_KEY, value);
             }
             status
         }

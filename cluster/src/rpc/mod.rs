@@ -1,5 +1,6 @@
 //! Node-to-node transport of partition Raft groups: tonic gRPC over one channel per node pair,
-//! the partition id in every request, client-streaming snapshots, and a shared cluster secret.
+//! the partition id in every request, client-streaming snapshots, and a shared cluster secret;
+//! plus the node service that carries writes and reads forwarded to a partition leader.
 //!
 //! See `docs/node-rpc.md` for why it is shaped this way. The single-node path keeps using
 //! `network::NoPeers`.
@@ -9,14 +10,21 @@ pub mod channels;
 pub mod client;
 pub mod error;
 pub mod member_server;
+pub mod node_server;
 pub mod registry;
 pub mod server;
 pub mod wire;
 
-/// Code generated from `proto/raft.proto`.
+/// Code generated from `proto/raft.proto` (and, in `node`, from `proto/node.proto`).
 #[allow(clippy::all, missing_docs)]
 pub mod proto {
     tonic::include_proto!("ringchat.raft.v1");
+
+    /// Code generated from `proto/node.proto`: writes and reads forwarded to a leader.
+    #[allow(clippy::all, missing_docs)]
+    pub mod node {
+        tonic::include_proto!("ringchat.node.v1");
+    }
 }
 
 /// Code generated from `proto/member.proto`.
@@ -30,8 +38,9 @@ pub use channels::PeerChannels;
 pub use client::{GrpcNetwork, GrpcPeer};
 pub use error::RpcError;
 pub use member_server::MemberRpcService;
+pub use node_server::{NodeRpcService, LEADER_ADDR_METADATA_KEY, LEADER_METADATA_KEY};
 pub use registry::{GroupRegistry, PartitionGroups};
-pub use server::{spawn_node_server, spawn_server, RaftRpcService};
+pub use server::{spawn_server, NodeServices, RaftRpcService};
 
 /// Largest gRPC message either side accepts or sends. An AppendEntries batch carries up to
 /// openraft's `max_payload_entries` commands of up to ~1 MiB each once JSON-escaped; tonic's

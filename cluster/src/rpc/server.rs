@@ -18,6 +18,8 @@ use super::auth::{ClusterSecret, SecretCheck};
 use super::error::RpcError;
 use super::member_proto::member_service_server::MemberServiceServer;
 use super::member_server::MemberRpcService;
+use super::node_server::NodeRpcService;
+use super::proto::node::node_service_server::NodeServiceServer;
 use super::proto::raft_service_server::{RaftService, RaftServiceServer};
 use super::proto::snapshot_chunk::Part;
 use super::proto::{RaftReply, RaftRequest, SnapshotChunk, SnapshotReply};
@@ -180,31 +182,59 @@ impl Drop for StagedFile {
     }
 }
 
-/// Serves `service` on `listener` until `shutdown` is cancelled, refusing every request that
-/// lacks `secret`.
+/// What a node's RPC server answers: the Raft transport always, and the node service (writes
+/// and reads forwarded to a partition leader) on nodes that route.
+///
+/// A `RaftRpcService` converts into it alone, so callers that only replicate keep calling
+/// `spawn_server(listener, raft_service, ..)`.
+pub struct NodeServices {
+    raft: RaftRpcService,
+    node: Option<NodeRpcService>,
+    member: Option<MemberRpcService>,
+}
+
+impl NodeServices {
+    /// Both services on one port, behind the same secret check.
+    pub fn new(raft: RaftRpcService, node: NodeRpcService) -> Self {
+        NodeServices {
+            raft,
+            node: Some(node),
+            member: None,
+        }
+    }
+
+    /// Also serve `member` (joins, status, replica moves, deliveries).
+    pub fn with_member(mut self, member: MemberRpcService) -> Self {
+        self.member = Some(member);
+        self
+    }
+}
+
+impl From<RaftRpcService> for NodeServices {
+    fn from(raft: RaftRpcService) -> Self {
+        NodeServices {
+            raft,
+            node: None,
+            member: None,
+        }
+    }
+}
+
+/// Serves `services` on `listener` until `shutdown` is cancelled, refusing every request that
+/// lacks `secret` (one interceptor in front of every service).
 ///
 /// The returned task owns the server: after cancelling `shutdown`, await it to know that the
 /// listener is closed and in-flight RPCs have finished. It ends with an error only if serving
 /// itself failed.
 pub fn spawn_server(
     listener: TcpListener,
-    service: RaftRpcService,
+    services: impl Into<NodeServices>,
     secret: ClusterSecret,
     shutdown: CancellationToken,
 ) -> JoinHandle<Result<(), RpcError>> {
-    spawn_node_server(listener, service, None, secret, shutdown)
-}
-
-/// Like `spawn_server`, also serving `member` (joins, status, replica moves, deliveries).
-pub fn spawn_node_server(
-    listener: TcpListener,
-    service: RaftRpcService,
-    member: Option<MemberRpcService>,
-    secret: ClusterSecret,
-    shutdown: CancellationToken,
-) -> JoinHandle<Result<(), RpcError>> {
+    let NodeServices { raft, node, member } = services.into();
     let raft = InterceptedService::new(
-        RaftServiceServer::new(service)
+        RaftServiceServer::new(raft)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
         SecretCheck(secret.clone()),
@@ -214,6 +244,14 @@ pub fn spawn_node_server(
             MemberServiceServer::new(m)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            SecretCheck(secret.clone()),
+        )
+    });
+    let node = node.map(|node| {
+        InterceptedService::new(
+            NodeServiceServer::new(node)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
             SecretCheck(secret),
         )
     });
@@ -221,6 +259,7 @@ pub fn spawn_node_server(
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(raft)
+            .add_optional_service(node)
             .add_optional_service(member)
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
             .await?;

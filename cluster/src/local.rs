@@ -1,0 +1,137 @@
+//! Serving a write or a read on this node's own replica of a partition, as its leader.
+//!
+//! Both the router (a request that starts here) and the node RPC server (a request another node
+//! forwarded) end here, so a request is answered the same way wherever it entered the cluster.
+//! Anything that is not "done" is classified once: `NotLeader` (ask someone else, safe to
+//! retry), `Unavailable` (the group stopped, or a write's outcome is unknown), or a storage error.
+
+use openraft::error::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
+use openraft::ReadPolicy;
+use ringchat_storage::{StorageError, Store};
+
+use crate::command::{Command, Response};
+use crate::query::{self, Query, QueryResult};
+use crate::rpc::GroupRegistry;
+use crate::rpc::PartitionGroups;
+use crate::types::{NodeId, PartitionRaft, TypeConfig};
+
+/// The partitions this node hosts and the store their state machines live in: what the router
+/// and the node RPC server need to serve a request locally.
+pub trait LocalPartitions: Send + Sync + 'static {
+    /// The local group of `p` and the store holding its state, or `None` if this node does not
+    /// host `p` (now).
+    fn replica(&self, p: u16) -> Option<(PartitionRaft, Store)>;
+}
+
+/// A mutable set of hosted groups over one store: for nodes assembled by hand (tests, tools)
+/// rather than by `Cluster::open`. Cloning shares the set.
+#[derive(Clone)]
+pub struct HostedPartitions {
+    groups: GroupRegistry,
+    store: Store,
+}
+
+impl HostedPartitions {
+    /// No groups yet, over `store`.
+    pub fn new(store: Store) -> Self {
+        HostedPartitions {
+            groups: GroupRegistry::new(),
+            store,
+        }
+    }
+
+    /// The registry of groups (also usable as the Raft RPC server's `PartitionGroups`).
+    pub fn groups(&self) -> &GroupRegistry {
+        &self.groups
+    }
+}
+
+impl LocalPartitions for HostedPartitions {
+    fn replica(&self, p: u16) -> Option<(PartitionRaft, Store)> {
+        self.groups.group(p).map(|g| (g, self.store.clone()))
+    }
+}
+
+impl PartitionGroups for HostedPartitions {
+    fn group(&self, partition: u16) -> Option<PartitionRaft> {
+        self.groups.group(partition)
+    }
+}
+
+/// Who leads a partition, as far as some node knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderHint {
+    /// The leader's node id.
+    pub id: NodeId,
+    /// Its cluster address (`BasicNode.addr`), when the membership names it.
+    pub addr: Option<String>,
+}
+
+/// Why a local write or read was not served.
+#[derive(Debug)]
+pub(crate) enum LocalFailure {
+    /// This replica is not (or no longer surely) the leader: retry at the hinted leader, if
+    /// any, or after the group has settled. Nothing was written.
+    NotLeader(Option<LeaderHint>),
+    /// The group has stopped, or a write's fate is unknown (its entry was discarded on a leader
+    /// change and may still commit): not retried by the router.
+    Unavailable(String),
+    /// The store failed while reading.
+    Storage(StorageError),
+}
+
+/// The leader `raft` currently believes in, with its address from the group's membership.
+pub(crate) fn known_leader(raft: &PartitionRaft) -> Option<LeaderHint> {
+    let metrics = raft.metrics();
+    let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&metrics);
+    let id = m.current_leader?;
+    let addr = m.membership_config.membership().get_node(&id).map(|n| n.addr.clone());
+    Some(LeaderHint { id, addr })
+}
+
+/// Turns openraft's forwarding info into a hint, filling the address from the membership.
+fn hint(raft: &PartitionRaft, f: &ForwardToLeader<TypeConfig>) -> Option<LeaderHint> {
+    let id = f.leader_id?;
+    let addr = match &f.leader_node {
+        Some(node) => Some(node.addr.clone()),
+        None => known_leader(raft).filter(|l| l.id == id).and_then(|l| l.addr),
+    };
+    Some(LeaderHint { id, addr })
+}
+
+/// Proposes `cmd` to the local group and returns the state machine's answer (a rule violation
+/// is `Ok(Response::Rejected)`: it is data, decided by the leader).
+pub(crate) async fn write(raft: &PartitionRaft, cmd: Command) -> Result<Response, LocalFailure> {
+    match raft.client_write(cmd).await {
+        Ok(resp) => Ok(resp.data),
+        // Refused before it was appended (not leader, lease not yet held after an election,
+        // leadership transfer): nothing happened, so it is safe to send elsewhere.
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(LocalFailure::NotLeader(hint(raft, &f))),
+        Err(e) => Err(LocalFailure::Unavailable(e.to_string())),
+    }
+}
+
+/// Answers `q` from the local replica of `p` if `linearize` is false, or after confirming by
+/// openraft's leader lease (no network round trip while the lease holds) that this replica
+/// leads `p` and has applied everything committed before the read.
+pub(crate) async fn read(
+    raft: &PartitionRaft,
+    store: &Store,
+    p: u16,
+    q: &Query,
+    linearize: bool,
+) -> Result<QueryResult, LocalFailure> {
+    if linearize {
+        match raft.ensure_linearizable(ReadPolicy::LeaseRead).await {
+            Ok(_) => {}
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                return Err(LocalFailure::NotLeader(hint(raft, &f)))
+            }
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
+                return Err(LocalFailure::NotLeader(None))
+            }
+            Err(RaftError::Fatal(e)) => return Err(LocalFailure::Unavailable(e.to_string())),
+        }
+    }
+    query::execute(store, p, q).map_err(LocalFailure::Storage)
+}

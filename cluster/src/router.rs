@@ -1,0 +1,490 @@
+//! Partition → leader routing: every write and read of the node goes to the leader of its
+//! partition, here when this node leads it, otherwise forwarded over the node service.
+//!
+//! How the leader is found, in order: the local group's own view (`current_leader` and its
+//! address in the group's membership); the last leader this router reached for the partition;
+//! then the replica addresses from `set_replica_hints` (the meta layer's partition map), tried
+//! in turn. A "not leader" answer carries the answerer's idea of the leader, which replaces the
+//! cached one. Failures that mean "try again shortly" (no leader yet, lease not held after an
+//! election, leader unreachable) are retried with a short exponential backoff, bounded by
+//! `RetryPolicy` in both time and attempts; after that the caller gets
+//! `ClusterError::Unavailable`, which clients may retry. See `docs/routing.md`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use ringchat_storage::Store;
+use tokio::time::Instant;
+use tonic::Request;
+
+use crate::cluster::Cluster;
+use crate::command::{Command, Response};
+use crate::error::ClusterError;
+use crate::local::{self, known_leader, LeaderHint, LocalFailure, LocalPartitions};
+use crate::query::{Query, QueryResult};
+use crate::rpc::node_server::leader_hint;
+use crate::rpc::proto::node::node_service_client::NodeServiceClient;
+use crate::rpc::proto::node::{ReadRequest, WriteRequest};
+use crate::rpc::wire::{decode, encode};
+use crate::rpc::{PeerChannels, MAX_MESSAGE_BYTES};
+use crate::types::{NodeId, PartitionRaft};
+
+/// The replicas of a partition as `(node id, cluster address)`: where to look for its leader
+/// when this node's own group knows nothing (it does not host the partition, or has not joined
+/// its group yet). Set by whoever owns the partition map.
+pub type ReplicaHints = Arc<dyn Fn(u16) -> Vec<(NodeId, String)> + Send + Sync>;
+
+/// How long and how often the router retries before answering `Unavailable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total time one request may spend finding a leader, including forwarded calls.
+    pub max_wait: Duration,
+    /// Most attempts (local or forwarded) for one request.
+    pub max_attempts: u32,
+    /// Pause after the first failed attempt; doubled after each one.
+    pub first_backoff: Duration,
+    /// Longest pause between attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 5 s and 40 attempts: an election takes 1–2 election timeouts (1–2 s with the cluster's
+    /// Raft config) plus a lease round, so a write sent during a failover still lands, while a
+    /// client waiting on an unreachable partition hears back well before its own timeouts.
+    fn default() -> Self {
+        RetryPolicy {
+            max_wait: Duration::from_secs(5),
+            max_attempts: 40,
+            first_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Routes writes and reads of partitions to their leaders, with a leader cache.
+///
+/// Without peers (`set_peers` never called: a single node) nothing is forwarded and reads come
+/// straight from the local store, exactly as before routing existed.
+pub struct Router {
+    node_id: NodeId,
+    peers: RwLock<Option<PeerChannels>>,
+    replicas: RwLock<Option<ReplicaHints>>,
+    leaders: Mutex<HashMap<u16, (NodeId, String)>>,
+    policy: RetryPolicy,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("node_id", &self.node_id)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A write or a read, as the retry loop sees it.
+enum Op<'a> {
+    Write(&'a Command),
+    Read(&'a Query),
+}
+
+/// What an `Op` returned.
+enum Answer {
+    Write(Response),
+    Read(QueryResult),
+}
+
+/// Where the next attempt goes.
+enum Target {
+    Local(PartitionRaft, Store),
+    Remote(NodeId, String),
+    Unknown,
+}
+
+/// Why an attempt failed, as far as retrying is concerned.
+enum Failure {
+    /// The answerer does not lead the partition; maybe it named who does.
+    NotLeader(Option<LeaderHint>),
+    /// The target could not be reached or is not ready: forget it, back off, retry.
+    Retry(String),
+    /// Retrying cannot help.
+    Fail(ClusterError),
+}
+
+impl Router {
+    /// A router for node `node_id` with no peers and no replica hints (single-node behaviour).
+    pub fn new(node_id: NodeId) -> Self {
+        Router {
+            node_id,
+            peers: RwLock::new(None),
+            replicas: RwLock::new(None),
+            leaders: Mutex::new(HashMap::new()),
+            policy: RetryPolicy::default(),
+        }
+    }
+
+    /// The same router with another retry bound (tests use short ones).
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The node this router runs on.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// Enables forwarding over `peers` (the node's shared channels, which carry the cluster
+    /// secret). From then on local reads also confirm leadership by lease.
+    pub fn set_peers(&self, peers: PeerChannels) {
+        *self.peers.write().unwrap_or_else(|p| p.into_inner()) = Some(peers);
+    }
+
+    /// Sets where to look for a partition's leader when the local group knows nothing.
+    pub fn set_replica_hints(&self, hints: ReplicaHints) {
+        *self.replicas.write().unwrap_or_else(|p| p.into_inner()) = Some(hints);
+    }
+
+    /// The leader this router last reached or was told about for `p`, if any.
+    pub fn cached_leader(&self, p: u16) -> Option<(NodeId, String)> {
+        self.leaders.lock().unwrap_or_else(|e| e.into_inner()).get(&p).cloned()
+    }
+
+    /// Commits `cmd` in partition `p` at its leader and returns the state machine's answer
+    /// (a broken rule is `Ok(Response::Rejected)`, as the leader decided it).
+    ///
+    /// Commands are retried after failures whose outcome may be unknown (a connection lost
+    /// mid-call), so they must be idempotent; every `Command` is (creates are "if absent",
+    /// messages are deduplicated by `client_msg_id`).
+    pub async fn write(&self, local: &dyn LocalPartitions, p: u16, cmd: &Command) -> Result<Response, ClusterError> {
+        match self.route(local, p, Op::Write(cmd)).await? {
+            Answer::Write(response) => Ok(response),
+            Answer::Read(_) => Err(ClusterError::Internal("a write was answered as a read".into())),
+        }
+    }
+
+    /// Answers `query` for partition `p` at its leader.
+    pub async fn read(&self, local: &dyn LocalPartitions, p: u16, query: &Query) -> Result<QueryResult, ClusterError> {
+        match self.route(local, p, Op::Read(query)).await? {
+            Answer::Read(result) => Ok(result),
+            Answer::Write(_) => Err(ClusterError::Internal("a read was answered as a write".into())),
+        }
+    }
+
+    async fn route(&self, local: &dyn LocalPartitions, p: u16, op: Op<'_>) -> Result<Answer, ClusterError> {
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let replica = local.replica(p);
+        let Some(peers) = peers else {
+            return self.route_alone(replica, p, op).await;
+        };
+
+        let started = Instant::now();
+        let deadline = started + self.policy.max_wait;
+        let mut backoff = self.policy.first_backoff;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let target = self.target(replica.as_ref(), p, attempt);
+            let tried = match &target {
+                Target::Remote(id, _) => Some(*id),
+                _ => None,
+            };
+            let outcome = match target {
+                Target::Local(raft, store) => attempt_local(&raft, &store, p, &op, true).await,
+                Target::Remote(id, addr) => {
+                    let budget = deadline.saturating_duration_since(Instant::now());
+                    let outcome = self.forward(&peers, &addr, p, &op, budget).await;
+                    if outcome.is_ok() {
+                        self.remember(p, id, addr);
+                        metrics::counter!("ringchat_router_forwarded_total").increment(1);
+                    }
+                    outcome
+                }
+                Target::Unknown => Err(Failure::Retry("no leader known".into())),
+            };
+            let (fresh_hint, last) = match outcome {
+                Ok(answer) => return Ok(answer),
+                Err(Failure::Fail(e)) => return Err(e),
+                Err(Failure::NotLeader(hint)) => {
+                    let reason = format!("not leader (hint: {hint:?})");
+                    self.forget(p);
+                    let next = self.learn(replica.as_ref().map(|(raft, _)| raft), p, hint);
+                    (next.is_some_and(|id| Some(id) != tried), reason)
+                }
+                Err(Failure::Retry(reason)) => {
+                    self.forget(p);
+                    (false, reason)
+                }
+            };
+            let now = Instant::now();
+            if attempt >= self.policy.max_attempts || now >= deadline {
+                return Err(ClusterError::Unavailable(format!(
+                    "partition {p}: no leader answered in {:?} ({attempt} attempts): {last}",
+                    now - started
+                )));
+            }
+            // A hint naming a node not just tried is followed at once; anything else waits.
+            if !fresh_hint {
+                tokio::time::sleep(backoff.min(deadline - now)).await;
+                backoff = (backoff * 2).min(self.policy.max_backoff);
+            }
+        }
+    }
+
+    /// Single-node routing: reads come from the local store as they always did; a write waits
+    /// (bounded) for the local group to lead, e.g. right after start.
+    async fn route_alone(
+        &self,
+        replica: Option<(PartitionRaft, Store)>,
+        p: u16,
+        op: Op<'_>,
+    ) -> Result<Answer, ClusterError> {
+        let Some((raft, store)) = replica else {
+            return Err(ClusterError::Unavailable(format!(
+                "partition {p} is not hosted here and this node has no peers"
+            )));
+        };
+        let deadline = Instant::now() + self.policy.max_wait;
+        let mut backoff = self.policy.first_backoff;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let reason = match attempt_local(&raft, &store, p, &op, false).await {
+                Ok(answer) => return Ok(answer),
+                Err(Failure::Fail(e)) => return Err(e),
+                Err(Failure::NotLeader(Some(hint))) if hint.id != self.node_id => {
+                    return Err(ClusterError::Unavailable(format!(
+                        "partition {p} is led by node {} and this node has no peers",
+                        hint.id
+                    )))
+                }
+                Err(Failure::NotLeader(hint)) => format!("no local leader yet (hint: {hint:?})"),
+                Err(Failure::Retry(reason)) => reason,
+            };
+            let now = Instant::now();
+            if attempt >= self.policy.max_attempts || now >= deadline {
+                return Err(ClusterError::Unavailable(format!("partition {p}: {reason}")));
+            }
+            tokio::time::sleep(backoff.min(deadline - now)).await;
+            backoff = (backoff * 2).min(self.policy.max_backoff);
+        }
+    }
+
+    /// Picks the node the next attempt goes to.
+    fn target(&self, local: Option<&(PartitionRaft, Store)>, p: u16, attempt: u32) -> Target {
+        if let Some((raft, store)) = local {
+            if let Some(leader) = known_leader(raft) {
+                if leader.id == self.node_id {
+                    return Target::Local(raft.clone(), store.clone());
+                }
+                if let Some(addr) = leader.addr {
+                    return Target::Remote(leader.id, addr);
+                }
+            }
+        }
+        if let Some((id, addr)) = self.cached_leader(p) {
+            return Target::Remote(id, addr);
+        }
+        let hints = self.replicas.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(hints) = hints {
+            let candidates: Vec<_> = hints(p).into_iter().filter(|(id, _)| *id != self.node_id).collect();
+            if !candidates.is_empty() {
+                let (id, addr) = candidates[(attempt as usize - 1) % candidates.len()].clone();
+                return Target::Remote(id, addr);
+            }
+        }
+        Target::Unknown
+    }
+
+    /// Records a "not leader" hint; returns the hinted node if it can be tried next.
+    fn learn(&self, local: Option<&PartitionRaft>, p: u16, hint: Option<LeaderHint>) -> Option<NodeId> {
+        let hint = hint?;
+        if hint.id == self.node_id {
+            // Our own group will see it once it has caught up; nothing to cache or rush to.
+            return None;
+        }
+        let addr = hint.addr.or_else(|| {
+            local.and_then(|raft| {
+                let metrics = raft.metrics();
+                let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&metrics);
+                m.membership_config
+                    .membership()
+                    .get_node(&hint.id)
+                    .map(|n| n.addr.clone())
+            })
+        })?;
+        self.remember(p, hint.id, addr);
+        Some(hint.id)
+    }
+
+    fn remember(&self, p: u16, id: NodeId, addr: String) {
+        self.leaders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p, (id, addr));
+    }
+
+    fn forget(&self, p: u16) {
+        self.leaders.lock().unwrap_or_else(|e| e.into_inner()).remove(&p);
+    }
+
+    /// Sends `op` to the node at `addr` over the node service, within `budget`.
+    async fn forward(
+        &self,
+        peers: &PeerChannels,
+        addr: &str,
+        p: u16,
+        op: &Op<'_>,
+        budget: Duration,
+    ) -> Result<Answer, Failure> {
+        if budget.is_zero() {
+            return Err(Failure::Retry("out of time".into()));
+        }
+        let channel = peers.channel(addr).map_err(|e| Failure::Retry(e.to_string()))?;
+        let mut client = NodeServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let partition = u32::from(p);
+        let internal =
+            |what: &str, e: crate::rpc::RpcError| Failure::Fail(ClusterError::Internal(format!("{what}: {e}")));
+        let call = async {
+            match op {
+                Op::Write(cmd) => {
+                    let command = encode(cmd).map_err(|e| internal("encoding command", e))?;
+                    let request = self.request(peers, WriteRequest { partition, command }, budget);
+                    let reply = client.write(request).await.map_err(classify)?.into_inner();
+                    let response = decode(&reply.response).map_err(|e| internal("leader's response", e))?;
+                    Ok(Answer::Write(response))
+                }
+                Op::Read(query) => {
+                    let query = encode(query).map_err(|e| internal("encoding query", e))?;
+                    let request = self.request(peers, ReadRequest { partition, query }, budget);
+                    let reply = client.read(request).await.map_err(classify)?.into_inner();
+                    let result = decode(&reply.result).map_err(|e| internal("leader's result", e))?;
+                    Ok(Answer::Read(result))
+                }
+            }
+        };
+        match tokio::time::timeout(budget, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Failure::Retry(format!("{addr} did not answer within {budget:?}"))),
+        }
+    }
+
+    fn request<T>(&self, peers: &PeerChannels, message: T, budget: Duration) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(budget);
+        peers.secret().attach(&mut request);
+        request
+    }
+}
+
+/// Sorts a node service error status for the retry loop.
+fn classify(status: tonic::Status) -> Failure {
+    use tonic::Code;
+    match status.code() {
+        Code::FailedPrecondition => Failure::NotLeader(leader_hint(&status)),
+        // Connection failures (tonic reports them as Unavailable), a group that is stopping or
+        // not hosted there (yet), or an answer cut short: another node or a later try may do.
+        Code::Unavailable | Code::NotFound | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+            Failure::Retry(format!("{:?}: {}", status.code(), status.message()))
+        }
+        // Wrong secret, a peer without the node service, bad payloads: retrying cannot help.
+        code => Failure::Fail(ClusterError::Internal(format!(
+            "node service answered {code:?}: {}",
+            status.message()
+        ))),
+    }
+}
+
+/// Serves `op` on the local replica; `linearize` confirms leadership by lease first.
+async fn attempt_local(
+    raft: &PartitionRaft,
+    store: &Store,
+    p: u16,
+    op: &Op<'_>,
+    linearize: bool,
+) -> Result<Answer, Failure> {
+    let outcome = match op {
+        Op::Write(cmd) => local::write(raft, (*cmd).clone()).await.map(Answer::Write),
+        Op::Read(query) => local::read(raft, store, p, query, linearize).await.map(Answer::Read),
+    };
+    outcome.map_err(|failure| match failure {
+        LocalFailure::NotLeader(hint) => Failure::NotLeader(hint),
+        LocalFailure::Unavailable(e) => Failure::Fail(ClusterError::Unavailable(format!("partition {p}: {e}"))),
+        LocalFailure::Storage(e) => Failure::Fail(ClusterError::Storage(e)),
+    })
+}
+
+impl Cluster {
+    /// Lets this node forward writes and reads to partition leaders on other nodes over
+    /// `peers`. Until it is called the node routes as a single node (everything local).
+    pub fn set_peers(&self, peers: PeerChannels) {
+        self.router.set_peers(peers);
+    }
+
+    /// Sets where to look for a partition's leader when this node's own group of it knows
+    /// nothing (the meta layer's replica sets).
+    pub fn set_replica_hints(&self, hints: ReplicaHints) {
+        self.router.set_replica_hints(hints);
+    }
+
+    /// The node's router (leader cache and forwarding).
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Answers `query` for partition `p` at the partition's leader: the one entry point of
+    /// every read (`get_*`).
+    pub async fn read(&self, p: u16, query: Query) -> Result<QueryResult, ClusterError> {
+        self.router.read(self, p, &query).await
+    }
+
+    /// Commits `cmd` in partition `p` at its leader; rule violations come back as
+    /// `ClusterError::Rejected`, a partition without a reachable leader as `Unavailable`.
+    pub async fn write_partition(&self, p: u16, cmd: Command) -> Result<Response, ClusterError> {
+        let started = std::time::Instant::now();
+        let result = self.router.write(self, p, &cmd).await;
+        metrics::histogram!("ringchat_commit_latency_seconds").record(started.elapsed().as_secs_f64());
+        match result? {
+            Response::Rejected(e) => Err(ClusterError::Rejected(e)),
+            Response::Sent {
+                message,
+                members,
+                duplicate,
+            } => {
+                if !duplicate {
+                    metrics::counter!("ringchat_messages_committed_total").increment(1);
+                    self.cache.insert(&message);
+                }
+                Ok(Response::Sent {
+                    message,
+                    members,
+                    duplicate,
+                })
+            }
+            other => Ok(other),
+        }
+    }
+}
+
+impl LocalPartitions for Cluster {
+    fn replica(&self, p: u16) -> Option<(PartitionRaft, Store)> {
+        self.partition_group(p).map(|g| (g, self.store.clone()))
+    }
+}
+
+impl Cluster {
+    /// True if this node runs without peers (every partition is read here) or its group of
+    /// `p` currently believes it leads `p`.
+    pub(crate) fn leads_or_runs_alone(&self, p: u16) -> bool {
+        if self.router.peers.read().unwrap_or_else(|e| e.into_inner()).is_none() {
+            return true;
+        }
+        self.partition_group(p)
+            .and_then(|raft| known_leader(&raft))
+            .is_some_and(|leader| leader.id == self.router.node_id)
+    }
+}
