@@ -67,3 +67,95 @@ async fn killing_a_node_moves_leadership_to_the_survivors_and_it_rejoins() {
     wait_for_status(&nodes[0], Duration::from_secs(60), |s| settled(s, 3, 3)).await;
     assert_eq!(nodes[0].http().readyz().await.unwrap(), 200);
 }
+
+fn replica_slots(s: &Value) -> BTreeSet<(u64, u64)> {
+    s["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            let part = p["partition"].as_u64().unwrap();
+            p["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |r| (part, r.as_u64().unwrap()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_takes_a_fair_share_and_data_written_before_stays_readable_then_it_can_be_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path(), 3, &[]).await;
+    let before = wait_for_status(&nodes[0], Duration::from_secs(60), |s| settled(s, 3, 3)).await;
+    let alice = new_user(&nodes[0].base, "alice").await;
+    let mut dms = Vec::new();
+    for i in 0..6 {
+        let other = new_user(&nodes[i % 3].base, "peer").await;
+        let dm = alice.http.open_dm(&other.user_id).await.unwrap();
+        for j in 0..5 {
+            alice
+                .http
+                .send_message(&dm.channel_id, &format!("before {j}"), &format!("b{i}-{j}"))
+                .await
+                .unwrap();
+        }
+        dms.push(dm.channel_id);
+    }
+    // Scale out.
+    let joined = start_cluster_node(dir.path(), 4, Some(&nodes[0].cluster_addr), &[]).await;
+    nodes.push(joined);
+    let after = wait_for_status(&nodes[3], Duration::from_secs(90), |s| {
+        settled(s, 4, 3) && replica_slots(s).iter().any(|(_, n)| *n == 4)
+    })
+    .await;
+    let (old, new) = (replica_slots(&before), replica_slots(&after));
+    let moved: Vec<&(u64, u64)> = new.difference(&old).collect();
+    let fraction = moved.len() as f64 / new.len() as f64;
+    println!(
+        "scale-out 3 -> 4 nodes: {} of {} replica slots moved ({fraction:.3}; ideal 0.25)",
+        moved.len(),
+        new.len()
+    );
+    assert!(
+        moved.iter().all(|(_, n)| *n == 4),
+        "replicas moved between old nodes: {moved:?}"
+    );
+    assert!(fraction > 0.0 && fraction <= 0.5, "{fraction}");
+    // Everything written before is readable through the new node.
+    let alice4 = nodes[3].http().with_token(&alice.token);
+    for cid in &dms {
+        let page = alice4.history(cid, None, None, None).await.unwrap();
+        let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    }
+    // Remove node 4 again: drained first, then dead, and the data is still all there.
+    let out = std::process::Command::new(ringchat_bin())
+        .args([
+            "cluster",
+            "remove",
+            "4",
+            "--node",
+            &nodes[1].cluster_addr,
+            "--wait-secs",
+            "90",
+        ])
+        .env("RINGCHAT_CLUSTER_SECRET", CLUSTER_SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = cluster_status(&nodes[1]).unwrap();
+    let four = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["node_id"] == 4)
+        .cloned();
+    assert_eq!(four.unwrap()["state"], "dead");
+    assert!(replica_slots(&status).iter().all(|(_, n)| *n != 4));
+    let alice2 = nodes[1].http().with_token(&alice.token);
+    for cid in &dms {
+        assert_eq!(alice2.history(cid, None, None, None).await.unwrap().messages.len(), 5);
+    }
+}

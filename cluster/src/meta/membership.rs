@@ -427,7 +427,11 @@ impl Cluster {
             Ok(()) => return Ok(()),
             Err(NotHere::NotLeader(Some(addr))) => targets.push(addr),
             Err(NotHere::NotLeader(None)) => {}
-            Err(NotHere::Failed(e)) => return Err(e),
+            // Our view of the leader was stale (e.g. this node was just voted out): ask the
+            // replicas instead.
+            Err(NotHere::Failed(e)) => {
+                tracing::debug!(partition = change.partition, error = %e, "local replica change failed")
+            }
         }
         targets.extend(
             hints
@@ -464,9 +468,6 @@ impl Cluster {
             .filter(|_| change.partition != META_PARTITION)
             .ok_or_else(|| NotHere::Failed(ClusterError::Internal(format!("no partition {}", change.partition))))?;
         let (leader, leader_addr) = leader_of(&raft);
-        if leader != Some(self.node_id) {
-            return Err(NotHere::NotLeader(leader_addr));
-        }
         let (voters, learners) = {
             let m = raft.metrics();
             let m = m.borrow_watched();
@@ -475,6 +476,10 @@ impl Cluster {
             let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
             (voters, learners)
         };
+        // A node voted out of a group can still show itself as its leader in stale metrics.
+        if leader != Some(self.node_id) || !voters.contains(&self.node_id) {
+            return Err(NotHere::NotLeader(leader_addr.filter(|_| leader != Some(self.node_id))));
+        }
         let desired: BTreeSet<NodeId> = change.voters.iter().map(|(id, _)| *id).collect();
         if desired.is_empty() || voters == desired {
             return Ok(());
@@ -488,12 +493,18 @@ impl Cluster {
                 tokio::time::timeout(CATCH_UP_TIMEOUT, raft.add_learner(*id, BasicNode::new(addr), true))
                     .await
                     .map_err(|_| ClusterError::Unavailable(format!("node {id} did not catch up in time")))?
-                    .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+                    .map_err(|e| {
+                        tracing::warn!(partition = change.partition, node = id, error = %e, "add learner failed");
+                        ClusterError::Unavailable(e.to_string())
+                    })?;
             }
         }
         raft.change_membership(ChangeMembers::ReplaceAllVoters(desired), false)
             .await
-            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+            .map_err(|e| {
+                tracing::warn!(partition = change.partition, error = %e, "voter change failed");
+                ClusterError::Unavailable(e.to_string())
+            })?;
         tracing::info!(partition = change.partition, voters = ?change.voters, "replica set changed");
         Ok(())
     }
