@@ -418,7 +418,7 @@ impl Engine {
             return;
         };
         let cid = serde_json::Value::from(self.population.channels[channel].channel_id.as_str()).to_string();
-        if self.cfg.scenario == Scenario::Mixed && k % 2 == 0 {
+        if self.cfg.scenario == Scenario::Mixed && k.is_multiple_of(2) {
             let _ = queue.try_send(format!(r#"{{"type":"typing","channel_id":{cid}}}"#));
         }
         let text = Stamp {

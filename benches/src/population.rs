@@ -63,9 +63,12 @@ pub struct Population {
     pub channels: Vec<BenchChannel>,
 }
 
+/// A user's `(dm, group)` channel indices.
+type Membership = (Option<usize>, Option<usize>);
+
 /// Channel membership of `shape`, as plain indices: `(dm, group)` per user and the members of
 /// each channel. Pure, so both the node and the relay runs use the same layout.
-fn layout(shape: Shape) -> (Vec<(Option<usize>, Option<usize>)>, Vec<Vec<usize>>) {
+fn layout(shape: Shape) -> (Vec<Membership>, Vec<Vec<usize>>) {
     let mut per_user = vec![(None, None); shape.users];
     let mut channels: Vec<Vec<usize>> = Vec::new();
     if shape.dm_pairs {
@@ -138,7 +141,7 @@ pub async fn create(
     // Unique per run so repeated runs against one data dir never collide.
     let run = format!(
         "{:x}",
-        (std::process::id() as u64) << 20 ^ crate::stamp::now_ns() % (1 << 20)
+        ((std::process::id() as u64) << 20) ^ (crate::stamp::now_ns() % (1 << 20))
     );
     let started = Instant::now();
     let logins = stream::iter(0..shape.users)
@@ -166,7 +169,7 @@ pub async fn create(
         let (i, url, session) = r?;
         sessions[i] = Some((url, session));
         done += 1;
-        if done % 100 == 0 || done == shape.users {
+        if done.is_multiple_of(100) || done == shape.users {
             eprintln!(
                 "setup: {done}/{} users logged in ({:.0?})",
                 shape.users,
