@@ -119,11 +119,12 @@ LOAD_SECS=$(( $(date +%s) - START ))
 log "criterion micro-benchmarks"
 (cd "$ROOT" && cargo bench -p ringchat-benches --bench frames --bench placement --bench storage --bench fanout) >"$WORK/criterion.txt" 2>"$WORK/criterion.err" || {
     tail -20 "$WORK/criterion.err" >&2; exit 1; }
-# "name  time: [lo est hi]" (the name may sit alone on the line before) → "| name | est | thrpt est |".
+# "name  time: [lo est hi]" (the name may sit alone on the line before) → "| name | est | thrpt est |";
+# the "change:" block criterion prints against a saved baseline is skipped.
 CRITERION=$(awk '
-    /^[A-Za-z_]+\/[A-Za-z0-9_]+/ { name=$1 }
-    /time:/ { split($0, a, "["); split(a[2], t, " "); time=t[3] " " t[4] }
-    /thrpt:/ { split($0, a, "["); split(a[2], t, " "); printf "| %s | %s | %s %s |\n", name, time, t[3], t[4] }
+    /^[A-Za-z_]+\/[A-Za-z0-9_]+/ { name=$1; done=0 }
+    /time:/ && !done { split($0, a, "["); split(a[2], t, " "); time=t[3] " " t[4] }
+    /thrpt:/ && !done { split($0, a, "["); split(a[2], t, " "); printf "| %s | %s | %s %s |\n", name, time, t[3], t[4]; done=1 }
 ' "$WORK/criterion.txt")
 
 for s in group dm mixed catchup idle; do cat "$WORK/$s.node.jsonl"; done >"$WORK/ours.jsonl"

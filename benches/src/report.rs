@@ -125,6 +125,10 @@ pub fn comparison(ours: &[StepReport], relay: &[StepReport]) -> String {
         let (Some(m), Some(b)) = (best(&mine), best(&base)) else {
             continue;
         };
+        if m.deliveries_per_s == 0.0 && b.deliveries_per_s == 0.0 {
+            // idle: nothing delivered; its figure is memory, shown in the main table.
+            continue;
+        }
         let ratio = if b.deliveries_per_s > 0.0 {
             format!("{:.2}", m.deliveries_per_s / b.deliveries_per_s)
         } else {
