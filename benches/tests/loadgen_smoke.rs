@@ -46,7 +46,8 @@ async fn group_run_against_a_node_delivers_everything_and_times_it() {
     assert_eq!((r.lost, r.errors), (0, 0), "{r:?}");
     assert_eq!(r.samples, r.delivered);
     assert!(r.p50_ms > 0.0 && r.p99_ms >= r.p50_ms && r.max_ms >= r.p99_ms);
-    assert!(started.elapsed() < Duration::from_secs(30));
+    // A generous bound: CI runs other argon2-heavy tests beside this one.
+    assert!(started.elapsed() < Duration::from_secs(60));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
