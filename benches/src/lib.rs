@@ -1,12 +1,19 @@
-//! Shared helpers of the benchmark binaries.
+//! The benchmark suite's library: everything the `loadgen`, `relay` and `bench_table` binaries
+//! share, kept here so the CI smoke test can drive the same code in-process.
+//!
+//! One idea per module: `stamp` (send time carried in the message text), `proc_stats` (RSS
+//! and CPU of a process), `source_addr` (loopback source addresses so ports do not run out),
+//! `population` (users, sessions and channels to drive), `connection` (one WebSocket client),
+//! `engine` (open-loop schedule and steps), `report` (JSON lines and Markdown) and `relay`
+//! (the physical-limit baseline server).
 
-/// Resident set size of process `pid` in bytes, from `/proc/<pid>/status`.
-pub fn rss_bytes(pid: u32) -> std::io::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .ok_or_else(|| std::io::Error::other("no VmRSS"))?;
-    Ok(kb * 1024)
-}
+pub mod connection;
+pub mod engine;
+pub mod population;
+pub mod proc_stats;
+pub mod relay;
+pub mod report;
+pub mod source_addr;
+pub mod stamp;
+
+pub use proc_stats::rss_bytes;

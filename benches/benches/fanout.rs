@@ -1,0 +1,60 @@
+//! Fan-out of one message to 100 local connections through the gateway's own `Registry`: one
+//! serialized frame, shared (reference-counted) into 100 bounded per-connection queues with
+//! `try_send`, as a group message of 100 members is delivered on one node. The queues are
+//! drained outside the measured part so they never fill.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ringchat_node::gateway::registry::{ConnHandle, Registry};
+use tokio::sync::mpsc;
+
+fn fanout(c: &mut Criterion) {
+    let registry = Registry::default();
+    let users: Vec<String> = (0..100).map(|i| format!("u-{i:04}")).collect();
+    let mut queues = Vec::new();
+    for u in &users {
+        let (tx, rx) = mpsc::channel(1024);
+        registry.register(ConnHandle::new(u, "d", "t", tx, Arc::default()));
+        queues.push(rx);
+    }
+    let frame = Utf8Bytes::from(
+        r#"{"type":"message","channel_id":"c-0f3a9b2e","seq":42,"sender_id":"u-0001","text":"see you at the standup","ts":1764000000000,"client_msg_id":"s1-42"}"#,
+    );
+    let mut g = c.benchmark_group("fanout");
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("one_frame_to_100_connections", |b| {
+        b.iter_custom(|iters| {
+            let mut measured = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                // Chunks below the queue capacity, drained outside the timed part.
+                let chunk = left.min(1000);
+                let start = Instant::now();
+                for _ in 0..chunk {
+                    assert_eq!(registry.send_to_users(&users, &frame, None), 100);
+                }
+                measured += start.elapsed();
+                left -= chunk;
+                for q in &mut queues {
+                    while q.try_recv().is_ok() {}
+                }
+            }
+            measured
+        })
+    });
+    g.finish();
+}
+
+/// Short measurement windows: `benches/run.sh` runs every suite in a few minutes.
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30)
+}
+
+criterion_group! { name = benches; config = config(); targets = fanout }
+criterion_main!(benches);
