@@ -40,6 +40,8 @@ pub struct ClusterConfig {
     pub join: Option<String>,
     /// Shared secret of cluster RPCs; without it the node runs without peers.
     pub cluster_secret: Option<String>,
+    /// A member silent this long is declared dead and its replicas are rebuilt elsewhere.
+    pub dead_after: Duration,
     /// Build a snapshot after this many log entries since the last one.
     pub snapshot_every: u64,
     /// Message cache sizes.
@@ -61,6 +63,9 @@ pub struct Cluster {
     pub(crate) cache: MessageCache,
     pub(crate) peers: Option<PeerChannels>,
     pub(crate) delivery: OnceLock<Arc<dyn LocalDelivery>>,
+    pub(crate) dead_after: Duration,
+    /// Since when this node has led the meta group (liveness needs a baseline).
+    pub(crate) meta_leader_since: std::sync::Mutex<Option<Instant>>,
     /// Sends writes and reads to partition leaders (`router.rs`); local-only until `set_peers`.
     pub(crate) router: Router,
 }
@@ -187,6 +192,8 @@ impl Cluster {
             cache,
             peers: peers.clone(),
             delivery: OnceLock::new(),
+            dead_after: cfg.dead_after,
+            meta_leader_since: std::sync::Mutex::new(None),
             router: Router::new(cfg.node_id),
         });
         if let Some(peers) = peers {

@@ -434,6 +434,7 @@ async fn single_node_cluster_without_peers_routes_everything_locally() {
         client_addr: "127.0.0.1:2".into(),
         join: None,
         cluster_secret: None,
+        dead_after: Duration::from_secs(30),
         snapshot_every: 10_000,
         cache_memory_bytes: 1 << 20,
         // foyer's disk engine needs room for its blocks: with a few MiB, closing never ends.

@@ -103,6 +103,7 @@ impl App {
             client_addr: addr.to_string(),
             join: config.join.clone(),
             cluster_secret: config.cluster_secret.clone(),
+            dead_after: Duration::from_secs(config.dead_after_secs),
             snapshot_every: config.snapshot_every,
             cache_memory_bytes: 64 << 20,
             cache_disk_bytes: 256 << 20,

@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// Frames queued for one client before it counts as too slow (default 1024).
     #[arg(long, env = "RINGCHAT_OUTBOUND_QUEUE")]
     pub outbound_queue: Option<usize>,
+    /// Seconds a member may be unreachable before it is declared dead and its partition
+    /// replicas are rebuilt on live nodes (default 30).
+    #[arg(long, env = "RINGCHAT_DEAD_AFTER_SECS")]
+    pub dead_after_secs: Option<u64>,
     /// Log format: `text` or `json` (default text).
     #[arg(long, env = "RINGCHAT_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -113,6 +117,8 @@ pub struct Config {
     pub log_format: String,
     /// Snapshot every this many log entries per partition.
     pub snapshot_every: u64,
+    /// Unreachable members are declared dead after this many seconds.
+    pub dead_after_secs: u64,
     /// A request's headers must arrive within this many ms (slowloris guard).
     pub header_read_timeout_ms: u64,
 }
@@ -139,6 +145,7 @@ impl Default for Config {
             outbound_queue: 1024,
             log_format: "text".into(),
             snapshot_every: 20_000,
+            dead_after_secs: 30,
             header_read_timeout_ms: 10_000,
         }
     }
@@ -183,6 +190,7 @@ impl Config {
             outbound_queue: pick!(outbound_queue).unwrap_or(d.outbound_queue),
             log_format: pick!(log_format).unwrap_or(d.log_format),
             snapshot_every: d.snapshot_every,
+            dead_after_secs: pick!(dead_after_secs).unwrap_or(d.dead_after_secs),
             header_read_timeout_ms: d.header_read_timeout_ms,
         };
         cfg.validate()?;
@@ -216,6 +224,12 @@ impl Config {
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("--log-format must be text or json");
+        }
+        if self.join.is_some() && self.cluster_secret.is_none() {
+            bail!("--join needs --cluster-secret (nodes refuse cluster RPCs without it)");
+        }
+        if self.dead_after_secs < 2 {
+            bail!("--dead-after-secs must be at least 2");
         }
         Ok(())
     }

@@ -159,3 +159,49 @@ async fn a_fourth_node_takes_a_fair_share_and_data_written_before_stays_readable
         assert_eq!(alice2.history(cid, None, None, None).await.unwrap().messages.len(), 5);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_declared_after_the_grace_period_and_its_replicas_rebuilt_then_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path(), 3, &["--dead-after-secs", "3"]).await;
+    wait_for_status(&nodes[0], Duration::from_secs(60), |s| settled(s, 3, 3)).await;
+    let alice = new_user(&nodes[0].base, "alice").await;
+    let bob = new_user(&nodes[1].base, "bob").await;
+    let dm = alice.http.open_dm(&bob.user_id).await.unwrap();
+    alice.http.send_message(&dm.channel_id, "before", "m1").await.unwrap();
+    nodes[2].kill9();
+    // Node 3 is declared dead and every partition is rebuilt on the two live nodes.
+    let status = wait_for_status(&nodes[0], Duration::from_secs(60), |s| {
+        let dead = s["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["node_id"] == 3 && m["state"] == "dead"));
+        dead && replica_slots(s).iter().all(|(_, n)| *n != 3)
+            && s["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["leader"].as_u64().is_some())
+    })
+    .await;
+    assert!(status["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["replicas"].as_array().unwrap().len() == 2));
+    alice
+        .http
+        .send_message(&dm.channel_id, "while 3 is dead", "m2")
+        .await
+        .unwrap();
+    // It comes back with its data dir: active again, three replicas again, nothing lost.
+    nodes[2].restart().await;
+    wait_for_status(&nodes[0], Duration::from_secs(90), |s| settled(s, 3, 3)).await;
+    let page = nodes[2]
+        .http()
+        .with_token(&bob.token)
+        .history(&dm.channel_id, None, None, None)
+        .await
+        .unwrap();
+    let texts: Vec<&str> = page.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, vec!["before", "while 3 is dead"]);
+}

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::{BasicNode, ChangeMembers};
+use openraft::{BasicNode, ChangeMembers, Instant as _};
 use ringchat_storage::{decode_record, KeyReader, StorageError};
 
 use super::model::{Layout, NodeInfo, NodeState};
@@ -327,8 +327,11 @@ impl Cluster {
     /// the next pass.
     pub async fn rebalance_once(&self) -> Result<(), ClusterError> {
         if !self.is_meta_leader() || self.peers.is_none() {
+            *self.meta_leader_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
             return Ok(());
         }
+        let members = self.members()?;
+        self.mark_liveness(&members).await?;
         let members = self.members()?;
         self.promote_caught_up(&members).await?;
         let members = self.members()?;
@@ -371,6 +374,50 @@ impl Cluster {
             };
             tracing::info!(version = layout.version, "partition layout committed");
             self.write_meta(Command::MetaSetLayout { layout }).await?;
+        }
+        Ok(())
+    }
+
+    /// Declares members silent for `dead_after` dead (their replicas then move to live nodes),
+    /// and dead members that answer again active (they get replicas back). Silence is measured
+    /// from the last heartbeat the meta leader got from them, or from when it became leader.
+    async fn mark_liveness(&self, members: &[NodeInfo]) -> Result<(), ClusterError> {
+        let leading_for = {
+            let mut since = self.meta_leader_since.lock().unwrap_or_else(|e| e.into_inner());
+            since.get_or_insert_with(std::time::Instant::now).elapsed()
+        };
+        let silence: BTreeMap<NodeId, Duration> = {
+            let m = self.meta.metrics();
+            let m = m.borrow_watched();
+            m.heartbeat
+                .as_ref()
+                .map(|h| {
+                    h.iter()
+                        .map(|(id, at)| (*id, at.as_ref().map_or(leading_for, |t| t.elapsed())))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for n in members.iter().filter(|n| n.node_id != self.node_id) {
+            let Some(quiet) = silence.get(&n.node_id).copied() else {
+                continue;
+            };
+            let next = match n.state {
+                NodeState::Active | NodeState::Joining if quiet >= self.dead_after => NodeState::Dead,
+                NodeState::Dead if quiet < Duration::from_secs(2) => NodeState::Active,
+                _ => continue,
+            };
+            tracing::warn!(
+                node = n.node_id,
+                silent_ms = quiet.as_millis() as u64,
+                state = next.as_str(),
+                "member liveness changed"
+            );
+            let record = NodeInfo {
+                state: next,
+                ..n.clone()
+            };
+            self.write_meta(Command::MetaUpsertNode { node: record }).await?;
         }
         Ok(())
     }
