@@ -595,16 +595,21 @@ impl Chat {
         })
     }
 
-    /// `GET /v1/users/{uid}/presence`.
-    pub async fn presence(&self, auth: &AuthContext, user_id: &str) -> Result<PresenceState, ApiError> {
-        let state = self.presence_of(user_id).await?;
-        let mine: HashSet<String> = self
+    /// Ids of the channels `user_id` is linked to (for `shares_channel`).
+    pub async fn channel_ids(&self, user_id: &str) -> Result<HashSet<String>, ApiError> {
+        Ok(self
             .cluster
-            .get_user_channels(&auth.user_id)
+            .get_user_channels(user_id)
             .await?
             .into_iter()
             .map(|(c, _)| c)
-            .collect();
+            .collect())
+    }
+
+    /// `GET /v1/users/{uid}/presence`.
+    pub async fn presence(&self, auth: &AuthContext, user_id: &str) -> Result<PresenceState, ApiError> {
+        let state = self.presence_of(user_id).await?;
+        let mine = self.channel_ids(&auth.user_id).await?;
         if !self.shares_channel(&mine, &auth.user_id, user_id).await? {
             return Err(ApiError::forbidden("you share no channel with this user"));
         }

@@ -138,7 +138,8 @@ async fn acked_messages_survive_kill_9_rounds_exactly_once_and_gap_free() {
                 .channel_id,
         );
     }
-    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    // Writers use nodes 1 and 3; node 2 is killed and later removed, node 4 joins mid-run.
+    let bases: Vec<String> = [&nodes[0], &nodes[2]].iter().map(|n| n.base.clone()).collect();
     let acked: Arc<Mutex<BTreeMap<(String, String), u64>>> = Arc::default();
     let attempted = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -183,16 +184,34 @@ async fn acked_messages_survive_kill_9_rounds_exactly_once_and_gap_free() {
         tokio::time::sleep(Duration::from_secs(4)).await;
         nodes[victim].restart().await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Scale out, then drain and remove node 2, all while the writers keep going.
+    let joined = start_cluster_node(dir.path(), 4, Some(&nodes[0].cluster_addr), &[]).await;
+    nodes.push(joined);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = std::process::Command::new(ringchat_bin())
+        .args([
+            "cluster",
+            "remove",
+            "2",
+            "--node",
+            &nodes[0].cluster_addr,
+            "--wait-secs",
+            "90",
+        ])
+        .env("RINGCHAT_CLUSTER_SECRET", CLUSTER_SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::SeqCst);
     let mut max_unavailable = Duration::ZERO;
     for w in writers {
         max_unavailable = max_unavailable.max(w.await.unwrap());
     }
     let acked = acked.lock().await.clone();
-    // Read every channel back from every node.
+    // Read every channel back from every remaining node.
     let (mut lost, mut dups, mut gaps) = (0usize, 0usize, 0usize);
-    for node in &nodes {
+    for node in [&nodes[0], &nodes[2], &nodes[3]] {
         for (w, cid) in channels.iter().enumerate() {
             let reader = on(node, &users[w]);
             let mut all = Vec::new();

@@ -326,13 +326,7 @@ async fn presence_subscribe(
             unique.push(u);
         }
     }
-    let mine: HashSet<String> = app
-        .cluster
-        .get_user_channels(&auth.user_id)
-        .await?
-        .into_iter()
-        .map(|(c, _)| c)
-        .collect();
+    let mine = app.chat.channel_ids(&auth.user_id).await?;
     let mut states = Vec::with_capacity(unique.len());
     for u in &unique {
         let state = app.chat.presence_of(u).await?;
