@@ -71,6 +71,10 @@ pub struct ServeArgs {
     /// replicas are rebuilt on live nodes (default 30).
     #[arg(long, env = "RINGCHAT_DEAD_AFTER_SECS")]
     pub dead_after_secs: Option<u64>,
+    /// Async worker threads (default: 4 per core, at least 8). Storage calls block the thread
+    /// that makes them; more workers than cores keep one blocked call from stalling everyone.
+    #[arg(long, env = "RINGCHAT_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Log format: `text` or `json` (default text).
     #[arg(long, env = "RINGCHAT_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -119,6 +123,8 @@ pub struct Config {
     pub snapshot_every: u64,
     /// Unreachable members are declared dead after this many seconds.
     pub dead_after_secs: u64,
+    /// Tokio worker threads of `ringchat serve`.
+    pub worker_threads: usize,
     /// A request's headers must arrive within this many ms (slowloris guard).
     pub header_read_timeout_ms: u64,
 }
@@ -146,6 +152,10 @@ impl Default for Config {
             log_format: "text".into(),
             snapshot_every: 20_000,
             dead_after_secs: 30,
+            worker_threads: std::thread::available_parallelism()
+                .map(|n| n.get() * 4)
+                .unwrap_or(8)
+                .max(8),
             header_read_timeout_ms: 10_000,
         }
     }
@@ -191,6 +201,7 @@ impl Config {
             log_format: pick!(log_format).unwrap_or(d.log_format),
             snapshot_every: d.snapshot_every,
             dead_after_secs: pick!(dead_after_secs).unwrap_or(d.dead_after_secs),
+            worker_threads: pick!(worker_threads).unwrap_or(d.worker_threads),
             header_read_timeout_ms: d.header_read_timeout_ms,
         };
         cfg.validate()?;
@@ -227,6 +238,9 @@ impl Config {
         }
         if self.join.is_some() && self.cluster_secret.is_none() {
             bail!("--join needs --cluster-secret (nodes refuse cluster RPCs without it)");
+        }
+        if self.worker_threads == 0 || self.worker_threads > 1024 {
+            bail!("--worker-threads must be 1 to 1024");
         }
         if self.dead_after_secs < 2 {
             bail!("--dead-after-secs must be at least 2");

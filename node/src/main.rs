@@ -57,7 +57,10 @@ fn main() -> anyhow::Result<()> {
         Commands::Serve(args) => {
             let config = Config::from_args(*args)?;
             init_logs(&config.log_format);
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.worker_threads)
+                .enable_all()
+                .build()?;
             rt.block_on(serve(config))
         }
         Commands::Cluster(cmd) => {
