@@ -3,6 +3,8 @@
 //! `try_send`, as a group message of 100 members is delivered on one node. The queues are
 //! drained outside the measured part so they never fill.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,13 +50,5 @@ fn fanout(c: &mut Criterion) {
     g.finish();
 }
 
-/// Short measurement windows: `benches/run.sh` runs every suite in a few minutes.
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(30)
-}
-
-criterion_group! { name = benches; config = config(); targets = fanout }
+criterion_group! { name = benches; config = common::short_config(Duration::from_secs(2), 30); targets = fanout }
 criterion_main!(benches);

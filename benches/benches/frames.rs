@@ -3,6 +3,8 @@
 //! recipients. Both run once per message (parse) or once per message per node (encode), so
 //! they bound the gateway's per-message CPU.
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -29,13 +31,5 @@ fn frames(c: &mut Criterion) {
     g.finish();
 }
 
-/// Short measurement windows: `benches/run.sh` runs every suite in a few minutes.
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(30)
-}
-
-criterion_group! { name = benches; config = config(); targets = frames }
+criterion_group! { name = benches; config = common::short_config(Duration::from_secs(2), 30); targets = frames }
 criterion_main!(benches);

@@ -3,6 +3,8 @@
 //! partition, so adding a node to a 3-node cluster is measured whole, with the count of moved
 //! replicas.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::hint::black_box;
 use std::time::Duration;
@@ -37,13 +39,5 @@ fn placement(c: &mut Criterion) {
     g.finish();
 }
 
-/// Short measurement windows: `benches/run.sh` runs every suite in a few minutes.
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(20)
-}
-
-criterion_group! { name = benches; config = config(); targets = placement }
+criterion_group! { name = benches; config = common::short_config(Duration::from_secs(2), 20); targets = placement }
 criterion_main!(benches);

@@ -7,6 +7,8 @@
 //! History read is the newest 50 messages of a 10,000-message channel, as
 //! `GET …/messages?limit=50` reads them on a cache miss.
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -94,13 +96,5 @@ fn storage(c: &mut Criterion) {
     g.finish();
 }
 
-/// Short measurement windows: `benches/run.sh` runs every suite in a few minutes.
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(20)
-}
-
-criterion_group! { name = benches; config = config(); targets = storage }
+criterion_group! { name = benches; config = common::short_config(Duration::from_secs(3), 20); targets = storage }
 criterion_main!(benches);
