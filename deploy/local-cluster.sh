@@ -33,6 +33,14 @@ start() {
     curl -fs "http://127.0.0.1:710$id/readyz" >/dev/null || { echo "node $id not ready; see $DIR/n$id.log"; exit 1; }
     echo "node $id ready: http://127.0.0.1:710$id"
   done
+  # Replicas move to the new nodes within seconds; wait (bounded) until every partition has 3.
+  for _ in $(seq 1 120); do
+    status=$("$BIN" cluster status --node 127.0.0.1:7201 2>/dev/null || true)
+    total=$(grep -cE '^ +[0-9]+ +replicas' <<<"$status" || true)
+    full=$(grep -cE 'replicas \[[0-9]+,[0-9]+,[0-9]+\]' <<<"$status" || true)
+    [ "$total" -gt 0 ] && [ "$total" = "$full" ] && break
+    sleep 0.5
+  done
   "$BIN" cluster status --node 127.0.0.1:7201
 }
 
