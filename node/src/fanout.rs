@@ -32,6 +32,8 @@ const BATCH: usize = 512;
 const QUEUE: usize = 16_384;
 /// An idle link says hello this often.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long the member list behind `broadcast` is reused.
+const MEMBER_CACHE: Duration = Duration::from_millis(250);
 /// A peer failing this long is taken as gone (its users go offline here).
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -43,6 +45,8 @@ pub struct Fanout {
     cluster: Arc<Cluster>,
     registry: Arc<Registry>,
     links: Mutex<HashMap<NodeId, (String, mpsc::Sender<Delivery>)>>,
+    /// The live peers' queues as of a moment ago (see `peer_queues`).
+    cached: Mutex<Option<(Instant, Vec<mpsc::Sender<Delivery>>)>>,
     on_node_lost: OnceLock<NodeLost>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -61,6 +65,7 @@ impl Fanout {
             cluster,
             registry,
             links: Mutex::new(HashMap::new()),
+            cached: Mutex::new(None),
             on_node_lost: OnceLock::new(),
             shutdown,
             tracker,
@@ -102,6 +107,17 @@ impl Fanout {
         if !self.cluster.has_peers() {
             return Vec::new();
         }
+        {
+            // Hot path: reuse the last list for a moment instead of scanning the meta replica
+            // per frame. A member is listed from `joining` on, well before it can hold
+            // connections (`active` takes at least one rebalancing pass), so nothing is missed.
+            let cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, queues)) = cached.as_ref() {
+                if at.elapsed() < MEMBER_CACHE {
+                    return queues.clone();
+                }
+            }
+        }
         let Ok(members) = self.cluster.members() else {
             return Vec::new();
         };
@@ -129,6 +145,8 @@ impl Fanout {
             });
             out.push(tx.clone());
         }
+        drop(links);
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), out.clone()));
         out
     }
 }
