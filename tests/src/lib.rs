@@ -301,6 +301,29 @@ pub fn cluster_status(node: &NodeProcess) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
+/// `ringchat cluster remove <id>` via `node`, waiting (≤ 90 s) until it is drained and dead;
+/// panics with the CLI's error output if it fails.
+pub fn remove_node(node: &NodeProcess, id: u64) {
+    let out = Command::new(ringchat_bin())
+        .args([
+            "cluster",
+            "remove",
+            &id.to_string(),
+            "--node",
+            &node.cluster_addr,
+            "--wait-secs",
+            "90",
+        ])
+        .env("RINGCHAT_CLUSTER_SECRET", CLUSTER_SECRET)
+        .output()
+        .expect("run ringchat cluster remove");
+    assert!(
+        out.status.success(),
+        "cluster remove {id} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Polls `cluster status` on `node` until `done` accepts it (≤ `within`); returns the last.
 pub async fn wait_for_status(
     node: &NodeProcess,

@@ -131,20 +131,7 @@ async fn a_fourth_node_takes_a_fair_share_and_data_written_before_stays_readable
         assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
     }
     // Remove node 4 again: drained first, then dead, and the data is still all there.
-    let out = std::process::Command::new(ringchat_bin())
-        .args([
-            "cluster",
-            "remove",
-            "4",
-            "--node",
-            &nodes[1].cluster_addr,
-            "--wait-secs",
-            "90",
-        ])
-        .env("RINGCHAT_CLUSTER_SECRET", CLUSTER_SECRET)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    remove_node(&nodes[1], 4);
     let status = cluster_status(&nodes[1]).unwrap();
     let four = status["members"]
         .as_array()

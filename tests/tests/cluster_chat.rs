@@ -188,20 +188,7 @@ async fn acked_messages_survive_kill_9_rounds_exactly_once_and_gap_free() {
     let joined = start_cluster_node(dir.path(), 4, Some(&nodes[0].cluster_addr), &[]).await;
     nodes.push(joined);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let out = std::process::Command::new(ringchat_bin())
-        .args([
-            "cluster",
-            "remove",
-            "2",
-            "--node",
-            &nodes[0].cluster_addr,
-            "--wait-secs",
-            "90",
-        ])
-        .env("RINGCHAT_CLUSTER_SECRET", CLUSTER_SECRET)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    remove_node(&nodes[0], 2);
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::SeqCst);
     let mut max_unavailable = Duration::ZERO;
