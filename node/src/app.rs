@@ -94,6 +94,16 @@ impl App {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
+        // Both sockets are bound before anything else: a taken port fails the start at once,
+        // not after a join, and nobody else can take the cluster port while we open storage.
+        let rpc_listener = match &config.cluster_secret {
+            Some(_) => Some(
+                tokio::net::TcpListener::bind(config.cluster_listen)
+                    .await
+                    .with_context(|| format!("binding {}", config.cluster_listen))?,
+            ),
+            None => None,
+        };
         let cluster = Cluster::open(&ClusterConfig {
             node_id: config.node_id,
             data_dir: config.data_dir.clone(),
@@ -113,11 +123,8 @@ impl App {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let rpc_stop = CancellationToken::new();
-        let rpc_server = match &config.cluster_secret {
-            Some(secret) => {
-                let rpc_listener = tokio::net::TcpListener::bind(config.cluster_listen)
-                    .await
-                    .with_context(|| format!("binding {}", config.cluster_listen))?;
+        let rpc_server = match (&config.cluster_secret, rpc_listener) {
+            (Some(secret), Some(rpc_listener)) => {
                 let services = NodeServices::new(
                     RaftRpcService::new(cluster.clone(), config.data_dir.join("incoming")),
                     NodeRpcService::new(cluster.clone()),
@@ -130,7 +137,7 @@ impl App {
                     rpc_stop.clone(),
                 ))
             }
-            None => None,
+            _ => None,
         };
         let registry = Arc::new(Registry::default());
         let fanout = Arc::new(Fanout::new(
