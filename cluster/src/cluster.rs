@@ -36,6 +36,8 @@ pub struct ClusterConfig {
     pub advertise: String,
     /// Client address, published in the member list.
     pub client_addr: String,
+    /// Source address of outgoing cluster connections (`None`: the kernel picks).
+    pub source_ip: Option<std::net::IpAddr>,
     /// Cluster address of a member to join; `None` bootstraps (or restarts) alone.
     pub join: Option<String>,
     /// Shared secret of cluster RPCs; without it the node runs without peers.
@@ -87,9 +89,10 @@ impl Cluster {
     pub async fn open(cfg: &ClusterConfig) -> Result<Arc<Cluster>, ClusterError> {
         let store = Store::open(&cfg.data_dir)?;
         let peers = match &cfg.cluster_secret {
-            Some(secret) => Some(PeerChannels::new(
-                ClusterSecret::new(secret).map_err(|e| ClusterError::Internal(e.to_string()))?,
-            )),
+            Some(secret) => Some(
+                PeerChannels::new(ClusterSecret::new(secret).map_err(|e| ClusterError::Internal(e.to_string()))?)
+                    .with_local_ip(cfg.source_ip),
+            ),
             None => None,
         };
         let stored = stored_partition_count(&store)?;

@@ -432,6 +432,7 @@ async fn single_node_cluster_without_peers_routes_everything_locally() {
         replication: 1,
         advertise: "127.0.0.1:1".into(),
         client_addr: "127.0.0.1:2".into(),
+        source_ip: None,
         join: None,
         cluster_secret: None,
         dead_after: Duration::from_secs(30),

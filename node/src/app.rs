@@ -111,6 +111,8 @@ impl App {
             replication: config.replication as usize,
             advertise: config.advertise.clone(),
             client_addr: addr.to_string(),
+            // Outgoing cluster connections leave from the address the node listens on.
+            source_ip: Some(config.cluster_listen.ip()).filter(|ip| !ip.is_unspecified()),
             join: config.join.clone(),
             cluster_secret: config.cluster_secret.clone(),
             dead_after: Duration::from_secs(config.dead_after_secs),

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use ringchat_client::HttpClient;
 use ringchat_node::{App, Config, RunningApp};
 
+pub mod jepsen;
+pub mod netns;
+
 /// A free loopback port (bound then released; the node binds it right after).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -91,13 +94,15 @@ pub fn ringchat_bin() -> PathBuf {
 /// A real `ringchat serve` process.
 pub struct NodeProcess {
     child: Option<Child>,
-    /// `http://127.0.0.1:port`.
+    /// Loopback address it listens on (both ports); 127.0.0.1 unless started with `start_at`.
+    pub ip: String,
+    /// `http://<ip>:port`.
     pub base: String,
     /// Data dir (kept across restarts).
     pub data_dir: PathBuf,
     /// Extra flags it was started with.
     pub extra: Vec<String>,
-    /// `127.0.0.1:port` of its node-to-node listener (kept across restarts).
+    /// `<ip>:port` of its node-to-node listener (kept across restarts).
     pub cluster_addr: String,
     port: u16,
 }
@@ -105,12 +110,19 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts `ringchat serve` on `data_dir` and waits (≤ 30 s) until `/readyz` is 200.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> NodeProcess {
+        Self::start_at("127.0.0.1", data_dir, extra).await
+    }
+
+    /// As `start`, listening on loopback address `ip` (e.g. `127.0.0.12`): its cluster
+    /// connections then leave from `ip` too, so packet filters can tell nodes apart.
+    pub async fn start_at(ip: &str, data_dir: &Path, extra: &[&str]) -> NodeProcess {
         let mut node = NodeProcess {
             child: None,
+            ip: ip.to_string(),
             base: String::new(),
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            cluster_addr: format!("127.0.0.1:{}", free_port()),
+            cluster_addr: format!("{ip}:{}", free_port()),
             port: free_port(),
         };
         node.spawn().await;
@@ -118,7 +130,7 @@ impl NodeProcess {
     }
 
     async fn spawn(&mut self) {
-        self.base = format!("http://127.0.0.1:{}", self.port);
+        self.base = format!("http://{}:{}", self.ip, self.port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -129,7 +141,7 @@ impl NodeProcess {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!("{}:{}", self.ip, self.port))
             .arg("--cluster-listen")
             .arg(&self.cluster_addr)
             .arg("--partitions")
@@ -277,6 +289,11 @@ pub async fn start_cluster(dir: &Path, n: u64, extra: &[&str]) -> Vec<NodeProces
 
 /// Starts node `id` of a test cluster, joining `join` if given.
 pub async fn start_cluster_node(dir: &Path, id: u64, join: Option<&str>, extra: &[&str]) -> NodeProcess {
+    start_cluster_node_at("127.0.0.1", dir, id, join, extra).await
+}
+
+/// As `start_cluster_node`, listening on loopback address `ip`.
+pub async fn start_cluster_node_at(ip: &str, dir: &Path, id: u64, join: Option<&str>, extra: &[&str]) -> NodeProcess {
     let node_id = id.to_string();
     let mut args = vec!["--node-id", node_id.as_str(), "--cluster-secret", CLUSTER_SECRET];
     if let Some(j) = join {
@@ -284,7 +301,7 @@ pub async fn start_cluster_node(dir: &Path, id: u64, join: Option<&str>, extra: 
         args.push(j);
     }
     args.extend_from_slice(extra);
-    NodeProcess::start(&dir.join(format!("n{id}")), &args).await
+    NodeProcess::start_at(ip, &dir.join(format!("n{id}")), &args).await
 }
 
 /// `ringchat cluster status --json` against `node`, parsed.
@@ -322,6 +339,26 @@ pub fn remove_node(node: &NodeProcess, id: u64) {
         "cluster remove {id} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// True when `s` (cluster status JSON) shows `members` active members and every partition with
+/// `replicas` distinct replicas, one of which leads.
+pub fn settled(s: &serde_json::Value, members: usize, replicas: usize) -> bool {
+    use serde_json::Value;
+    let active = s["members"]
+        .as_array()
+        .is_some_and(|m| m.len() == members && m.iter().all(|m| m["state"] == "active"));
+    let placed = s["partitions"].as_array().is_some_and(|ps| {
+        !ps.is_empty()
+            && ps.iter().all(|p| {
+                let set: std::collections::BTreeSet<u64> = p["replicas"]
+                    .as_array()
+                    .map(|r| r.iter().filter_map(Value::as_u64).collect())
+                    .unwrap_or_default();
+                set.len() == replicas && p["leader"].as_u64().is_some_and(|l| set.contains(&l))
+            })
+    });
+    active && placed
 }
 
 /// Polls `cluster status` on `node` until `done` accepts it (≤ `within`); returns the last.

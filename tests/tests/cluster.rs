@@ -7,23 +7,6 @@ use std::time::{Duration, Instant};
 use ringchat_tests::*;
 use serde_json::Value;
 
-fn settled(s: &Value, members: usize, replicas: usize) -> bool {
-    let active = s["members"]
-        .as_array()
-        .is_some_and(|m| m.len() == members && m.iter().all(|m| m["state"] == "active"));
-    let placed = s["partitions"].as_array().is_some_and(|ps| {
-        !ps.is_empty()
-            && ps.iter().all(|p| {
-                let set: BTreeSet<u64> = p["replicas"]
-                    .as_array()
-                    .map(|r| r.iter().filter_map(Value::as_u64).collect())
-                    .unwrap_or_default();
-                set.len() == replicas && p["leader"].as_u64().is_some_and(|l| set.contains(&l))
-            })
-    });
-    active && placed
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_join_and_every_partition_gets_three_replicas() {
     let dir = tempfile::tempdir().unwrap();

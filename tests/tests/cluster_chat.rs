@@ -1,16 +1,12 @@
 //! Chat across the nodes of a 3-process cluster: every protocol feature with the users on
 //! different nodes, a token from one node used on another, and a Jepsen-style run with kill -9.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use ringchat_client::WsClient;
+use ringchat_tests::jepsen::{check, Workload};
 use ringchat_tests::*;
 use serde_json::json;
-use tokio::sync::Mutex;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -123,60 +119,9 @@ async fn dm_group_presence_typing_and_read_work_across_nodes() {
 async fn acked_messages_survive_kill_9_rounds_exactly_once_and_gap_free() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = start_cluster(dir.path(), 3, &[]).await;
-    let mut users = Vec::new();
-    for i in 0..4 {
-        users.push(new_user(&nodes[i % 3].base, "w").await);
-    }
-    let mut channels = Vec::new();
-    for i in 0..4 {
-        channels.push(
-            users[i]
-                .http
-                .open_dm(&users[(i + 1) % 4].user_id)
-                .await
-                .unwrap()
-                .channel_id,
-        );
-    }
     // Writers use nodes 1 and 3; node 2 is killed and later removed, node 4 joins mid-run.
     let bases: Vec<String> = [&nodes[0], &nodes[2]].iter().map(|n| n.base.clone()).collect();
-    let acked: Arc<Mutex<BTreeMap<(String, String), u64>>> = Arc::default();
-    let attempted = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for (w, user) in users.iter().enumerate() {
-        let cid = channels[w].clone();
-        let token = user.token.clone();
-        let bases = bases.clone();
-        let acked = acked.clone();
-        let attempted = attempted.clone();
-        let stop = stop.clone();
-        writers.push(tokio::spawn(async move {
-            let mut worst_outage = Duration::ZERO;
-            for i in 0..100_000u64 {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let cmid = format!("w{w}-{i}");
-                attempted.fetch_add(1, Ordering::SeqCst);
-                let started = Instant::now();
-                // Retry by client_msg_id on any node until acked (bounded).
-                for attempt in 0..200u64 {
-                    let base = &bases[((i + attempt) % bases.len() as u64) as usize];
-                    let http = ringchat_client::HttpClient::new(base).with_token(&token);
-                    match tokio::time::timeout(Duration::from_secs(5), http.send_message(&cid, &cmid, &cmid)).await {
-                        Ok(Ok((_, sent))) => {
-                            acked.lock().await.insert((cid.clone(), cmid.clone()), sent.seq);
-                            worst_outage = worst_outage.max(started.elapsed());
-                            break;
-                        }
-                        _ => tokio::time::sleep(Duration::from_millis(100)).await,
-                    }
-                }
-            }
-            worst_outage
-        }));
-    }
+    let work = Workload::start(&bases, 4).await;
     // Kill rounds: the bootstrap node (meta leader, first partition leaders), then another.
     for victim in [0usize, 1] {
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -190,55 +135,17 @@ async fn acked_messages_survive_kill_9_rounds_exactly_once_and_gap_free() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     remove_node(&nodes[0], 2);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::SeqCst);
-    let mut max_unavailable = Duration::ZERO;
-    for w in writers {
-        max_unavailable = max_unavailable.max(w.await.unwrap());
-    }
-    let acked = acked.lock().await.clone();
+    let (users, channels, history) = work.finish().await;
     // Read every channel back from every remaining node.
-    let (mut lost, mut dups, mut gaps) = (0usize, 0usize, 0usize);
-    for node in [&nodes[0], &nodes[2], &nodes[3]] {
-        for (w, cid) in channels.iter().enumerate() {
-            let reader = on(node, &users[w]);
-            let mut all = Vec::new();
-            let mut after = 0;
-            for _ in 0..1000 {
-                let page = reader.http.history(cid, None, Some(after), Some(500)).await.unwrap();
-                if let Some(last) = page.messages.last() {
-                    after = last.seq;
-                }
-                let more = page.has_more;
-                all.extend(page.messages);
-                if !more {
-                    break;
-                }
-            }
-            let mut seen = HashSet::new();
-            for (i, m) in all.iter().enumerate() {
-                if m.seq != i as u64 + 1 {
-                    gaps += 1;
-                }
-                if !seen.insert(m.client_msg_id.clone()) {
-                    dups += 1;
-                }
-            }
-            let by_cmid: BTreeMap<String, u64> = all
-                .iter()
-                .map(|m| (m.client_msg_id.clone().unwrap_or_default(), m.seq))
-                .collect();
-            for ((c, cmid), seq) in &acked {
-                if c == cid && by_cmid.get(cmid) != Some(seq) {
-                    lost += 1;
-                }
-            }
-        }
-    }
+    let readers: Vec<String> = [&nodes[0], &nodes[2], &nodes[3]]
+        .iter()
+        .map(|n| n.base.clone())
+        .collect();
+    let v = check(&readers, &users, &channels, &history).await;
     println!(
-        "checker: attempted {}, acked {}, lost {lost}, duplicates {dups}, gaps {gaps}, max unavailability {max_unavailable:?}",
-        attempted.load(Ordering::SeqCst),
-        acked.len()
+        "checker: attempted {}, acked {}, lost {}, duplicates {}, gaps {}, order mismatches {}, max unavailability {:?}",
+        history.attempted, v.acked, v.lost, v.duplicates, v.gaps, v.order_mismatches, history.max_unavailable
     );
-    assert!(acked.len() > 50, "too few acked to mean anything: {}", acked.len());
-    assert_eq!((lost, dups, gaps), (0, 0, 0));
+    assert!(v.acked > 50, "too few acked to mean anything: {}", v.acked);
+    assert_eq!((v.lost, v.duplicates, v.gaps, v.order_mismatches), (0, 0, 0, 0));
 }

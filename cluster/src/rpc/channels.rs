@@ -5,6 +5,7 @@
 //! one multiplexed channel per peer keeps it at N and lets h2 flow control share the link.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     secret: ClusterSecret,
+    /// Source address of outgoing connections (the node's cluster listen address), so peers
+    /// and packet filters see one address per node.
+    local_ip: Option<IpAddr>,
 }
 
 impl PeerChannels {
@@ -31,7 +35,14 @@ impl PeerChannels {
         PeerChannels {
             channels: Arc::new(Mutex::new(HashMap::new())),
             secret,
+            local_ip: None,
         }
+    }
+
+    /// Outgoing connections bind `ip` as their source address (`None`: the kernel picks).
+    pub fn with_local_ip(mut self, ip: Option<IpAddr>) -> Self {
+        self.local_ip = ip;
+        self
     }
 
     /// The Raft network factory of partition `partition` on node `local_id`, over these channels.
@@ -61,6 +72,7 @@ impl PeerChannels {
         let channel = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| bad(e.to_string()))?
             .connect_timeout(CONNECT_TIMEOUT)
+            .local_address(self.local_ip)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))

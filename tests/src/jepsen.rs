@@ -1,0 +1,204 @@
+//! A Jepsen-style workload and checker for fault tests.
+//!
+//! Writers send continuously, each on its own channel, retrying every message by its
+//! `client_msg_id` on the next node until it is acked (bounded). Every ack is recorded with the
+//! seq the server gave. After the faults heal, `check` reads every channel back from every
+//! node and counts what a user would call data loss: acked messages missing or at another seq,
+//! duplicates, gaps, and nodes that disagree on a channel's order.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ringchat_client::{HttpClient, Message};
+use tokio::task::JoinHandle;
+
+use crate::{new_user, TestUser};
+
+/// A send is given up after this many attempts (each ≤ `ATTEMPT_TIMEOUT`, 100 ms apart).
+const ATTEMPTS: u64 = 200;
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Writers running against a cluster; `finish` stops them.
+pub struct Workload {
+    /// The writers' users (writer `w` owns `channels[w]`).
+    pub users: Vec<TestUser>,
+    /// One DM channel per writer.
+    pub channels: Vec<String>,
+    acked: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+    attempted: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    writers: Vec<JoinHandle<Duration>>,
+}
+
+/// What the writers did.
+#[derive(Debug, Clone)]
+pub struct History {
+    /// Sends started.
+    pub attempted: u64,
+    /// (channel, client_msg_id) → seq of every acked send.
+    pub acked: BTreeMap<(String, String), u64>,
+    /// Longest time one message took from first attempt to ack (the write outage seen).
+    pub max_unavailable: Duration,
+}
+
+/// The checker's counts; all but `acked` must be 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Acked messages.
+    pub acked: usize,
+    /// Acked messages missing, or at another seq, on some node.
+    pub lost: usize,
+    /// Messages present twice in a channel.
+    pub duplicates: usize,
+    /// Positions where a channel's seqs are not 1, 2, 3, …
+    pub gaps: usize,
+    /// Channels whose order differs between nodes.
+    pub order_mismatches: usize,
+}
+
+impl Workload {
+    /// Makes `writers` users (spread over `bases`), one DM channel each, and starts a writer per
+    /// channel. Writer `w` sends first through `bases[w % len]` and retries on the next ones.
+    pub async fn start(bases: &[String], writers: usize) -> Workload {
+        let mut users = Vec::new();
+        for i in 0..writers {
+            users.push(new_user(&bases[i % bases.len()], "w").await);
+        }
+        let mut channels = Vec::new();
+        for i in 0..writers {
+            let peer = &users[(i + 1) % writers].user_id;
+            channels.push(users[i].http.open_dm(peer).await.expect("open dm").channel_id);
+        }
+        let acked: Arc<Mutex<BTreeMap<(String, String), u64>>> = Arc::default();
+        let attempted = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::new();
+        for (w, user) in users.iter().enumerate() {
+            let cid = channels[w].clone();
+            let token = user.token.clone();
+            let mut order: Vec<String> = bases.to_vec();
+            order.rotate_left(w % bases.len());
+            let (acked, attempted, stop) = (acked.clone(), attempted.clone(), stop.clone());
+            handles.push(tokio::spawn(async move {
+                let mut worst = Duration::ZERO;
+                for i in 0..1_000_000u64 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let cmid = format!("w{w}-{i}");
+                    attempted.fetch_add(1, Ordering::SeqCst);
+                    let started = Instant::now();
+                    for attempt in 0..ATTEMPTS {
+                        let http = HttpClient::new(&order[(attempt % order.len() as u64) as usize]).with_token(&token);
+                        let send = http.send_message(&cid, &cmid, &cmid);
+                        if let Ok(Ok((_, sent))) = tokio::time::timeout(ATTEMPT_TIMEOUT, send).await {
+                            acked
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert((cid.clone(), cmid.clone()), sent.seq);
+                            worst = worst.max(started.elapsed());
+                            break;
+                        }
+                        if stop.load(Ordering::SeqCst) && attempt > 50 {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                worst
+            }));
+        }
+        Workload {
+            users,
+            channels,
+            acked,
+            attempted,
+            stop,
+            writers: handles,
+        }
+    }
+
+    /// Acked sends so far.
+    pub fn acked_so_far(&self) -> usize {
+        self.acked.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Stops the writers (each finishes its message in flight) and returns what they did.
+    pub async fn finish(self) -> (Vec<TestUser>, Vec<String>, History) {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut max_unavailable = Duration::ZERO;
+        for w in self.writers {
+            max_unavailable = max_unavailable.max(w.await.expect("writer"));
+        }
+        let acked = self.acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let history = History {
+            attempted: self.attempted.load(Ordering::SeqCst),
+            acked,
+            max_unavailable,
+        };
+        (self.users, self.channels, history)
+    }
+}
+
+/// A channel's full history through `base`, as `user` (bounded: ≤ 1,000 pages).
+pub async fn read_channel(base: &str, user: &TestUser, channel: &str) -> Vec<Message> {
+    let http = HttpClient::new(base).with_token(&user.token);
+    let mut all: Vec<Message> = Vec::new();
+    let mut after = 0;
+    for _ in 0..1000 {
+        let page = http
+            .history(channel, None, Some(after), Some(500))
+            .await
+            .expect("history read");
+        if let Some(last) = page.messages.last() {
+            after = last.seq;
+        }
+        let more = page.has_more;
+        all.extend(page.messages);
+        if !more {
+            break;
+        }
+    }
+    all
+}
+
+/// Reads every channel back through every node in `bases` and counts violations.
+pub async fn check(bases: &[String], users: &[TestUser], channels: &[String], history: &History) -> Verdict {
+    let mut v = Verdict {
+        acked: history.acked.len(),
+        ..Verdict::default()
+    };
+    for (w, cid) in channels.iter().enumerate() {
+        let mut first_order: Option<Vec<Option<String>>> = None;
+        for base in bases {
+            let all = read_channel(base, &users[w], cid).await;
+            let mut seen = HashSet::new();
+            for (i, m) in all.iter().enumerate() {
+                if m.seq != i as u64 + 1 {
+                    v.gaps += 1;
+                }
+                if !seen.insert(m.client_msg_id.clone()) {
+                    v.duplicates += 1;
+                }
+            }
+            let by_cmid: BTreeMap<String, u64> = all
+                .iter()
+                .map(|m| (m.client_msg_id.clone().unwrap_or_default(), m.seq))
+                .collect();
+            v.lost += history
+                .acked
+                .iter()
+                .filter(|((c, cmid), seq)| c == cid && by_cmid.get(cmid) != Some(seq))
+                .count();
+            let order: Vec<Option<String>> = all.into_iter().map(|m| m.client_msg_id).collect();
+            match &first_order {
+                None => first_order = Some(order),
+                Some(o) if *o != order => v.order_mismatches += 1,
+                Some(_) => {}
+            }
+        }
+    }
+    v
+}
