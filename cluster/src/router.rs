@@ -47,6 +47,10 @@ pub struct RetryPolicy {
     pub first_backoff: Duration,
     /// Longest pause between attempts.
     pub max_backoff: Duration,
+    /// Longest wait for one forwarded attempt: a leader cut off by a partition does not refuse
+    /// the call, it never answers, so waiting the whole `max_wait` on it would hide the new
+    /// leader elected meanwhile. A retried write is safe: the leader dedups by client_msg_id.
+    pub attempt_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -59,6 +63,7 @@ impl Default for RetryPolicy {
             max_attempts: 40,
             first_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(200),
+            attempt_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -192,9 +197,20 @@ impl Router {
                 _ => None,
             };
             let outcome = match target {
-                Target::Local(raft, store) => attempt_local(&raft, &store, p, &op, true).await,
-                Target::Remote(id, addr) => {
+                Target::Local(raft, store) => {
+                    // A leader that lost its majority keeps the write pending until it heals:
+                    // answer `unavailable` in time instead (the write may still land later,
+                    // and a retry with the same client_msg_id finds it).
                     let budget = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(budget, attempt_local(&raft, &store, p, &op, true)).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => Err(Failure::Retry(format!("local group did not answer within {budget:?}"))),
+                    }
+                }
+                Target::Remote(id, addr) => {
+                    let budget = deadline
+                        .saturating_duration_since(Instant::now())
+                        .min(self.policy.attempt_timeout);
                     let outcome = self.forward(&peers, &addr, p, &op, budget).await;
                     if outcome.is_ok() {
                         self.remember(p, id, addr);
