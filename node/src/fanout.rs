@@ -2,11 +2,17 @@
 //!
 //! Each peer gets one bounded queue and one task that drains it into batched `Deliver` RPCs
 //! (one RPC carries up to `BATCH` items), so a message to a group spread over three nodes costs
-//! one RPC per node, not one per recipient. Every frame goes to every live peer: a peer can
-//! then never miss a live message for a connection that opened a moment ago (its catch-up read
-//! happens after it registered). Narrowing this to the peers holding recipients (gateway
-//! subscriptions) is the next step. A queue that overflows drops frames (counted): devices
-//! still get every message at their next catch-up, and typing/presence are ephemeral.
+//! one RPC per node, not one per recipient. A frame goes only to the nodes that hold a
+//! connection of one of its recipients, each getting just the recipients it holds: every node
+//! keeps the user → nodes map that presence needs anyway (the node-level "subscription" of a
+//! user), so no per-channel subscription table has to be rebuilt when a partition leader
+//! changes (docs/fanout.md).
+//!
+//! A node announces a user's first connection to every peer and waits (bounded) until the
+//! peers have it *before* the connection's catch-up read: a message committed before that
+//! read is in the catch-up, one committed after it is fanned out by a node that already knows
+//! where the user is. A queue that overflows drops frames (counted): devices still get every
+//! message at their next catch-up, and typing/presence are ephemeral.
 //!
 //! Links double as failure detection: an idle link sends an empty batch every `HEARTBEAT`; a
 //! peer that fails for `PEER_TIMEOUT` is taken as gone and its users' presence with it. Every
@@ -19,7 +25,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use ringchat_cluster::meta::{Delivery, DeliveryBatch, NodeState};
 use ringchat_cluster::{Cluster, LocalDelivery, NodeId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -37,6 +43,20 @@ const MEMBER_CACHE: Duration = Duration::from_millis(250);
 /// A peer failing this long is taken as gone (its users go offline here).
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// One queued item, with whom to tell once a peer has it.
+struct Queued {
+    item: Delivery,
+    delivered: Option<oneshot::Sender<()>>,
+}
+
+impl Queued {
+    fn item(item: Delivery) -> Self {
+        Queued { item, delivered: None }
+    }
+}
+
+type PeerQueue = mpsc::Sender<Queued>;
+
 /// Called with a node id when that node is taken as gone.
 pub type NodeLost = Arc<dyn Fn(NodeId) + Send + Sync>;
 
@@ -44,9 +64,9 @@ pub type NodeLost = Arc<dyn Fn(NodeId) + Send + Sync>;
 pub struct Fanout {
     cluster: Arc<Cluster>,
     registry: Arc<Registry>,
-    links: Mutex<HashMap<NodeId, (String, mpsc::Sender<Delivery>)>>,
+    links: Mutex<HashMap<NodeId, (String, PeerQueue)>>,
     /// The live peers' queues as of a moment ago (see `peer_queues`).
-    cached: Mutex<Option<(Instant, Vec<mpsc::Sender<Delivery>>)>>,
+    cached: Mutex<Option<(Instant, Vec<(NodeId, PeerQueue)>)>>,
     on_node_lost: OnceLock<NodeLost>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -77,25 +97,56 @@ impl Fanout {
         let _ = self.on_node_lost.set(f);
     }
 
-    /// Queues `frame` to every connection of `users` on this node and on every other node
-    /// (except `except`'s connections). Returns the local connections reached.
+    /// Queues `frame` to every connection of `users` on this node and on the other nodes that
+    /// hold some of them (except `except`'s connections). Returns the local connections reached.
     pub fn send_to_users(&self, users: &[String], frame: &Utf8Bytes, except: Option<&str>) -> usize {
         let n = self.registry.send_to_users(users, frame, except);
-        self.broadcast(Delivery::Frame {
-            users: users.to_vec(),
-            except: except.map(str::to_string),
-            frame: frame.as_str().to_string(),
-        });
+        let by_node = self.registry.remote_nodes_of(users, except);
+        if by_node.is_empty() {
+            return n;
+        }
+        for (node, tx) in self.peer_queues() {
+            let Some(there) = by_node.get(&node) else { continue };
+            let item = Delivery::Frame {
+                users: there.clone(),
+                except: None,
+                frame: frame.as_str().to_string(),
+            };
+            enqueue(&tx, Queued::item(item));
+            metrics::counter!("ringchat_peer_frames_sent_total").increment(1);
+        }
         n
     }
 
     /// Queues `item` for every live peer.
     pub fn broadcast(&self, item: Delivery) {
-        for tx in self.peer_queues() {
-            if tx.try_send(item.clone()).is_err() {
-                metrics::counter!("ringchat_peer_deliveries_dropped_total").increment(1);
+        for (_, tx) in self.peer_queues() {
+            enqueue(&tx, Queued::item(item.clone()));
+        }
+    }
+
+    /// Queues `item` for every live peer and waits until each has it, a peer fails, or
+    /// `within` passes. Returns how many peers confirmed.
+    pub async fn broadcast_confirmed(&self, item: Delivery, within: Duration) -> usize {
+        let mut waiting = Vec::new();
+        for (_, tx) in self.peer_queues() {
+            let (done, confirmed) = oneshot::channel();
+            let queued = Queued {
+                item: item.clone(),
+                delivered: Some(done),
+            };
+            if enqueue(&tx, queued) {
+                waiting.push(confirmed);
             }
         }
+        let deadline = Instant::now() + within;
+        let mut confirmed = 0;
+        for w in waiting {
+            if let Ok(Ok(())) = tokio::time::timeout_at(deadline, w).await {
+                confirmed += 1;
+            }
+        }
+        confirmed
     }
 
     /// Starts links to members that have none yet (called periodically and on demand).
@@ -103,7 +154,7 @@ impl Fanout {
         let _ = self.peer_queues();
     }
 
-    fn peer_queues(&self) -> Vec<mpsc::Sender<Delivery>> {
+    fn peer_queues(&self) -> Vec<(NodeId, PeerQueue)> {
         if !self.cluster.has_peers() {
             return Vec::new();
         }
@@ -143,7 +194,7 @@ impl Fanout {
                 self.tracker.spawn(link.run(rx, self.shutdown.clone()));
                 (m.cluster_addr.clone(), tx)
             });
-            out.push(tx.clone());
+            out.push((m.node_id, tx.clone()));
         }
         drop(links);
         *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), out.clone()));
@@ -161,25 +212,31 @@ struct Link {
 }
 
 impl Link {
-    async fn run(self, mut rx: mpsc::Receiver<Delivery>, shutdown: CancellationToken) {
+    async fn run(self, mut rx: mpsc::Receiver<Queued>, shutdown: CancellationToken) {
         let mut healthy = false;
         let mut failing_since: Option<Instant> = None;
         let mut lost_reported = false;
         loop {
-            let mut items = Vec::new();
+            let mut queued = Vec::new();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 next = tokio::time::timeout(HEARTBEAT, rx.recv()) => match next {
-                    Ok(Some(item)) => items.push(item),
+                    Ok(Some(q)) => queued.push(q),
                     Ok(None) => return,
                     Err(_) => {}
                 },
             }
-            while items.len() < BATCH {
+            while queued.len() < BATCH {
                 match rx.try_recv() {
-                    Ok(item) => items.push(item),
+                    Ok(q) => queued.push(q),
                     Err(_) => break,
                 }
+            }
+            let mut delivered = Vec::new();
+            let mut items = Vec::with_capacity(queued.len() + 1);
+            for q in queued {
+                items.push(q.item);
+                delivered.extend(q.delivered);
             }
             if !healthy {
                 let users = self.registry.local_users().into_iter().collect();
@@ -196,6 +253,9 @@ impl Link {
                     healthy = true;
                     failing_since = None;
                     lost_reported = false;
+                    for d in delivered {
+                        let _ = d.send(());
+                    }
                 }
                 Err(e) => {
                     healthy = false;
@@ -216,6 +276,15 @@ impl Link {
     }
 }
 
+/// Queues `q` without waiting; a full queue drops it (counted). True if queued.
+fn enqueue(tx: &PeerQueue, q: Queued) -> bool {
+    let ok = tx.try_send(q).is_ok();
+    if !ok {
+        metrics::counter!("ringchat_peer_deliveries_dropped_total").increment(1);
+    }
+    ok
+}
+
 /// Receives other nodes' batches: frames to local connections, presence to the registry.
 pub struct Inbound {
     /// Local connections.
@@ -230,6 +299,7 @@ impl LocalDelivery for Inbound {
         for item in batch.items {
             match item {
                 Delivery::Frame { users, except, frame } => {
+                    metrics::counter!("ringchat_peer_frames_received_total").increment(1);
                     let n = self
                         .registry
                         .send_to_users(&users, &Utf8Bytes::from(frame), except.as_deref());

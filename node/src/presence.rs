@@ -15,6 +15,10 @@ use crate::fanout::Fanout;
 use crate::gateway::frames;
 use crate::gateway::{ConnHandle, Registry};
 
+/// How long a user's first connection here waits for the peers to learn of it; a peer that
+/// does not confirm in time is unreachable and gets the user in its next presence snapshot.
+const ANNOUNCE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Most users one connection may watch.
 pub const MAX_WATCHED_PER_CONNECTION: usize = 1000;
 
@@ -44,12 +48,15 @@ impl Presence {
         let user = conn.user_id.to_string();
         let was_online = self.registry.is_online(&user);
         if self.registry.register(conn) {
-            self.fanout.broadcast(Delivery::Presence {
+            // Confirmed before the caller's catch-up read: from then on every node fans the
+            // user's messages out to this one (see fanout.rs).
+            let item = Delivery::Presence {
                 user_id: user.clone(),
                 node: self.cluster.node_id(),
                 online: true,
                 last_seen: None,
-            });
+            };
+            self.fanout.broadcast_confirmed(item, ANNOUNCE_WAIT).await;
             if !was_online {
                 let last_seen = match self.cluster.get_user(&user).await {
                     Ok(Some(u)) => u.last_seen,

@@ -53,7 +53,7 @@ impl Firewall {
         run(
             "nft",
             &[
-                "add", "rule", "inet", TABLE, "out", "ip", "saddr", from, "ip", "daddr", to, "drop",
+                "add", "rule", "inet", TABLE, "out", "ip", "saddr", from, "ip", "daddr", to, "counter", "drop",
             ],
             None,
         )
@@ -68,9 +68,19 @@ impl Firewall {
         }
     }
 
-    /// Removes every rule.
-    pub fn heal(&self) {
+    /// Removes every rule; returns how many packets they dropped (proof that the cut was
+    /// real: a test whose rules matched nothing tested nothing).
+    pub fn heal(&self) -> u64 {
+        let listing = output("nft", &["list", "chain", "inet", TABLE, "out"]).expect("nft list");
+        let dropped = listing
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0] == "packets")
+            .filter_map(|w| w[1].parse::<u64>().ok())
+            .sum();
         run("nft", &["flush", "chain", "inet", TABLE, "out"], None).expect("nft flush");
+        dropped
     }
 }
 
@@ -78,6 +88,21 @@ impl Drop for Firewall {
     fn drop(&mut self) {
         let _ = run("nft", &["delete", "table", "inet", TABLE], None);
     }
+}
+
+fn output(cmd: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<(), String> {

@@ -240,6 +240,23 @@ impl Registry {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// The other nodes holding connections of `users` (except `skip_user`), each with the users
+    /// it holds: where a frame for `users` has to go.
+    pub fn remote_nodes_of<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a String>,
+        skip_user: Option<&str>,
+    ) -> HashMap<u64, Vec<String>> {
+        let remote = self.remote.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: HashMap<u64, Vec<String>> = HashMap::new();
+        for u in users.into_iter().filter(|u| Some(u.as_str()) != skip_user) {
+            for node in remote.get(u).into_iter().flatten() {
+                out.entry(*node).or_default().push(u.clone());
+            }
+        }
+        out
+    }
+
     /// Queues `frame` to every connection of every user in `users`, except `skip_user`'s.
     /// Returns how many connections it reached.
     pub fn send_to_users<'a>(
@@ -287,6 +304,25 @@ mod tests {
     fn conn(user: &str, cap: usize) -> (ConnHandle, mpsc::Receiver<Utf8Bytes>) {
         let (tx, rx) = mpsc::channel(cap);
         (ConnHandle::new(user, "d", "t", tx, Arc::default()), rx)
+    }
+
+    #[test]
+    fn remote_nodes_of_lists_each_node_with_the_users_it_holds() {
+        let r = Registry::default();
+        r.set_remote("a", 2, true);
+        r.set_remote("b", 2, true);
+        r.set_remote("b", 3, true);
+        r.set_remote("c", 3, true);
+        r.set_remote("c", 3, false);
+        let users: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let mut by_node = r.remote_nodes_of(&users, None);
+        by_node.values_mut().for_each(|v| v.sort());
+        assert_eq!(by_node.len(), 2);
+        assert_eq!(by_node[&2], vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(by_node[&3], vec!["b".to_string()]);
+        let by_node = r.remote_nodes_of(&users, Some("b"));
+        assert_eq!(by_node.len(), 1);
+        assert_eq!(by_node[&2], vec!["a".to_string()]);
     }
 
     #[test]
