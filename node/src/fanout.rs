@@ -57,6 +57,9 @@ impl Queued {
 
 type PeerQueue = mpsc::Sender<Queued>;
 
+/// Live peers' queues, and when the list was taken.
+type CachedQueues = Option<(Instant, Vec<(NodeId, PeerQueue)>)>;
+
 /// Called with a node id when that node is taken as gone.
 pub type NodeLost = Arc<dyn Fn(NodeId) + Send + Sync>;
 
@@ -66,7 +69,7 @@ pub struct Fanout {
     registry: Arc<Registry>,
     links: Mutex<HashMap<NodeId, (String, PeerQueue)>>,
     /// The live peers' queues as of a moment ago (see `peer_queues`).
-    cached: Mutex<Option<(Instant, Vec<(NodeId, PeerQueue)>)>>,
+    cached: Mutex<CachedQueues>,
     on_node_lost: OnceLock<NodeLost>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
