@@ -34,6 +34,8 @@ pub struct CrashReport {
     pub bytes: u64,
     /// Inodes whose data changed (the kernel's cache of them must be invalidated).
     pub inodes: Vec<u64>,
+    /// Per file that lost data: path relative to the backing dir, bytes dropped, synced length.
+    pub dropped: Vec<(PathBuf, u64, u64)>,
 }
 
 struct DirEntry {
@@ -145,6 +147,8 @@ impl Inner {
             if dropped > 0 {
                 report.files += 1;
                 report.bytes += dropped;
+                let rel = path.strip_prefix(&self.root).unwrap_or(path).to_path_buf();
+                report.dropped.push((rel, dropped, undo.synced_len));
             }
         }
         Ok(report)

@@ -45,13 +45,35 @@ pub fn can_run(test: &str) -> bool {
     }
 }
 
-/// The counts of one `crashed files=N bytes=M` line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What one power-off dropped: the counts of its `crashed files=N bytes=M` line and the
+/// `dropped` lines before it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Crash {
     /// Files that lost unsynced data.
     pub files: u64,
     /// Unsynced bytes dropped.
     pub bytes: u64,
+    /// `(path relative to the backing dir, bytes dropped)` per file.
+    pub per_file: Vec<(String, u64)>,
+}
+
+impl Crash {
+    /// Bytes dropped from files whose path contains `part`.
+    pub fn bytes_in(&self, part: &str) -> u64 {
+        self.per_file
+            .iter()
+            .filter(|(p, _)| p.contains(part))
+            .map(|(_, b)| b)
+            .sum()
+    }
+}
+
+/// Parses `dropped bytes=B synced_len=S path=P` into `(P, B)`.
+pub fn parse_dropped_line(line: &str) -> Option<(String, u64)> {
+    let rest = line.strip_prefix("dropped bytes=")?;
+    let (bytes, rest) = rest.split_once(' ')?;
+    let (_, path) = rest.split_once(" path=")?;
+    Some((path.to_string(), bytes.parse().ok()?))
 }
 
 /// Parses `crashed files=N bytes=M`.
@@ -63,7 +85,11 @@ pub fn parse_crash_line(line: &str) -> Option<Crash> {
     if it.next().is_some() {
         return None;
     }
-    Some(Crash { files, bytes })
+    Some(Crash {
+        files,
+        bytes,
+        per_file: Vec::new(),
+    })
 }
 
 /// True if `mountpoint` is a mount point now (per `/proc/self/mountinfo`).
@@ -172,10 +198,28 @@ impl FaultFsProcess {
     /// process writing on the mount must have been SIGKILLed before.
     pub fn power_off(&mut self) -> anyhow::Result<Crash> {
         self.signal(libc::SIGUSR1);
-        let line = self.next_line(Duration::from_secs(60))?;
-        let crash = parse_crash_line(&line).ok_or_else(|| anyhow::anyhow!("unexpected faultfs line {line:?}"))?;
-        self.crashes.push(crash);
-        Ok(crash)
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut per_file = Vec::new();
+        // One `dropped` line per file (bounded by the files on the mount), then `crashed`.
+        for _ in 0..10_000_000 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.next_line(left)?;
+            if let Some(d) = parse_dropped_line(&line) {
+                per_file.push(d);
+                continue;
+            }
+            let mut crash =
+                parse_crash_line(&line).ok_or_else(|| anyhow::anyhow!("unexpected faultfs line {line:?}"))?;
+            crash.per_file = per_file;
+            anyhow::ensure!(
+                crash.per_file.len() as u64 == crash.files
+                    && crash.per_file.iter().map(|(_, b)| b).sum::<u64>() == crash.bytes,
+                "dropped lines do not add up to {line:?}"
+            );
+            self.crashes.push(crash.clone());
+            return Ok(crash);
+        }
+        anyhow::bail!("no crashed line from faultfs")
     }
 
     /// SIGTERM, waits (≤ 15 s) for the exit (SIGKILL after that), then unmounts if the mount is
@@ -222,9 +266,11 @@ mod tests {
 
     #[test]
     fn crash_lines_parse_strictly() {
+        let c = parse_crash_line("crashed files=2 bytes=90\n").unwrap();
+        assert_eq!((c.files, c.bytes), (2, 90));
         assert_eq!(
-            parse_crash_line("crashed files=2 bytes=90\n"),
-            Some(Crash { files: 2, bytes: 90 })
+            parse_dropped_line("dropped bytes=12 synced_len=0 path=n1/fjall/journals/0"),
+            Some(("n1/fjall/journals/0".to_string(), 12))
         );
         assert_eq!(parse_crash_line("crashed files=2"), None);
         assert_eq!(parse_crash_line("crashed files=x bytes=1"), None);

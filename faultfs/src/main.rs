@@ -4,7 +4,9 @@
 //! Why: `kill -9` cannot prove that a server fsyncs before it acknowledges, because the page
 //! cache survives the killed process. See the crate docs (`src/lib.rs`) and `docs/faultfs.md`.
 //!
-//! Protocol on stdout: `ready` once mounted; `crashed files=N bytes=M` after each `SIGUSR1`.
+//! Protocol on stdout: `ready` once mounted; after each `SIGUSR1`, one line
+//! `dropped bytes=B synced_len=S path=P` per file that lost data (P relative to the backing dir),
+//! then exactly one `crashed files=N bytes=M`.
 //! `SIGTERM`/`SIGINT`/`SIGHUP` unmount and exit 0. A forked watchdog unmounts if the process dies
 //! any other way (SIGKILL included).
 
@@ -137,6 +139,13 @@ fn main() -> anyhow::Result<()> {
             // Drop the kernel's cached pages and attributes of every file that changed; an
             // inode the kernel no longer knows answers ENOENT, which is fine.
             let _ = notifier.inval_inode(INodeNo(*ino), 0, 0);
+        }
+        for (path, bytes, synced_len) in &report.dropped {
+            writeln!(
+                out,
+                "dropped bytes={bytes} synced_len={synced_len} path={}",
+                path.display()
+            )?;
         }
         writeln!(out, "crashed files={} bytes={}", report.files, report.bytes)?;
         out.flush()?;

@@ -59,12 +59,19 @@ fn power_off_drops_exactly_the_unsynced_writes() {
 
     let crash = ffs.power_off().unwrap();
     assert_eq!(
-        crash,
-        Crash {
-            files: 3,
-            bytes: 1234 + 100 + 3000 + 12
-        },
+        (crash.files, crash.bytes),
+        (3, 1234 + 100 + 3000 + 12),
         "a: appended 1234 + overwrote 100; b: 3000; d/renamed: 12"
+    );
+    let mut per_file = crash.per_file.clone();
+    per_file.sort();
+    assert_eq!(
+        per_file,
+        [
+            ("a".to_string(), 1334),
+            ("b".to_string(), 3000),
+            ("d/renamed".to_string(), 12)
+        ]
     );
     // Only synced data is left, seen through the mount and in the backing dir alike.
     for root in [&m, &ffs.backing] {
@@ -75,7 +82,7 @@ fn power_off_drops_exactly_the_unsynced_writes() {
     }
 
     // Nothing unsynced since: a second power loss drops nothing.
-    assert_eq!(ffs.power_off().unwrap(), Crash { files: 0, bytes: 0 });
+    assert_eq!(ffs.power_off().unwrap(), Crash::default());
 
     // After the crash the mount keeps working; fdatasync counts as a sync too.
     let c = rw(&m.join("b"));
@@ -83,7 +90,8 @@ fn power_off_drops_exactly_the_unsynced_writes() {
     c.sync_data().unwrap();
     c.write_all_at(b"lost", 7).unwrap();
     drop(c);
-    assert_eq!(ffs.power_off().unwrap(), Crash { files: 1, bytes: 4 });
+    let crash = ffs.power_off().unwrap();
+    assert_eq!((crash.files, crash.bytes, crash.bytes_in("b")), (1, 4, 4));
     assert_eq!(fs::read(m.join("b")).unwrap(), b"durable");
 
     let status = ffs.stop().expect("faultfs exits on SIGTERM");
