@@ -257,6 +257,7 @@ fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
 /// Runs `f`; its error becomes the reply's errno.
 macro_rules! reply_with {
     ($reply:ident, $body:expr) => {{
+        #[allow(clippy::redundant_closure_call)]
         let r: Result<_, Errno> = (|| $body)();
         match r {
             Ok(v) => v,

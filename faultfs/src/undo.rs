@@ -60,17 +60,13 @@ fn read_range(file: &File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
 
 impl UndoLog {
     fn record(&mut self, ino: u64, file: &File) -> io::Result<&mut Undo> {
-        if !self.records.contains_key(&ino) {
-            let synced_len = file.metadata()?.len();
-            self.records.insert(
-                ino,
-                Undo {
-                    synced_len,
-                    saved: Vec::new(),
-                },
-            );
-        }
-        Ok(self.records.get_mut(&ino).expect("just inserted"))
+        Ok(match self.records.entry(ino) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(Undo {
+                synced_len: file.metadata()?.len(),
+                saved: Vec::new(),
+            }),
+        })
     }
 
     /// Saves the synced bytes in `[offset, offset + len)` that `file` still has.
