@@ -126,6 +126,8 @@ impl State {
 pub struct Inner {
     root: PathBuf,
     state: Mutex<State>,
+    /// How long an fsync takes (a slow disk); the data counts as synced only when it returns.
+    fsync_delay: Duration,
 }
 
 impl Inner {
@@ -148,7 +150,7 @@ impl Inner {
                 report.files += 1;
                 report.bytes += dropped;
                 let rel = path.strip_prefix(&self.root).unwrap_or(path).to_path_buf();
-                report.dropped.push((rel, dropped, undo.synced_len));
+                report.dropped.push((rel, dropped, undo.durable_len().unwrap_or(0)));
             }
         }
         Ok(report)
@@ -166,8 +168,10 @@ pub struct FaultFs {
 }
 
 impl FaultFs {
-    /// A filesystem over `backing` (which must be an existing directory).
-    pub fn new(backing: &Path) -> io::Result<FaultFs> {
+    /// A filesystem over `backing` (which must be an existing directory) whose fsyncs take
+    /// `fsync_delay` each. The data of an inode becomes durable when its fsync *returns*, so a
+    /// program that acknowledges before its fsync has returned is exposed for that long.
+    pub fn new(backing: &Path, fsync_delay: Duration) -> io::Result<FaultFs> {
         let root = fs::canonicalize(backing)?;
         if !fs::metadata(&root)?.is_dir() {
             return Err(io::Error::other(format!("{} is not a directory", root.display())));
@@ -188,6 +192,7 @@ impl FaultFs {
                     next_fh: 0,
                     undo: UndoLog::default(),
                 }),
+                fsync_delay,
             }),
         })
     }
@@ -252,6 +257,20 @@ fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
             }
         }
     }
+}
+
+/// True if thread `tid` (the caller of a request) has a SIGKILL pending, i.e. it is being
+/// killed while it waits for this filesystem, or is gone.
+fn caller_killed(tid: u32) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return true;
+    };
+    let kill_bit = 1u64 << (libc::SIGKILL - 1);
+    status.lines().any(|l| {
+        let mask = l.strip_prefix("SigPnd:").or_else(|| l.strip_prefix("ShdPnd:"));
+        mask.and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & kill_bit != 0)
+    })
 }
 
 /// Runs `f`; its error becomes the reply's errno.
@@ -529,12 +548,25 @@ impl Filesystem for FaultFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(&self, req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         // The backing file is not fsync'd: durability is modelled, not real (the backing
-        // directory is scratch space of a test). What counts is that nothing of this inode
-        // written so far is undone by a later power loss.
-        self.inner.lock().undo.synced(ino.0);
-        reply.ok();
+        // directory is scratch space of a test). The modelled disk takes `fsync_delay`; when it
+        // returns, everything of this inode written before the fsync started is durable —
+        // unless the caller was SIGKILLed meanwhile (it never saw the fsync return, so a power
+        // loss right after the kill may legally lose the data: the worst legal outcome), or
+        // the power went off meanwhile.
+        let token = self.inner.lock().undo.sync_start(ino.0);
+        if !self.inner.fsync_delay.is_zero() {
+            std::thread::sleep(self.inner.fsync_delay);
+        }
+        if caller_killed(req.pid()) {
+            self.inner.lock().undo.sync_abandon(token);
+            reply.error(Errno::EINTR);
+        } else if self.inner.lock().undo.sync_end(token) {
+            reply.ok();
+        } else {
+            reply.error(Errno::EIO);
+        }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

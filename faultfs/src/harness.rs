@@ -138,9 +138,21 @@ impl FaultFsProcess {
     /// Starts `bin backing mountpoint` (both directories must exist) and waits (≤ 20 s) for
     /// `ready`.
     pub fn start(bin: &Path, backing: &Path, mountpoint: &Path) -> anyhow::Result<FaultFsProcess> {
+        Self::start_with(bin, backing, mountpoint, Duration::ZERO)
+    }
+
+    /// Like [`FaultFsProcess::start`], with every fsync taking `fsync_delay` (a slow disk).
+    pub fn start_with(
+        bin: &Path,
+        backing: &Path,
+        mountpoint: &Path,
+        fsync_delay: Duration,
+    ) -> anyhow::Result<FaultFsProcess> {
         let backing = std::fs::canonicalize(backing)?;
         let mountpoint = std::fs::canonicalize(mountpoint)?;
         let mut child = Command::new(bin)
+            .arg("--fsync-delay-ms")
+            .arg(fsync_delay.as_millis().to_string())
             .arg(&backing)
             .arg(&mountpoint)
             .stdin(Stdio::null())

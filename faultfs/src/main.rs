@@ -1,4 +1,4 @@
-//! `faultfs <backing-dir> <mountpoint>`: a FUSE passthrough filesystem that drops every write
+//! `faultfs [--fsync-delay-ms N] <backing-dir> <mountpoint>`: a FUSE passthrough filesystem that drops every write
 //! not yet fsync'd when it gets `SIGUSR1` (a simulated power loss).
 //!
 //! Why: `kill -9` cannot prove that a server fsyncs before it acknowledges, because the page
@@ -96,14 +96,24 @@ fn spawn_watchdog(mountpoint: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let mut fsync_delay = Duration::ZERO;
+    if args.first().is_some_and(|a| a == "--fsync-delay-ms") && args.len() > 1 {
+        let ms: u64 = args[1]
+            .to_str()
+            .and_then(|v| v.parse().ok())
+            .context("--fsync-delay-ms takes a number")?;
+        fsync_delay = Duration::from_millis(ms);
+        args.drain(..2);
+    }
     let [backing, mountpoint] = args.as_slice() else {
-        eprintln!("usage: faultfs <backing-dir> <mountpoint>");
+        eprintln!("usage: faultfs [--fsync-delay-ms N] <backing-dir> <mountpoint>");
         std::process::exit(2);
     };
+    let (backing, mountpoint) = (PathBuf::from(backing), PathBuf::from(mountpoint));
     let mountpoint =
-        std::fs::canonicalize(mountpoint).with_context(|| format!("mountpoint {}", mountpoint.display()))?;
-    let fs = FaultFs::new(backing).with_context(|| format!("backing dir {}", backing.display()))?;
+        std::fs::canonicalize(&mountpoint).with_context(|| format!("mountpoint {}", mountpoint.display()))?;
+    let fs = FaultFs::new(&backing, fsync_delay).with_context(|| format!("backing dir {}", backing.display()))?;
     spawn_watchdog(&mountpoint)?;
     // Block the signals before any thread exists, so every thread inherits the mask and only
     // `sigwait` below sees them (no async signal handler).
@@ -118,7 +128,8 @@ fn main() -> anyhow::Result<()> {
         MountOption::FSName("faultfs".into()),
         MountOption::Subtype("faultfs".into()),
     ];
-    config.n_threads = Some(4);
+    // Enough workers that fsyncs sleeping out their delay do not stall other requests.
+    config.n_threads = Some(8);
     let session =
         fuser::spawn_mount(fs, &mountpoint, &config).with_context(|| format!("mount on {}", mountpoint.display()))?;
     let notifier = session.notifier();

@@ -6,6 +6,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use ringchat_faultfs::harness::{can_run, is_mounted, Crash, FaultFsProcess};
 
@@ -138,11 +140,60 @@ fn a_killed_faultfs_leaves_no_mount_behind() {
     let pid = ffs.pid().expect("running");
     // SAFETY: plain kill(2) of the child this test started.
     assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }, 0);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while is_mounted(&mnt) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while is_mounted(&mnt) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!is_mounted(&mnt), "watchdog unmounted {} after SIGKILL", mnt.display());
     drop(held);
     drop(ffs);
+}
+
+#[test]
+fn an_fsync_whose_caller_is_killed_before_it_returns_makes_nothing_durable() {
+    if !can_run("an_fsync_whose_caller_is_killed_before_it_returns_makes_nothing_durable") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (backing, mnt) = (dir.path().join("backing"), dir.path().join("mnt"));
+    fs::create_dir_all(&backing).unwrap();
+    fs::create_dir_all(&mnt).unwrap();
+    // A slow disk: each fsync takes 1.5 s.
+    let mut ffs = FaultFsProcess::start_with(
+        Path::new(env!("CARGO_BIN_EXE_faultfs")),
+        &backing,
+        &mnt,
+        Duration::from_millis(1500),
+    )
+    .unwrap();
+    let m = ffs.mountpoint.clone();
+    // A completed slow fsync is durable.
+    let f = rw(&m.join("done"));
+    f.write_all_at(b"synced", 0).unwrap();
+    let t = Instant::now();
+    f.sync_all().unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(1400),
+        "the fsync took the disk's time"
+    );
+    drop(f);
+    // dd writes 4 KiB and fsyncs; it is SIGKILLed while the fsync is in flight.
+    let mut dd = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", m.join("killed").display()))
+        .args(["bs=4096", "count=1", "conv=fsync", "status=none"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs::metadata(m.join("killed")).map(|md| md.len()).unwrap_or(0) < 4096 {
+        assert!(Instant::now() < deadline, "dd did not write");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300)); // now inside the 1.5 s fsync
+    dd.kill().unwrap();
+    dd.wait().unwrap();
+    let crash = ffs.power_off().unwrap();
+    assert_eq!((crash.files, crash.bytes), (1, 4096), "{crash:?}");
+    assert_eq!(fs::metadata(m.join("killed")).unwrap().len(), 0);
+    assert_eq!(fs::read(m.join("done")).unwrap(), b"synced");
 }

@@ -8,6 +8,7 @@
 //! unmounts (a watchdog inside faultfs unmounts even if it is killed).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ringchat_faultfs::harness::{can_run, FaultFsProcess};
 pub use ringchat_faultfs::harness::{is_mounted, Crash};
@@ -47,11 +48,13 @@ impl FaultFs {
     }
 
     /// Mounts faultfs at `dir/mnt` over `dir/backing` (both created) and waits until it is live.
-    pub fn mount(dir: &Path) -> FaultFs {
+    /// Each fsync takes `fsync_delay` (a slow disk; data is durable when the fsync returns), so
+    /// an ack sent before its fsync completed is exposed to the power loss for that long.
+    pub fn mount(dir: &Path, fsync_delay: Duration) -> FaultFs {
         let (backing, mnt) = (dir.join("backing"), dir.join("mnt"));
         std::fs::create_dir_all(&backing).expect("backing dir");
         std::fs::create_dir_all(&mnt).expect("mount point");
-        let proc = FaultFsProcess::start(&faultfs_bin(), &backing, &mnt).expect("faultfs mounts");
+        let proc = FaultFsProcess::start_with(&faultfs_bin(), &backing, &mnt, fsync_delay).expect("faultfs mounts");
         FaultFs {
             mount: proc.mountpoint.clone(),
             backing: proc.backing.clone(),
