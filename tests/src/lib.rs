@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use ringchat_client::HttpClient;
 use ringchat_node::{App, Config, RunningApp};
 
-pub mod checker;
 pub mod faultfs;
 pub mod jepsen;
 pub mod netns;
