@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use ringchat_client::HttpClient;
 use ringchat_node::{App, Config, RunningApp};
 
+pub mod faultfs;
 pub mod jepsen;
 pub mod netns;
 
