@@ -64,14 +64,17 @@ trap 'echo "[run.sh] command failed at line $LINENO" >&2' ERR
 log() { echo "[run.sh $(date +%T)] $*" >&2; }
 fail() { echo "[run.sh $(date +%T)] FAILED: $*" >&2; exit 1; }
 
-# Sets PORT to a loopback port nobody listens on (random in 20000-59999, checked with ss) and
-# that this run has not handed out before.
+# Sets PORT to a free loopback port this run has not handed out before: random below the
+# kernel's ephemeral range (so no outgoing connection of this or another process can hold it by
+# the time a node binds it), and no TCP socket in any state on it (checked with ss).
+EPHEMERAL_LO=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+if [ "$EPHEMERAL_LO" -gt 25000 ]; then PORT_LO=20000; PORT_SPAN=$((EPHEMERAL_LO - 20000)); else PORT_LO=61000; PORT_SPAN=4000; fi
 free_port() {
     local p
     for _ in $(seq 50); do
-        p=$((20000 + RANDOM % 40000))
+        p=$((PORT_LO + RANDOM % PORT_SPAN))
         if [[ " ${PORTS[*]} " == *" $p "* ]]; then continue; fi
-        if ! ss -ltnH "sport = :$p" | grep -q .; then PORTS+=("$p"); PORT=$p; return; fi
+        if ! ss -tanH "sport = :$p" | grep -q .; then PORTS+=("$p"); PORT=$p; return; fi
     done
     fail "no free port"
 }
@@ -91,13 +94,19 @@ wait_ready() {
 # stop_pids PID…: SIGTERM, bounded wait (10 s, then SIGKILL), and forget them (so the trap
 # never signals a reused pid).
 stop_pids() {
-    local p q keep=()
+    local p
     for p in "$@"; do kill "$p" 2>/dev/null || true; done
     for p in "$@"; do
         for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$p" 2>/dev/null || true
         wait "$p" 2>/dev/null || true
     done
+    forget_pids "$@"
+}
+
+# forget_pids PID…: drop them from PIDS (they have exited and been waited for).
+forget_pids() {
+    local q keep=()
     for q in "${PIDS[@]}"; do
         [[ " $* " == *" $q "* ]] || keep+=("$q")
     done
@@ -186,11 +195,18 @@ run() {
     else
         COMMANDS+=("loadgen ${shown[*]} $* --json")
     fi
+    # In the background with `wait`, so Ctrl-C / SIGTERM reach the trap at once (bash defers a
+    # trap until a foreground child ends); the trap then stops the loadgen too.
     "$BIN/loadgen" "${args[@]}" "${extra[@]}" "$@" --json --quiet \
-        >"$WORK/$name.$target.out" 2>"$WORK/$name.$target.err" || {
+        >"$WORK/$name.$target.out" 2>"$WORK/$name.$target.err" &
+    local lg=$!
+    PIDS+=("$lg")
+    if ! wait "$lg"; then
         echo "loadgen $name on $target failed; last lines of its stderr:" >&2
         tail -n 8 "$WORK/$name.$target.err" >&2
-        fail "loadgen $name on $target"; }
+        fail "loadgen $name on $target"
+    fi
+    forget_pids "$lg"
     grep '^{' "$WORK/$name.$target.out" >"$WORK/$name.$target.jsonl" || fail "loadgen $name on $target printed no JSON"
     local tail_line
     tail_line=$(grep -E '^(highest|no step|at half)' "$WORK/$name.$target.out" | tr '\n' ' ' || true)
