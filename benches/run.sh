@@ -10,9 +10,9 @@
 # idle-connection history, is kept).
 #
 # Bounded: every loadgen run has --limit-secs, every wait a timeout; the whole suite takes
-# about 14 minutes on the 2-core machine (QUICK=1: about 6). Everything it starts is stopped on
-# exit (trap). Node logs are in the work dir (node.log, c2/n1.log, …); on a failure the tail of
-# each is printed.
+# about 13 minutes on the 2-core machine when the build is cached (QUICK=1: about 4).
+# Everything it starts is stopped on exit (trap). Node logs are in the work dir (node.log,
+# c2/n1.log, …); on a failure the tail of each is printed and the work dir is kept.
 #
 #   benches/run.sh            # full suite, writes docs/benchmarks.md
 #   QUICK=1 benches/run.sh    # 2-second steps, small counts, prints instead of writing the doc
