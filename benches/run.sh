@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# The benchmark suite on loopback, single node: builds release, starts a ringchat node and the
-# relay baseline on free 127.0.0.1 ports, runs the loadgen scenarios against both, runs the
-# criterion micro-benchmarks with short windows, and rewrites the suite's section of
-# docs/benchmarks.md (everything above the marker, e.g. the idle-connection history, is kept).
+# The benchmark suite on loopback: builds release, then
+#   1. single node: starts a ringchat node and the relay baseline on free 127.0.0.1 ports and
+#      runs the loadgen scenarios against both;
+#   2. cluster: a fresh 2-node cluster (DM find-max, every pair's ends on different nodes), then
+#      a fresh 3-node cluster (DM find-max plus a step at half of the max), then a 4th node
+#      joins it and, once the layout has settled, the same DM find-max on 4 nodes;
+#   3. the criterion micro-benchmarks with short windows;
+# and rewrites the suite's section of docs/benchmarks.md (everything above the marker, e.g. the
+# idle-connection history, is kept).
 #
 # Bounded: every loadgen run has --limit-secs, every wait a timeout; the whole suite takes
-# about 10 minutes on the 2-core machine. Everything it starts is stopped on exit (trap).
+# about 13 minutes on the 2-core machine when the build is cached (QUICK=1: about 4).
+# Everything it starts is stopped on exit (trap). Node logs are in the work dir (node.log,
+# c2/n1.log, …); on a failure the tail of each is printed and the work dir is kept.
 #
 #   benches/run.sh            # full suite, writes docs/benchmarks.md
 #   QUICK=1 benches/run.sh    # 2-second steps, small counts, prints instead of writing the doc
@@ -20,8 +27,24 @@ MARKER='<!-- loadgen suite: everything below is written by benches/run.sh -->'
 WORK=$(mktemp -d /tmp/ringchat-bench.XXXXXX)
 PIDS=()
 
+LOGS=()     # node/relay logs whose tails are printed on failure
+PORTS=()    # ports handed out by free_port (two picks must not collide before either binds)
+# Cluster RPC secret of this run's clusters (never reused: the data dirs are fresh).
+CLUSTER_SECRET=bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+
+dump_logs() {
+    local l
+    for l in "${LOGS[@]}"; do
+        [ -f "$l" ] || continue
+        echo "--- last lines of $l" >&2
+        tail -n 15 "$l" >&2
+    done
+}
+
 cleanup() {
-    local p
+    local rc=$? p
+    trap - EXIT INT TERM
+    if [ "$rc" != 0 ]; then dump_logs; fi
     for p in "${PIDS[@]}"; do
         kill "$p" 2>/dev/null || true
     done
@@ -30,41 +53,83 @@ cleanup() {
         for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$p" 2>/dev/null || true
     done
-    if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
+    if [ "${KEEP:-0}" = 1 ] || [ "$rc" != 0 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
+    exit "$rc"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'echo "[run.sh] command failed at line $LINENO" >&2' ERR
 
 log() { echo "[run.sh $(date +%T)] $*" >&2; }
+fail() { echo "[run.sh $(date +%T)] FAILED: $*" >&2; exit 1; }
 
-# A loopback port nobody listens on (random in 20000-59999, checked with ss).
+# Sets PORT to a free loopback port this run has not handed out before: random below the
+# kernel's ephemeral range (so no outgoing connection of this or another process can hold it by
+# the time a node binds it), and no TCP socket in any state on it (checked with ss).
+EPHEMERAL_LO=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+if [ "$EPHEMERAL_LO" -gt 25000 ]; then PORT_LO=20000; PORT_SPAN=$((EPHEMERAL_LO - 20000)); else PORT_LO=61000; PORT_SPAN=4000; fi
 free_port() {
     local p
     for _ in $(seq 50); do
-        p=$((20000 + RANDOM % 40000))
-        if ! ss -ltnH "sport = :$p" | grep -q .; then echo "$p"; return; fi
+        p=$((PORT_LO + RANDOM % PORT_SPAN))
+        if [[ " ${PORTS[*]} " == *" $p "* ]]; then continue; fi
+        if ! ss -tanH "sport = :$p" | grep -q .; then PORTS+=("$p"); PORT=$p; return; fi
     done
-    echo "no free port" >&2; exit 1
+    fail "no free port"
 }
 
-# Polls $1 until it answers 200, at most 30 s.
+# wait_ready URL PID LOG: polls URL until it answers 200, at most 30 s; fails at once if PID
+# exits.
 wait_ready() {
+    local url=$1 pid=$2 logf=$3
     for _ in $(seq 300); do
-        if [ "$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)" = 200 ]; then return; fi
+        if [ "$(curl -s -m 2 -o /dev/null -w '%{http_code}' "$url" || true)" = 200 ]; then return; fi
+        kill -0 "$pid" 2>/dev/null || fail "pid $pid exited before $url was ready (log: $logf)"
         sleep 0.1
     done
-    echo "$1 not ready after 30 s" >&2; exit 1
+    fail "$url not ready after 30 s (log: $logf)"
 }
 
+# stop_pids PID…: SIGTERM, bounded wait (10 s, then SIGKILL), and forget them (so the trap
+# never signals a reused pid).
+stop_pids() {
+    local p
+    for p in "$@"; do kill "$p" 2>/dev/null || true; done
+    for p in "$@"; do
+        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    forget_pids "$@"
+}
+
+# forget_pids PID…: drop them from PIDS (they have exited and been waited for).
+forget_pids() {
+    local q keep=()
+    for q in "${PIDS[@]}"; do
+        [[ " $* " == *" $q "* ]] || keep+=("$q")
+    done
+    PIDS=("${keep[@]}")
+}
+
+SUITE_START=$(date +%s)
 log "building (release)"
-(cd "$ROOT" && cargo build --release -p ringchat-node && cargo build --release -p ringchat-benches --bins)
+CRITERION_BENCHES=(--bench frames --bench placement --bench storage --bench fanout)
+# The criterion benches are compiled here too, so no compile runs beside a measurement.
+(cd "$ROOT" && cargo build --release -p ringchat-node && cargo build --release -p ringchat-benches --bins &&
+    cargo bench --no-run -p ringchat-benches "${CRITERION_BENCHES[@]}") >"$WORK/build.log" 2>&1 || {
+    tail -n 30 "$WORK/build.log" >&2; fail "build"; }
+BUILD_SECS=$(( $(date +%s) - SUITE_START ))
+log "built in $BUILD_SECS s"
 # Own copies: the target dir may be shared with other builds that replace binaries mid-run.
 mkdir -p "$WORK/bin"
 cp "$TARGET/release/ringchat" "$TARGET/release/loadgen" "$TARGET/release/relay" "$TARGET/release/bench_table" "$WORK/bin/"
 BIN=$WORK/bin
 
-NODE_PORT=$(free_port)
-CLUSTER_PORT=$(free_port)
-RELAY_PORT=$(free_port)
+free_port; NODE_PORT=$PORT
+free_port; CLUSTER_PORT=$PORT
+free_port; RELAY_PORT=$PORT
 NODE_URL=http://127.0.0.1:$NODE_PORT
 RELAY_URL=http://127.0.0.1:$RELAY_PORT
 # The per-connection send limit (default 20/s, burst 50) is an abuse guard; it is raised so
@@ -77,28 +142,149 @@ PIDS+=("$NODE_PID")
 "$BIN/relay" --listen "127.0.0.1:$RELAY_PORT" >"$WORK/relay.log" 2>&1 &
 RELAY_PID=$!
 PIDS+=("$RELAY_PID")
-wait_ready "$NODE_URL/readyz"
+LOGS+=("$WORK/node.log" "$WORK/relay.log")
+wait_ready "$NODE_URL/readyz" "$NODE_PID" "$WORK/node.log"
+kill -0 "$RELAY_PID" 2>/dev/null || fail "relay exited (log: $WORK/relay.log)"
 sleep 0.5
 log "node pid $NODE_PID on $NODE_URL, relay pid $RELAY_PID on $RELAY_URL"
 
+# FIND_LIMIT bounds one find-max run, setup (sign-ups: argon2) included; CLUSTER_LIMIT the
+# cluster DM runs (the 3-node one also holds the half-rate step); SETTLE_LIMIT a cluster's wait
+# for its replicas.
 if [ "$QUICK" = 1 ]; then
     DUR=2; GROUP_CLIENTS=200; PAIR_CLIENTS=100; IDLE_CLIENTS=1000; FIND_LIMIT=40
+    CLUSTER_LIMIT=45; SETTLE_LIMIT=60; CRITERION_ARGS=(--quick)
 else
     DUR=5; GROUP_CLIENTS=300; PAIR_CLIENTS=400; IDLE_CLIENTS=10000; FIND_LIMIT=150
+    CLUSTER_LIMIT=130; SETTLE_LIMIT=120; CRITERION_ARGS=()
 fi
+# First rate of the DM find-max runs: the single node and the relay start at 2,000 msgs/s; the
+# clusters, which commit every message on 2-3 nodes, at 500 (find-max brackets the maximum from
+# either start; starting far above it only adds overloaded steps).
+DM_RATE=2000
+CLUSTER_DM_RATE=500
 
 COMMANDS=()
-# run NAME TARGET(node|relay) ARGS… : one loadgen run, JSON lines to $WORK/NAME.jsonl.
+CLUSTER_COMMANDS=()
+# Nodes of the cluster that is up: pids, client URLs, cluster addresses.
+C_PIDS=()
+C_URLS=()
+C_ADDRS=()
+
+# run NAME TARGET(node|relay|cluster) ARGS… : one loadgen run, JSON lines to
+# $WORK/NAME.TARGET.jsonl. A cluster run spreads its users over every node of the cluster (with
+# one --pid per node), which puts the two ends of every DM pair on different nodes.
 run() {
     local name=$1 target=$2; shift 2
-    local url=$NODE_URL pid=$NODE_PID extra=()
-    if [ "$target" = relay ]; then url=$RELAY_URL; pid=$RELAY_PID; extra=(--relay); fi
-    log "loadgen $name on $target: $*"
-    COMMANDS+=("loadgen --url URL ${extra[*]} --pid PID $* --json")
-    "$BIN/loadgen" --url "$url" "${extra[@]}" --pid "$pid" "$@" --json --quiet \
-        >"$WORK/$name.$target.out" 2>"$WORK/$name.$target.err" || {
-        echo "loadgen $name on $target failed:" >&2; tail -5 "$WORK/$name.$target.err" >&2; exit 1; }
-    grep '^{' "$WORK/$name.$target.out" >"$WORK/$name.$target.jsonl"
+    local urls=() pids=() extra=() args=() shown=() i
+    case $target in
+        node) urls=("$NODE_URL"); pids=("$NODE_PID") ;;
+        relay) urls=("$RELAY_URL"); pids=("$RELAY_PID"); extra=(--relay) ;;
+        cluster) urls=("${C_URLS[@]}"); pids=("${C_PIDS[@]}") ;;
+    esac
+    for i in "${!urls[@]}"; do args+=(--url "${urls[$i]}" --pid "${pids[$i]}"); done
+    if [ "${#urls[@]}" = 1 ]; then
+        shown=(--url URL "${extra[@]}" --pid PID)
+    else
+        for i in "${!urls[@]}"; do shown+=(--url "URL$((i + 1))"); done
+        for i in "${!urls[@]}"; do shown+=(--pid "PID$((i + 1))"); done
+    fi
+    log "loadgen $name on $target (${#urls[@]} node(s)): $*"
+    if [ "$target" = cluster ]; then
+        CLUSTER_COMMANDS+=("loadgen ${shown[*]} $* --json")
+    else
+        COMMANDS+=("loadgen ${shown[*]} $* --json")
+    fi
+    # In the background with `wait`, so Ctrl-C / SIGTERM reach the trap at once (bash defers a
+    # trap until a foreground child ends); the trap then stops the loadgen too.
+    "$BIN/loadgen" "${args[@]}" "${extra[@]}" "$@" --json --quiet \
+        >"$WORK/$name.$target.out" 2>"$WORK/$name.$target.err" &
+    local lg=$!
+    PIDS+=("$lg")
+    if ! wait "$lg"; then
+        echo "loadgen $name on $target failed; last lines of its stderr:" >&2
+        tail -n 8 "$WORK/$name.$target.err" >&2
+        fail "loadgen $name on $target"
+    fi
+    forget_pids "$lg"
+    grep '^{' "$WORK/$name.$target.out" >"$WORK/$name.$target.jsonl" || fail "loadgen $name on $target printed no JSON"
+    local tail_line
+    tail_line=$(grep -E '^(highest|no step|at half)' "$WORK/$name.$target.out" | tr '\n' ' ' || true)
+    [ -z "$tail_line" ] || log "$name on $target: $tail_line"
+}
+
+# cluster_status: `ringchat cluster status --json` via the first node (bounded: 10 s).
+cluster_status() {
+    RINGCHAT_CLUSTER_SECRET=$CLUSTER_SECRET timeout 10 \
+        "$BIN/ringchat" cluster status --json --node "${C_ADDRS[0]}" 2>/dev/null
+}
+
+# start_node ID DIR: starts cluster node ID (data DIR/nID, log DIR/nID.log); node 1 bootstraps,
+# the others join node 1's cluster address. Waits until it is ready.
+start_node() {
+    local id=$1 dir=$2 port cport pid join=()
+    free_port; port=$PORT
+    free_port; cport=$PORT
+    [ "${#C_ADDRS[@]}" -gt 0 ] && join=(--join "${C_ADDRS[0]}")
+    mkdir -p "$dir"
+    "$BIN/ringchat" serve --node-id "$id" --data-dir "$dir/n$id" --listen "127.0.0.1:$port" \
+        --cluster-listen "127.0.0.1:$cport" --cluster-secret "$CLUSTER_SECRET" \
+        --send-rate 90 --send-burst 200 "${join[@]}" >"$dir/n$id.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    LOGS+=("$dir/n$id.log")
+    C_PIDS+=("$pid")
+    C_URLS+=("http://127.0.0.1:$port")
+    C_ADDRS+=("127.0.0.1:$cport")
+    wait_ready "http://127.0.0.1:$port/readyz" "$pid" "$dir/n$id.log"
+    log "cluster node $id (pid $pid) ready on http://127.0.0.1:$port, cluster 127.0.0.1:$cport"
+}
+
+# A layout summary of a status JSON on stdin: replicas and leaders per node.
+layout_summary() {
+    jq -r '"replicas per node " + ([.partitions[].replicas[]] | group_by(.) | map("n\(.[0])=\(length)") | join(" "))
+        + "; leaders per node " + ([.partitions[].leader] | group_by(.) | map("n\(.[0])=\(length)") | join(" "))
+        + " (\(.partitions | length) partitions)"'
+}
+
+# wait_settled N NEW: waits (≤ SETTLE_LIMIT s) until the cluster has N active members, every
+# partition has min(3, N) distinct replicas and a leader among them, node NEW (0: any) holds
+# replicas, and the replica layout is unchanged over three polls (~1 s): rebalancing is over.
+# Sets SETTLE_SECS.
+wait_settled() {
+    local n=$1 new=$2 r=$(( $1 < 3 ? $1 : 3 )) start=$SECONDS status fp prev= same=0
+    while [ $((SECONDS - start)) -lt "$SETTLE_LIMIT" ]; do
+        status=$(cluster_status) || status=
+        if [ -n "$status" ] && jq -e --argjson n "$n" --argjson r "$r" --argjson new "$new" '
+                (.members | length) == $n and all(.members[]; .state == "active")
+                and (.partitions | length) > 0
+                and all(.partitions[]; (.replicas | unique | length) == $r and .leader != null
+                        and (.leader as $l | any(.replicas[]; . == $l)))
+                and ($new == 0 or any(.partitions[]; any(.replicas[]; . == $new)))' \
+                <<<"$status" >/dev/null; then
+            fp=$(jq -c '[.partitions[] | [.partition, (.replicas | sort)]]' <<<"$status")
+            if [ "$fp" = "$prev" ]; then same=$((same + 1)); else same=0; prev=$fp; fi
+            if [ "$same" -ge 2 ]; then
+                SETTLE_SECS=$((SECONDS - start))
+                log "$n-node cluster settled in ${SETTLE_SECS} s: $(layout_summary <<<"$status")"
+                return
+            fi
+        else
+            same=0; prev=
+        fi
+        sleep 0.5
+    done
+    echo "last cluster status: ${status:-none}" | cut -c1-2000 >&2
+    fail "$n-node cluster not settled within $SETTLE_LIMIT s"
+}
+
+# The layout right now (for the doc), or "unknown".
+layout_now() { cluster_status | layout_summary 2>/dev/null || echo unknown; }
+
+stop_cluster() {
+    log "stopping the cluster (pids ${C_PIDS[*]})"
+    stop_pids "${C_PIDS[@]}"
+    C_PIDS=(); C_URLS=(); C_ADDRS=()
 }
 
 START=$(date +%s)
@@ -109,16 +295,52 @@ run idle node --scenario idle --clients "$IDLE_CLIENTS" --users 50 --duration 2 
 run idle relay --scenario idle --clients "$IDLE_CLIENTS" --users 50 --duration 2 --limit-secs 180
 run group node --scenario group --clients "$GROUP_CLIENTS" --group-size 100 --rate 1000 --duration "$DUR" --find-max --limit-secs "$FIND_LIMIT"
 run group relay --scenario group --clients "$GROUP_CLIENTS" --group-size 100 --rate 1000 --duration "$DUR" --find-max --limit-secs "$FIND_LIMIT"
-run dm node --scenario dm --clients "$PAIR_CLIENTS" --rate 2000 --duration "$DUR" --find-max --limit-secs "$FIND_LIMIT"
-run dm relay --scenario dm --clients "$PAIR_CLIENTS" --rate 2000 --duration "$DUR" --find-max --limit-secs "$FIND_LIMIT"
+run dm node --scenario dm --clients "$PAIR_CLIENTS" --rate "$DM_RATE" --duration "$DUR" --find-max --limit-secs "$FIND_LIMIT"
+run dm relay --scenario dm --clients "$PAIR_CLIENTS" --rate "$DM_RATE" --duration "$DUR" --find-max --limit-secs "$FIND_LIMIT"
 run mixed node --scenario mixed --clients "$PAIR_CLIENTS" --rate 500 --duration "$DUR" --limit-secs 120
 run mixed relay --scenario mixed --clients "$PAIR_CLIENTS" --rate 500 --duration "$DUR" --limit-secs 120
 run catchup node --scenario catchup --clients "$GROUP_CLIENTS" --rate 500 --duration "$DUR" --limit-secs 120
 LOAD_SECS=$(( $(date +%s) - START ))
+# The single node and the relay are done (their figures, the relay's DM rate included, are in
+# the work dir); stop them so the clusters get the machine.
+stop_pids "$NODE_PID" "$RELAY_PID"
+
+# Cluster runs: the same DM find-max as the single node (same clients, start rate, step length),
+# users spread round-robin over the nodes so every DM pair spans two nodes. Default replication
+# (3, capped by node count), 64 partitions, fresh data dirs.
+CSTART=$(date +%s)
+CLUSTER_NODE_CMD="ringchat serve --node-id I --data-dir DIR --listen 127.0.0.1:P --cluster-listen 127.0.0.1:C --cluster-secret S --send-rate 90 --send-burst 200 [--join <cluster address of node 1>]"
+DM_ARGS=(--scenario dm --clients "$PAIR_CLIENTS" --rate "$CLUSTER_DM_RATE" --duration "$DUR" --find-max --limit-secs "$CLUSTER_LIMIT")
+
+log "cluster: 2 nodes"
+start_node 1 "$WORK/c2"
+start_node 2 "$WORK/c2"
+wait_settled 2 0
+SETTLE2=$SETTLE_SECS
+LAYOUT2=$(layout_now)
+run dm2 cluster "${DM_ARGS[@]}"
+stop_cluster
+
+log "cluster: 3 nodes, then a 4th joins"
+start_node 1 "$WORK/c3"
+start_node 2 "$WORK/c3"
+start_node 3 "$WORK/c3"
+wait_settled 3 0
+SETTLE3=$SETTLE_SECS
+LAYOUT3=$(layout_now)
+run dm3 cluster "${DM_ARGS[@]}" --then-half
+start_node 4 "$WORK/c3"
+wait_settled 4 4
+SETTLE4=$SETTLE_SECS
+LAYOUT4=$(layout_now)
+run dm4 cluster "${DM_ARGS[@]}"
+stop_cluster
+CLUSTER_SECS=$(( $(date +%s) - CSTART ))
 
 log "criterion micro-benchmarks"
-(cd "$ROOT" && cargo bench -p ringchat-benches --bench frames --bench placement --bench storage --bench fanout) >"$WORK/criterion.txt" 2>"$WORK/criterion.err" || {
-    tail -20 "$WORK/criterion.err" >&2; exit 1; }
+(cd "$ROOT" && cargo bench -p ringchat-benches "${CRITERION_BENCHES[@]}" -- "${CRITERION_ARGS[@]}") \
+    >"$WORK/criterion.txt" 2>"$WORK/criterion.err" || {
+    tail -20 "$WORK/criterion.err" >&2; fail "criterion"; }
 # "name  time: [lo est hi]" (the name may sit alone on the line before) → "| name | est | thrpt est |";
 # the "change:" block criterion prints against a saved baseline is skipped.
 CRITERION=$(awk '
@@ -130,6 +352,26 @@ CRITERION=$(awk '
 for s in group dm mixed catchup idle; do cat "$WORK/$s.node.jsonl"; done >"$WORK/ours.jsonl"
 for s in group dm mixed idle; do cat "$WORK/$s.relay.jsonl"; done >"$WORK/relay.jsonl"
 TABLES=$("$BIN/bench_table" "$WORK/ours.jsonl" --relay "$WORK/relay.jsonl")
+CLUSTER_TABLES=$("$BIN/bench_table" --cluster "$WORK/dm.node.jsonl" --cluster "$WORK/dm2.cluster.jsonl" \
+    --cluster "$WORK/dm3.cluster.jsonl" --cluster "$WORK/dm4.cluster.jsonl" --relay "$WORK/dm.relay.jsonl" \
+    "$WORK/dm2.cluster.jsonl" "$WORK/dm3.cluster.jsonl" "$WORK/dm4.cluster.jsonl")
+# Highest passing rate (half-rate steps aside) of a JSON-lines file, 0 if none passed.
+max_rate() { jq -s '[.[] | select(.pass and (.half_of_max | not)) | .rate] | max // 0 | round' "$1"; }
+# 27000 → 27,000
+thou() { sed -E ':a; s/([0-9])([0-9]{3})($|[^0-9])/\1,\2\3/; ta' <<<"$1"; }
+RELAY_DM=$(max_rate "$WORK/dm.relay.jsonl")
+DM1=$(max_rate "$WORK/dm.node.jsonl")
+DM2=$(max_rate "$WORK/dm2.cluster.jsonl")
+DM3=$(max_rate "$WORK/dm3.cluster.jsonl")
+DM4=$(max_rate "$WORK/dm4.cluster.jsonl")
+HALF3=$(jq -rs '[.[] | select(.half_of_max)] | if length == 0 then "none (no step passed)" else .[0] | "\(.rate | round) msgs/s: p99 \(.p99_ms * 100 | round / 100) ms" end' "$WORK/dm3.cluster.jsonl")
+HALF3_P99=$(jq -s '[.[] | select(.half_of_max) | .p99_ms] | first // 1e9' "$WORK/dm3.cluster.jsonl")
+RATIO2=$(jq -n --argjson a "$DM2" --argjson b "$RELAY_DM" 'if $b > 0 then $a / $b * 100 | round / 100 else 0 end')
+verdict() { if [ "$1" = 1 ]; then echo "met"; else echo "**missed**"; fi; }
+V27K=$(verdict "$(jq -n --argjson a "$DM2" '$a >= 27000 | if . then 1 else 0 end')")
+VRATIO=$(verdict "$(jq -n --argjson a "$RATIO2" '$a >= 0.5 | if . then 1 else 0 end')")
+VHALF=$(verdict "$(jq -n --argjson a "$HALF3_P99" '$a <= 15 | if . then 1 else 0 end')")
+VGROW=$(verdict "$(jq -n --argjson a "$DM3" --argjson b "$DM4" '$b > $a | if . then 1 else 0 end')")
 best() { jq -rs "map(select(.pass)) | max_by(.deliveries_per_s) | \"\(.rate|floor) msgs/s → \(.deliveries_per_s|floor) deliveries/s (p99 \(.p99_ms) ms)\"" "$WORK/$1.$2.jsonl"; }
 
 SECTION=$(cat <<EOF
@@ -154,7 +396,8 @@ How to read it:
   *scheduled* send to the \`message\` frame at each recipient (sender's own connections
   included), so loadgen or server stalls count. deliveries/s = \`message\` frames at all
   recipients; acked/s = \`sent\` replies (durable commits).
-- \`--find-max\`: rate × 1.5 per step while p99 ≤ 50 ms and ≤ 0.1 % lost, then two bisections.
+- \`--find-max\`: rate × 1.5 per step while p99 ≤ 50 ms and ≤ 0.1 % lost, then two bisections
+  (if the first rate fails, the rate halves until a step passes, then bisects).
 - catchup: 90 % of the connections drop, the other 10 % send for the step, then the 90 %
   reconnect at once; its latency columns are connect → \`caught_up\` per reconnecting
   connection, and lost counts outage messages that never reached a device.
@@ -167,6 +410,38 @@ DM on ringchat $(best dm node); on the relay $(best dm relay).
 
 $TABLES
 
+## Load suite (cluster): \`benches/run.sh\`
+
+Same run, after the single node and the relay were stopped; cluster phase $CLUSTER_SECS s. Nodes on
+loopback (first line below), fresh data dirs, default replication (3, capped by the node count:
+2 replicas on 2 nodes), 64 partitions; node 1 bootstraps, the others join it. Each run
+starts once every partition has its replicas and a leader among them and the layout has stopped
+changing. 2 nodes: settled ${SETTLE2} s after the last node was ready; $LAYOUT2. 3 nodes:
+settled after ${SETTLE3} s; $LAYOUT3. The 4-node run is that 3-node cluster after a 4th node
+joined and the rebalance finished (${SETTLE4} s after it was ready); $LAYOUT4.
+
+Users (and their connections) are spread round-robin over the nodes' URLs and DM pairs are
+users 2k and 2k+1, so the two ends of every DM are on different nodes: a message is accepted
+on one node, committed at its partition's leader (fsync'd on a majority of the partition's
+replicas before the \`sent\` ack) and delivered to the recipient on another node. Server CPU
+and RSS are summed over the nodes. The 1-node row is the single-node DM run above (same
+loadgen arguments but its first rate, $DM_RATE instead of $CLUSTER_DM_RATE msgs/s); ratio to relay = max
+rate / the relay's highest passing DM rate of this run.
+
+\`\`\`sh
+$CLUSTER_NODE_CMD
+$(printf '%s\n' "${CLUSTER_COMMANDS[@]}")
+\`\`\`
+
+$CLUSTER_TABLES
+
+Against the targets of issue 4, in this run:
+- 2-node cluster, cross-node durable DMs, highest rate with p99 < 50 ms: $(thou "$DM2") msgs/s against
+  ≥ 27,000: $V27K; $RATIO2 × the relay's $(thou "$RELAY_DM") msgs/s against ≥ 0.50: $VRATIO.
+- 3-node cluster at half of its max rate: $HALF3, against p99 ≤ 15 ms: $VHALF.
+- DM find-max by node count: 1 node $(thou "$DM1") → 3 nodes $(thou "$DM3") → 4 nodes $(thou "$DM4") msgs/s (more on 4
+  than on 3 nodes: $VGROW).
+
 Criterion micro-benchmarks (\`cargo bench -p ringchat-benches\`, short windows; median estimate):
 
 | benchmark | time per iteration | throughput |
@@ -175,6 +450,7 @@ $CRITERION
 EOF
 )
 
+log "suite done in $(( $(date +%s) - SUITE_START )) s (build $BUILD_SECS s, single node $LOAD_SECS s, cluster $CLUSTER_SECS s)"
 if [ "$QUICK" = 1 ]; then
     echo "$SECTION"
     exit 0

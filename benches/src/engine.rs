@@ -30,6 +30,8 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// find-max: growth factor of the rate while steps pass, and the number of bisection steps.
 const FIND_MAX_GROWTH: f64 = 1.5;
 const FIND_MAX_BISECTIONS: usize = 2;
+/// find-max gives up below this rate (messages/s) when nothing has passed.
+const MIN_RATE: f64 = 10.0;
 /// Upper bound on steps of one run, whatever the time limit allows.
 const MAX_STEPS: usize = 16;
 /// Fraction of expected deliveries that may be lost or fail in a passing step.
@@ -96,12 +98,15 @@ pub struct RunConfig {
     pub duration: Duration,
     /// Step the rate up to the highest one within `p99_target_ms`.
     pub find_max: bool,
+    /// After `find_max`, one more step at half the highest passing rate (the latency a
+    /// cluster shows with headroom), marked `half_of_max` in its report.
+    pub then_half: bool,
     /// p99 limit of a passing step, ms.
     pub p99_target_ms: f64,
     /// Drive the relay: no HTTP, made-up ids.
     pub relay: bool,
-    /// Server process id, for RSS and CPU.
-    pub pid: Option<u32>,
+    /// Server process ids (one per node of a cluster), for RSS and CPU: both are summed.
+    pub pids: Vec<u32>,
     /// Loopback source addresses to spread connections over.
     pub source_spread: usize,
     /// Sign-ups/logins in flight at once.
@@ -217,7 +222,14 @@ impl Engine {
             Scenario::Idle => reports.push(self.idle_step().await),
             Scenario::Catchup => reports.push(self.catchup_step(1, self.cfg.rate).await?),
             _ if !self.cfg.find_max => reports.push(self.load_step(1, self.cfg.rate, None).await),
-            _ => reports = self.find_max().await,
+            _ => {
+                reports = self.find_max().await;
+                if self.cfg.then_half {
+                    if let Some(r) = self.half_of_max(&reports).await {
+                        reports.push(r);
+                    }
+                }
+            }
         }
         for r in &mut reports {
             r.server_rss_per_conn = rss_per_conn;
@@ -226,14 +238,19 @@ impl Engine {
     }
 
     /// Steps the rate up by `FIND_MAX_GROWTH` while steps pass, then bisects between the last
-    /// pass and the first failure.
+    /// pass and the first failure. If the first rate already fails, the rate halves until a
+    /// step passes (those halvings are not counted as bisections), so a start rate above the
+    /// target's limit (a cluster slower than one node, say) still brackets the maximum.
     async fn find_max(&mut self) -> Vec<StepReport> {
         let mut reports: Vec<StepReport> = Vec::new();
         let (mut lo, mut hi) = (0.0f64, f64::INFINITY);
         let mut rate = self.cfg.rate;
         let mut bisections = 0;
+        // Room for one more step, two when the half-rate step follows.
+        let one_step = self.cfg.duration + DRAIN_LIMIT + Duration::from_secs(2);
+        let reserve = one_step * if self.cfg.then_half { 2 } else { 1 };
         for step in 1..=MAX_STEPS as u32 {
-            if self.time_left() < self.cfg.duration + DRAIN_LIMIT + Duration::from_secs(2) {
+            if self.time_left() < reserve {
                 eprintln!("find-max: stopping, the run's time limit is near");
                 break;
             }
@@ -247,6 +264,12 @@ impl Engine {
             }
             if hi.is_infinite() {
                 rate *= FIND_MAX_GROWTH;
+            } else if lo == 0.0 {
+                rate = hi / 2.0;
+                if rate < MIN_RATE {
+                    eprintln!("find-max: no rate down to {MIN_RATE}/s passes");
+                    break;
+                }
             } else {
                 if bisections == FIND_MAX_BISECTIONS {
                     break;
@@ -257,6 +280,24 @@ impl Engine {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         reports
+    }
+
+    /// One step at half the highest passing rate of `found` (none if no step passed or the
+    /// time limit is too near).
+    async fn half_of_max(&mut self, found: &[StepReport]) -> Option<StepReport> {
+        let Some(best) = found.iter().filter(|r| r.pass).map(|r| r.rate).reduce(f64::max) else {
+            eprintln!("half of max: no step passed, skipped");
+            return None;
+        };
+        if self.time_left() < self.cfg.duration + DRAIN_LIMIT {
+            eprintln!("half of max: the run's time limit is near, skipped");
+            return None;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let step = found.iter().map(|r| r.step).max().unwrap_or(0) + 1;
+        let mut r = self.load_step(step, best / 2.0, None).await;
+        r.half_of_max = true;
+        Some(r)
     }
 
     /// Idle: nothing is sent; the connections are held for the step and memory is read.
@@ -501,7 +542,7 @@ impl Engine {
         Probe {
             at: Instant::now(),
             own_cpu: cpu_seconds(None).unwrap_or(0.0),
-            server_cpu: self.cfg.pid.and_then(|p| cpu_seconds(Some(p)).ok()),
+            server_cpu: self.server_cpu(),
         }
     }
 
@@ -524,14 +565,15 @@ impl Engine {
         };
         let allowed = (ALLOWED_LOSS * expected.max(sent) as f64).floor() as u64;
         let own_cpu = cpu_seconds(None).unwrap_or(0.0) - probe.own_cpu;
-        let server_cpu = match (self.cfg.pid, probe.server_cpu) {
-            (Some(p), Some(before)) => cpu_seconds(Some(p)).ok().map(|now| (now - before) / elapsed),
+        let server_cpu = match (self.server_cpu(), probe.server_cpu) {
+            (Some(now), Some(before)) => Some((now - before) / elapsed),
             _ => None,
         };
         let report = StepReport {
             target: self.target.into(),
             scenario: self.cfg.scenario.name().into(),
             step,
+            nodes: self.cfg.urls.len(),
             clients: self.conns.len(),
             users: self.population.users.len(),
             rate,
@@ -557,6 +599,7 @@ impl Engine {
             loadgen_cpu: own_cpu / elapsed,
             pass: p99_ms <= self.cfg.p99_target_ms && lost + errors <= allowed,
             first_error: s.first_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            half_of_max: false,
         };
         eprintln!(
             "step {step} done: rate {rate:.0}/s sent {sent} delivered {delivered}/{expected} p99 {p99_ms:.2} ms errors {errors}{}",
@@ -577,8 +620,20 @@ impl Engine {
         );
     }
 
+    /// RSS summed over the server processes (`None` without pids or if one is unreadable).
     fn server_rss(&self) -> Option<u64> {
-        self.cfg.pid.and_then(|p| rss_bytes(p).ok())
+        if self.cfg.pids.is_empty() {
+            return None;
+        }
+        self.cfg.pids.iter().map(|&p| rss_bytes(p).ok()).sum()
+    }
+
+    /// CPU seconds summed over the server processes.
+    fn server_cpu(&self) -> Option<f64> {
+        if self.cfg.pids.is_empty() {
+            return None;
+        }
+        self.cfg.pids.iter().map(|&p| cpu_seconds(Some(p)).ok()).sum()
     }
 
     fn time_left(&self) -> Duration {

@@ -93,6 +93,13 @@ fn layout(shape: Shape) -> (Vec<Membership>, Vec<Vec<usize>>) {
     (per_user, channels)
 }
 
+/// The node (index into the URLs) of user `i` out of `nodes`: round-robin. DM pairs are users
+/// `2k` and `2k + 1`, consecutive, so with two or more nodes every pair spans two nodes and
+/// every DM is a cross-node one.
+fn node_of(i: usize, nodes: usize) -> usize {
+    i % nodes.max(1)
+}
+
 /// Made-up users and channels for the relay: no HTTP, ids are `u<i>` / `c<j>`, and the token
 /// is `relay <user_id> <channel,channel…>`.
 pub fn made_up(urls: &[String], shape: Shape) -> Population {
@@ -117,7 +124,7 @@ pub fn made_up(urls: &[String], shape: Shape) -> Population {
             BenchUser {
                 user_id: format!("u{i}"),
                 token: format!("relay u{i} {}", joined.join(",")),
-                url: urls[i % urls.len()].clone(),
+                url: urls[node_of(i, urls.len())].clone(),
                 dm,
                 group,
                 dm_peer: dm.map(|c| {
@@ -146,7 +153,7 @@ pub async fn create(
     let started = Instant::now();
     let logins = stream::iter(0..shape.users)
         .map(|i| {
-            let url = urls[i % urls.len()].clone();
+            let url = urls[node_of(i, urls.len())].clone();
             let name = format!("lg{run}u{i}");
             async move {
                 let http = HttpClient::new(&url);
@@ -268,6 +275,32 @@ mod tests {
         assert!(per_user.iter().all(|(dm, g)| dm.is_some() && g.is_some()));
         assert_eq!(channels[125].len(), 100);
         assert_eq!(channels[127].len(), 50);
+    }
+
+    #[test]
+    fn with_several_nodes_every_dm_pair_spans_two_nodes() {
+        for nodes in 2..=5 {
+            let urls: Vec<String> = (0..nodes).map(|n| format!("http://127.0.0.1:{}", 7000 + n)).collect();
+            let p = made_up(
+                &urls,
+                Shape {
+                    users: 101,
+                    dm_pairs: true,
+                    group_size: 0,
+                },
+            );
+            for c in &p.channels {
+                let [a, b] = c.members[..] else {
+                    panic!("a DM has two members")
+                };
+                assert_ne!(p.users[a].url, p.users[b].url, "{nodes} nodes: pair {a}-{b}");
+            }
+            // Users spread evenly: no node holds more than its share plus one.
+            for u in &urls {
+                let n = p.users.iter().filter(|x| &x.url == u).count();
+                assert!(n <= 101 / nodes + 1, "{u}: {n}");
+            }
+        }
     }
 
     #[test]

@@ -14,6 +14,9 @@ pub struct StepReport {
     pub scenario: String,
     /// Step number within the run (find-max runs have several).
     pub step: u32,
+    /// Nodes the clients were spread over (1 for the relay).
+    #[serde(default)]
+    pub nodes: usize,
     /// Open WebSocket connections.
     pub clients: usize,
     /// Distinct users behind them.
@@ -52,11 +55,11 @@ pub struct StepReport {
     pub max_ms: f64,
     /// Samples behind the percentiles.
     pub samples: u64,
-    /// Server RSS at the step's end, bytes (needs `--pid`).
+    /// Server RSS at the step's end, bytes, summed over the `--pid`s.
     pub server_rss: Option<u64>,
     /// Server RSS growth per connection, bytes (marginal: from 10% to 100% connected).
     pub server_rss_per_conn: Option<f64>,
-    /// Server CPU over the step, in cores (1.0 = one core busy).
+    /// Server CPU over the step, in cores (1.0 = one core busy), summed over the `--pid`s.
     pub server_cpu: Option<f64>,
     /// Loadgen CPU over the step, in cores: near the core count means the loadgen, not the
     /// server, may be the limit.
@@ -65,18 +68,23 @@ pub struct StepReport {
     pub pass: bool,
     /// The first error seen, for diagnosis.
     pub first_error: Option<String>,
+    /// The step after a find-max at half its highest passing rate (`--then-half`).
+    #[serde(default)]
+    pub half_of_max: bool,
 }
 
 /// Markdown header matching `markdown_row`.
-pub const MARKDOWN_HEADER: &str = "| target | scenario | clients | rate/s | sent/s | deliveries/s | acked/s | p50 ms | p99 ms | p99.9 ms | max ms | lost | errors | server RSS/conn | server CPU | loadgen CPU |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+pub const MARKDOWN_HEADER: &str = "| target | nodes | scenario | clients | rate/s | sent/s | deliveries/s | acked/s | p50 ms | p99 ms | p99.9 ms | max ms | lost | errors | server RSS/conn | server CPU | loadgen CPU |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
 
 /// One Markdown table row.
 pub fn markdown_row(r: &StepReport) -> String {
     let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "–".into());
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {:.2} |\n",
+        "| {} | {} | {}{} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {:.2} |\n",
         r.target,
+        r.nodes.max(1),
         r.scenario,
+        if r.half_of_max { " (½ max)" } else { "" },
         r.clients,
         thousands(r.rate),
         thousands(r.sent_per_s),
@@ -104,9 +112,10 @@ pub fn markdown_table(rows: &[StepReport]) -> String {
 }
 
 /// The best step of a run: the passing step with the most deliveries/s, else the last step.
+/// A half-of-max step is never the best.
 pub fn best(rows: &[StepReport]) -> Option<&StepReport> {
     rows.iter()
-        .filter(|r| r.pass)
+        .filter(|r| r.pass && !r.half_of_max)
         .max_by(|a, b| a.deliveries_per_s.total_cmp(&b.deliveries_per_s))
         .or(rows.last())
 }
@@ -141,6 +150,65 @@ pub fn comparison(ours: &[StepReport], relay: &[StepReport]) -> String {
             thousands(b.deliveries_per_s),
             m.p99_ms,
             b.p99_ms
+        );
+    }
+    out
+}
+
+/// The highest passing rate of a find-max run (half-of-max steps aside).
+pub fn max_passing(rows: &[StepReport]) -> Option<&StepReport> {
+    rows.iter()
+        .filter(|r| r.pass && !r.half_of_max)
+        .max_by(|a, b| a.rate.total_cmp(&b.rate))
+}
+
+/// Header of `cluster_table`.
+pub const CLUSTER_HEADER: &str = "| nodes | scenario | clients | max rate msgs/s (p99 ≤ 50 ms) | deliveries/s at max | p99 ms at max | rate at ½ max | p99 ms at ½ max | ratio to relay | server CPU at max | loadgen CPU at max |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+
+/// One row per find-max run (`runs`, each the steps of one loadgen run, e.g. on 1, 2, 3 and 4
+/// nodes): its highest passing rate, the p99 there, the step at half of it if the run made one
+/// (`--then-half`), and the rate as a ratio to the relay's highest passing rate of the same
+/// scenario in `relay`. A run without a passing step shows `none` and its lowest rate's p99.
+pub fn cluster_table(runs: &[Vec<StepReport>], relay: &[StepReport]) -> String {
+    let mut out = String::from(CLUSTER_HEADER);
+    for run in runs {
+        let Some(first) = run.first() else { continue };
+        let base: Vec<StepReport> = relay.iter().filter(|r| r.scenario == first.scenario).cloned().collect();
+        let relay_max = max_passing(&base).map(|r| r.rate);
+        let half = run.iter().find(|r| r.half_of_max);
+        let two = |x: f64| format!("{x:.2}");
+        let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "–".into());
+        let cells = match max_passing(run) {
+            Some(m) => format!(
+                "{} | {} | {:.2} | {} | {} | {} | {} | {:.2}",
+                thousands(m.rate),
+                thousands(m.deliveries_per_s),
+                m.p99_ms,
+                opt(half.map(|h| h.rate), &thousands),
+                opt(half.map(|h| h.p99_ms), &two),
+                opt(relay_max.filter(|&b| b > 0.0).map(|b| m.rate / b), &two),
+                opt(m.server_cpu, &two),
+                m.loadgen_cpu,
+            ),
+            None => {
+                let low = run
+                    .iter()
+                    .filter(|r| !r.half_of_max)
+                    .min_by(|a, b| a.rate.total_cmp(&b.rate))
+                    .unwrap_or(first);
+                format!(
+                    "none (p99 {:.2} ms at {}) | – | – | – | – | – | – | –",
+                    low.p99_ms,
+                    thousands(low.rate)
+                )
+            }
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {cells} |",
+            first.nodes.max(1),
+            first.scenario,
+            first.clients
         );
     }
     out
@@ -184,5 +252,38 @@ mod tests {
         let rows = vec![step(10.0, true), step(30.0, true), step(50.0, false)];
         assert_eq!(best(&rows).map(|r| r.deliveries_per_s), Some(30.0));
         assert_eq!(best(&rows[2..]).map(|r| r.deliveries_per_s), Some(50.0));
+    }
+
+    #[test]
+    fn cluster_rows_give_max_half_and_relay_ratio() {
+        let step = |nodes: usize, rate: f64, p99: f64, pass: bool, half: bool| StepReport {
+            nodes,
+            scenario: "dm".into(),
+            clients: 400,
+            rate,
+            p99_ms: p99,
+            pass,
+            half_of_max: half,
+            ..StepReport::default()
+        };
+        let two = vec![
+            step(2, 2000.0, 10.0, true, false),
+            step(2, 3000.0, 80.0, false, false),
+            step(2, 2500.0, 40.0, true, false),
+            step(2, 1250.0, 5.0, true, true),
+        ];
+        let failed = vec![step(3, 2000.0, 90.0, false, false), step(3, 1000.0, 70.0, false, false)];
+        let relay = vec![step(1, 5000.0, 3.0, true, false), step(1, 7500.0, 60.0, false, false)];
+        let t = cluster_table(&[two, failed], &relay);
+        let rows: Vec<&str> = t.lines().skip(2).collect();
+        assert_eq!(
+            rows[0],
+            "| 2 | dm | 400 | 2,500 | 0 | 40.00 | 1,250 | 5.00 | 0.50 | – | 0.00 |"
+        );
+        assert!(
+            rows[1].starts_with("| 3 | dm | 400 | none (p99 70.00 ms at 1,000) |"),
+            "{}",
+            rows[1]
+        );
     }
 }

@@ -18,10 +18,11 @@ fn config(url: String, scenario: Scenario, relay: bool) -> RunConfig {
         rate: 40.0,
         duration: Duration::from_secs(3),
         find_max: false,
+        then_half: false,
         // Debug builds on a busy 2-core CI machine: only wiring is checked here.
         p99_target_ms: 10_000.0,
         relay,
-        pid: Some(std::process::id()),
+        pids: vec![std::process::id()],
         source_spread: 4,
         login_concurrency: 4,
         limit: Duration::from_secs(60),

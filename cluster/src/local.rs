@@ -84,7 +84,9 @@ pub(crate) enum LocalFailure {
 pub(crate) fn known_leader(raft: &PartitionRaft) -> Option<LeaderHint> {
     let metrics = raft.metrics();
     let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&metrics);
-    let id = m.current_leader?;
+    let id = m
+        .current_leader
+        .filter(|id| m.membership_config.membership().voter_ids().any(|v| v == *id))?;
     let addr = m.membership_config.membership().get_node(&id).map(|n| n.addr.clone());
     Some(LeaderHint { id, addr })
 }

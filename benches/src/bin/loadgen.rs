@@ -13,7 +13,9 @@ use ringchat_benches::report;
 #[derive(Parser)]
 #[command(about = "ringchat load generator (loopback only)")]
 struct Args {
-    /// Node base URL; repeat for several nodes (clients are spread round-robin).
+    /// Node base URL; repeat for several nodes. Users (and their connections) are spread
+    /// round-robin, so with two or more nodes the two ends of every DM pair are on different
+    /// nodes.
     #[arg(long = "url", default_value = "http://127.0.0.1:7070")]
     urls: Vec<String>,
     /// Scenario.
@@ -38,15 +40,19 @@ struct Args {
     /// Step the rate up to the highest one with p99 within --p99-ms.
     #[arg(long)]
     find_max: bool,
+    /// After --find-max, one more step at half the highest passing rate.
+    #[arg(long, requires = "find_max")]
+    then_half: bool,
     /// p99 latency limit of a passing step, ms.
     #[arg(long, default_value_t = 50.0)]
     p99_ms: f64,
     /// Target is the relay baseline: skip HTTP and make up ids.
     #[arg(long)]
     relay: bool,
-    /// Server pid, for RSS per connection and server CPU.
-    #[arg(long)]
-    pid: Option<u32>,
+    /// Server pid, for RSS per connection and server CPU; repeat for every node of a cluster
+    /// (summed).
+    #[arg(long = "pid")]
+    pids: Vec<u32>,
     /// Loopback source addresses to spread connections over (127.0.0.1 …).
     #[arg(long, default_value_t = 16)]
     source_addrs: usize,
@@ -81,9 +87,10 @@ async fn main() -> anyhow::Result<()> {
         rate: a.rate,
         duration: Duration::from_secs_f64(a.duration),
         find_max: a.find_max,
+        then_half: a.then_half,
         p99_target_ms: a.p99_ms,
         relay: a.relay,
-        pid: a.pid,
+        pids: a.pids,
         source_spread: a.source_addrs,
         login_concurrency: a.login_concurrency,
         limit: Duration::from_secs(a.limit_secs),
@@ -98,16 +105,15 @@ async fn main() -> anyhow::Result<()> {
     println!();
     print!("{}", report::markdown_table(&reports));
     if a.find_max {
-        match reports
-            .iter()
-            .filter(|r| r.pass)
-            .max_by(|x, y| x.rate.total_cmp(&y.rate))
-        {
+        match report::max_passing(&reports) {
             Some(best) => println!(
                 "\nhighest rate with p99 ≤ {} ms: {:.0} msgs/s ({:.0} deliveries/s)",
                 a.p99_ms, best.rate, best.deliveries_per_s
             ),
             None => println!("\nno step passed (p99 ≤ {} ms, ≤ 0.1% lost)", a.p99_ms),
+        }
+        if let Some(h) = reports.iter().find(|r| r.half_of_max) {
+            println!("at half of it, {:.0} msgs/s: p99 {:.2} ms", h.rate, h.p99_ms);
         }
     }
     Ok(())
