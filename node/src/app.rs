@@ -71,7 +71,7 @@ impl RunningApp {
 pub struct App;
 
 /// Membership upkeep, once a second until shutdown: the meta leader's rebalancing pass (a no-op
-/// on other nodes) and links to new peers.
+/// on other nodes), handing leaderships to their preferred replicas, and links to new peers.
 async fn run_membership(cluster: Arc<Cluster>, fanout: Arc<Fanout>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
@@ -81,6 +81,7 @@ async fn run_membership(cluster: Arc<Cluster>, fanout: Arc<Fanout>, shutdown: Ca
         if let Err(e) = cluster.rebalance_once().await {
             tracing::info!(error = %e, "rebalance pass incomplete");
         }
+        cluster.balance_leaders_once().await;
         fanout.refresh_links();
     }
 }

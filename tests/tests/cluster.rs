@@ -7,6 +7,23 @@ use std::time::{Duration, Instant};
 use ringchat_tests::*;
 use serde_json::Value;
 
+/// True when every partition is led by its preferred replica (the first one listed).
+fn leaders_on_preferred_replicas(s: &Value) -> bool {
+    s["partitions"].as_array().is_some_and(|ps| {
+        ps.iter()
+            .all(|p| p["leader"].as_u64().is_some() && p["leader"] == p["replicas"][0])
+    })
+}
+
+/// Partitions led by each node id.
+fn leaders_per_node(s: &Value) -> std::collections::BTreeMap<u64, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for p in s["partitions"].as_array().into_iter().flatten() {
+        *out.entry(p["leader"].as_u64().unwrap_or(0)).or_default() += 1;
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_join_and_every_partition_gets_three_replicas() {
     let dir = tempfile::tempdir().unwrap();
@@ -25,6 +42,15 @@ async fn three_nodes_join_and_every_partition_gets_three_replicas() {
     for node in &nodes {
         assert_eq!(node.http().readyz().await.unwrap(), 200);
     }
+    // Node 1 bootstrapped and led everything; leadership moves to each partition's preferred
+    // replica, which spreads it over the three nodes.
+    let balanced = wait_for_status(&nodes[0], Duration::from_secs(60), |s| {
+        settled(s, 3, 3) && leaders_on_preferred_replicas(s)
+    })
+    .await;
+    let per_node = leaders_per_node(&balanced);
+    println!("leaders per node after balancing: {per_node:?}");
+    assert!(per_node.len() >= 2, "leadership still on one node: {per_node:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,7 +73,12 @@ async fn killing_a_node_moves_leadership_to_the_survivors_and_it_rejoins() {
     assert!(failover < Duration::from_secs(15), "{failover:?}");
     assert_eq!(status["members"].as_array().unwrap().len(), 3);
     nodes[0].restart().await;
-    wait_for_status(&nodes[0], Duration::from_secs(60), |s| settled(s, 3, 3)).await;
+    // Back: it leads its preferred partitions again.
+    let status = wait_for_status(&nodes[0], Duration::from_secs(60), |s| {
+        settled(s, 3, 3) && leaders_on_preferred_replicas(s)
+    })
+    .await;
+    assert!(leaders_per_node(&status).contains_key(&1), "{status}");
     assert_eq!(nodes[0].http().readyz().await.unwrap(), 200);
 }
 

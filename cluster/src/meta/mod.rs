@@ -6,6 +6,7 @@
 //! `membership.rs` admits nodes and moves replicas; `wire.rs` holds the payloads of the member
 //! RPCs.
 
+pub mod leader_balance;
 pub mod membership;
 pub mod model;
 pub mod operator;

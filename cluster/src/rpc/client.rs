@@ -9,7 +9,10 @@ use std::time::Duration;
 use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
 use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
 use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -159,6 +162,7 @@ impl GrpcPeer {
             );
             let reply = match action {
                 RPCTypes::Vote => self.within(ttl, client.vote(request)).await?,
+                RPCTypes::TransferLeader => self.within(ttl, client.transfer_leader(request)).await?,
                 _ => self.within(ttl, client.append_entries(request)).await?,
             };
             decode(&reply.payload).map_err(Failure::Network)
@@ -181,6 +185,14 @@ impl RaftNetworkV2<C> for GrpcPeer {
 
     async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
         self.unary(RPCTypes::Vote, &rpc, &option).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<C>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
+        self.unary(RPCTypes::TransferLeader, &rpc, &option).await
     }
 
     /// Streams the snapshot file in `SNAPSHOT_CHUNK_BYTES` pieces after a header with the

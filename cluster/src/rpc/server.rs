@@ -88,6 +88,14 @@ impl RaftService for RaftRpcService {
         reply(&response)
     }
 
+    async fn transfer_leader(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let request = request.into_inner();
+        let (p, raft) = self.group(request.partition)?;
+        let rpc = decode(&request.payload).map_err(|e| bad_request("transfer_leader payload", e))?;
+        let response = raft.handle_transfer_leader(rpc).await.map_err(|e| raft_stopped(p, e))?;
+        reply(&response)
+    }
+
     async fn install_snapshot(
         &self,
         request: Request<Streaming<SnapshotChunk>>,

@@ -1,0 +1,65 @@
+//! Leader balancing: a partition's leadership belongs on the first replica of its replica set
+//! in the committed layout (placement puts the partition's hash owner first, so those are
+//! spread evenly over the nodes). Leaders order every write and drive replication, so where
+//! they sit decides how the write load spreads. Elections alone leave every leader on the
+//! bootstrap node of a new cluster, and away from a node that came back after a failure.
+//!
+//! Each node looks at the partitions it leads and hands a few of them per pass to their
+//! preferred replica with openraft's leader transfer, only when that replica is an active
+//! voter whose log has caught up with the leader's (so the hand-over is quick and no write
+//! waits on a lagging node).
+
+use super::model::NodeState;
+use crate::cluster::Cluster;
+
+/// Transfers started per pass at most: each one makes its partition briefly unavailable
+/// (an election's worth), so they are spread over passes.
+const MAX_PER_PASS: usize = 4;
+
+impl Cluster {
+    /// One balancing pass over the partitions this node leads; returns the transfers started.
+    pub async fn balance_leaders_once(&self) -> usize {
+        if self.peers.is_none() {
+            return 0;
+        }
+        let (Ok(layout), Ok(members)) = (self.layout(), self.members()) else {
+            return 0;
+        };
+        let active = |id: u64| members.iter().any(|m| m.node_id == id && m.state == NodeState::Active);
+        let mut started = 0;
+        for p in 0..self.partitions() {
+            if started >= MAX_PER_PASS {
+                break;
+            }
+            let Some(&preferred) = layout.replicas.get(usize::from(p)).and_then(|r| r.first()) else {
+                continue;
+            };
+            if preferred == self.node_id || !active(preferred) {
+                continue;
+            }
+            let Some(raft) = self.partition_group(p) else { continue };
+            let ready = {
+                let metrics = raft.metrics();
+                let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&metrics);
+                let caught_up = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&preferred).cloned().flatten())
+                    .is_some_and(|matched| Some(matched.index) == m.last_log_index);
+                m.current_leader == Some(self.node_id)
+                    && m.membership_config.membership().voter_ids().any(|v| v == preferred)
+                    && caught_up
+            };
+            if ready && raft.trigger().transfer_leader(preferred).await.is_ok() {
+                tracing::info!(
+                    partition = p,
+                    to = preferred,
+                    "handing leadership to the preferred replica"
+                );
+                metrics::counter!("ringchat_leader_transfers_total").increment(1);
+                started += 1;
+            }
+        }
+        started
+    }
+}
