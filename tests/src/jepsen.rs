@@ -6,12 +6,16 @@
 //! node and counts what a user would call data loss: acked messages missing or at another seq,
 //! duplicates, gaps, and nodes that disagree on a channel's order.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ringchat_client::{HttpClient, Message};
+use ringchat_cluster::placement::partition_of;
+use ringchat_cluster::query::{execute, Query, QueryResult};
+use ringchat_storage::Store;
 use tokio::task::JoinHandle;
 
 use crate::{new_user, TestUser};
@@ -197,6 +201,73 @@ pub async fn check(bases: &[String], users: &[TestUser], channels: &[String], hi
             match &first_order {
                 None => first_order = Some(order),
                 Some(o) if *o != order => v.order_mismatches += 1,
+                Some(_) => {}
+            }
+        }
+    }
+    v
+}
+
+/// Reads every channel straight from the store of each of its replicas (their nodes stopped)
+/// and counts violations: a replica missing an acked message or holding it at another seq,
+/// duplicates, gaps, and replicas whose copies differ. `dirs` maps node id → data dir;
+/// `status` (cluster status JSON) names each partition's replicas.
+pub fn check_replicas(
+    dirs: &[(u64, PathBuf)],
+    status: &serde_json::Value,
+    channels: &[String],
+    history: &History,
+) -> Verdict {
+    let partitions = status["partitions"].as_array().map_or(0, Vec::len) as u16;
+    let mut stores: HashMap<u64, Store> = HashMap::new();
+    let mut v = Verdict {
+        acked: history.acked.len(),
+        ..Verdict::default()
+    };
+    let top = history.acked.values().max().copied().unwrap_or(0) + 100_000;
+    for cid in channels {
+        let p = partition_of(cid, partitions);
+        let replicas: Vec<u64> = status["partitions"][usize::from(p)]["replicas"]
+            .as_array()
+            .map(|r| r.iter().filter_map(serde_json::Value::as_u64).collect())
+            .unwrap_or_default();
+        assert!(!replicas.is_empty(), "no replicas listed for partition {p}");
+        let mut first: Option<Vec<(u64, Option<String>)>> = None;
+        for id in replicas {
+            let dir = &dirs.iter().find(|(n, _)| *n == id).expect("data dir of a replica").1;
+            let store = stores
+                .entry(id)
+                .or_insert_with(|| Store::open(dir).expect("open a replica's store"));
+            let query = Query::Messages {
+                channel_id: cid.clone(),
+                from: 1,
+                to: top,
+            };
+            let Ok(QueryResult::Messages(all)) = execute(store, p, &query) else {
+                panic!("reading channel {cid} from node {id}'s store");
+            };
+            let mut seen = HashSet::new();
+            for (i, m) in all.iter().enumerate() {
+                if m.seq != i as u64 + 1 {
+                    v.gaps += 1;
+                }
+                if !seen.insert(m.client_msg_id.clone()) {
+                    v.duplicates += 1;
+                }
+            }
+            let by_cmid: BTreeMap<&str, u64> = all
+                .iter()
+                .map(|m| (m.client_msg_id.as_deref().unwrap_or_default(), m.seq))
+                .collect();
+            v.lost += history
+                .acked
+                .iter()
+                .filter(|((c, cmid), seq)| c == cid && by_cmid.get(cmid.as_str()) != Some(seq))
+                .count();
+            let copy: Vec<(u64, Option<String>)> = all.into_iter().map(|m| (m.seq, m.client_msg_id)).collect();
+            match &first {
+                None => first = Some(copy),
+                Some(f) if *f != copy => v.order_mismatches += 1,
                 Some(_) => {}
             }
         }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ringchat_client::WsClient;
-use ringchat_tests::jepsen::{check, Workload};
+use ringchat_tests::jepsen::{check, check_replicas, Workload};
 use ringchat_tests::*;
 use serde_json::json;
 
@@ -153,6 +153,30 @@ async fn acked_messages_survive_kill_9_rounds_exactly_once_and_gap_free() {
     );
     assert!(v.acked > 50, "too few acked to mean anything: {}", v.acked);
     assert_eq!((v.lost, v.duplicates, v.gaps, v.order_mismatches), (0, 0, 0, 0));
+    // And straight from each replica's own store (nodes 1, 3 and 4; node 2 was removed).
+    let layout = wait_for_status(&nodes[0], Duration::from_secs(60), |s| {
+        s["partitions"].as_array().is_some_and(|ps| {
+            ps.iter().all(|p| {
+                p["leader"].as_u64().is_some()
+                    && p["replicas"]
+                        .as_array()
+                        .is_some_and(|r| r.len() == 3 && !r.contains(&json!(2)))
+            })
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut dirs = Vec::new();
+    for i in [0usize, 2, 3] {
+        nodes[i].terminate();
+        dirs.push((i as u64 + 1, nodes[i].data_dir.clone()));
+    }
+    let r = check_replicas(&dirs, &layout, &channels, &history);
+    println!(
+        "checker (every replica's store): lost {}, duplicates {}, gaps {}, copies that differ {}",
+        r.lost, r.duplicates, r.gaps, r.order_mismatches
+    );
+    assert_eq!((r.lost, r.duplicates, r.gaps, r.order_mismatches), (0, 0, 0, 0));
 }
 
 /// The value of counter `name` in a node's `/metrics` (0 while it was never incremented).

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use ringchat_tests::jepsen::{check, Workload};
+use ringchat_tests::jepsen::{check, check_replicas, Workload};
 use ringchat_tests::netns::{enter_private_netns, skip_or_fail, Firewall};
 use ringchat_tests::*;
 
@@ -100,7 +100,21 @@ async fn partition_rounds(firewall: &Firewall) {
         (verdict.lost, verdict.duplicates, verdict.gaps, verdict.order_mismatches),
         (0, 0, 0, 0)
     );
+    // And straight from each replica's own store, nodes stopped: every copy is the same.
+    let layout = cluster_status(&nodes[0]).expect("status");
+    tokio::time::sleep(Duration::from_secs(2)).await;
     for n in &mut nodes {
         n.terminate();
     }
+    let dirs: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i as u64 + 1, n.data_dir.clone()))
+        .collect();
+    let r = check_replicas(&dirs, &layout, &channels, &history);
+    println!(
+        "checker (every replica's store): lost {}, duplicates {}, gaps {}, copies that differ {}",
+        r.lost, r.duplicates, r.gaps, r.order_mismatches
+    );
+    assert_eq!((r.lost, r.duplicates, r.gaps, r.order_mismatches), (0, 0, 0, 0));
 }

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use ringchat_tests::faultfs::FaultFs;
-use ringchat_tests::jepsen::{check, read_channel, Verdict, Workload};
+use ringchat_tests::jepsen::{check, check_replicas, read_channel, Verdict, Workload};
 use ringchat_tests::*;
 
 /// Power-off rounds.
@@ -152,4 +152,21 @@ async fn acked_messages_survive_power_loss_of_the_whole_cluster() {
         "acked messages lost after a power loss (first 20): {:?}",
         lost_ids.iter().take(20).collect::<Vec<_>>()
     );
+    // And straight from each replica's own store (nodes stopped): every copy is the same.
+    let layout = cluster_status(&nodes[0]).expect("status");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for n in &mut nodes {
+        n.terminate();
+    }
+    let dirs: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i as u64 + 1, n.data_dir.clone()))
+        .collect();
+    let r = check_replicas(&dirs, &layout, &channels, &history);
+    println!(
+        "checker (every replica's store): lost {}, duplicates {}, gaps {}, copies that differ {}",
+        r.lost, r.duplicates, r.gaps, r.order_mismatches
+    );
+    assert_eq!((r.lost, r.duplicates, r.gaps, r.order_mismatches), (0, 0, 0, 0));
 }
