@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use futures_util::stream::{self, StreamExt};
-use ringchat_client::HttpClient;
+use ringchat_client::{ClientError, HttpClient};
 
 /// Password of every benchmark user (8+ bytes, as the API demands).
 const PASSWORD: &str = "loadgen-password";
@@ -157,9 +157,28 @@ pub async fn create(
             let name = format!("lg{run}u{i}");
             async move {
                 let http = HttpClient::new(&url);
+                // `unavailable` (503) is retried, as a client should: it happens for a moment
+                // around leader changes (e.g. right after a node joined). A retried sign-up
+                // whose first try did commit answers `conflict`: that user is ours.
                 let call = async {
-                    http.signup(&name, PASSWORD).await?;
-                    http.login(&name, PASSWORD, Some("loadgen"), None).await
+                    let mut tries = 0;
+                    loop {
+                        tries += 1;
+                        let attempt = async {
+                            match http.signup(&name, PASSWORD).await {
+                                Ok(_) => {}
+                                Err(ClientError::Api { code, .. }) if code == "conflict" && tries > 1 => {}
+                                Err(e) => return Err(e),
+                            }
+                            http.login(&name, PASSWORD, Some("loadgen"), None).await
+                        };
+                        match attempt.await {
+                            Err(ClientError::Api { status: 503, .. }) if tries < 10 => {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                            other => break other,
+                        }
+                    }
                 };
                 let session = tokio::time::timeout(CALL_TIMEOUT, call)
                     .await

@@ -189,6 +189,7 @@ impl Router {
         let deadline = started + self.policy.max_wait;
         let mut backoff = self.policy.first_backoff;
         let mut attempt = 0u32;
+        let mut followed_hint = false;
         loop {
             attempt += 1;
             let target = self.target(replica.as_ref(), p, attempt);
@@ -241,8 +242,13 @@ impl Router {
                     now - started
                 )));
             }
-            // A hint naming a node not just tried is followed at once; anything else waits.
-            if !fresh_hint {
+            // A hint naming a node not just tried is followed at once, but not twice in a row:
+            // around a leader change two nodes can name each other for a moment, and bouncing
+            // between them without a pause would use up every attempt in milliseconds.
+            if fresh_hint && !followed_hint {
+                followed_hint = true;
+            } else {
+                followed_hint = false;
                 tokio::time::sleep(backoff.min(deadline - now)).await;
                 backoff = (backoff * 2).min(self.policy.max_backoff);
             }
