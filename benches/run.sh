@@ -248,6 +248,7 @@ layout_summary() {
 }
 
 # wait_settled N NEW: waits (≤ SETTLE_LIMIT s) until the cluster has N active members, every
+# partition led by its preferred replica (leader balancing done, see docs/cluster.md), every
 # partition has min(3, N) distinct replicas and a leader among them, node NEW (0: any) holds
 # replicas, and the replica layout is unchanged over three polls (~1 s): rebalancing is over.
 # Sets SETTLE_SECS.
@@ -260,7 +261,8 @@ wait_settled() {
                 and (.partitions | length) > 0
                 and all(.partitions[]; (.replicas | unique | length) == $r and .leader != null
                         and (.leader as $l | any(.replicas[]; . == $l)))
-                and ($new == 0 or any(.partitions[]; any(.replicas[]; . == $new)))' \
+                and ($new == 0 or any(.partitions[]; any(.replicas[]; . == $new)))
+                and all(.partitions[]; .leader == .replicas[0])' \
                 <<<"$status" >/dev/null; then
             fp=$(jq -c '[.partitions[] | [.partition, (.replicas | sort)]]' <<<"$status")
             if [ "$fp" = "$prev" ]; then same=$((same + 1)); else same=0; prev=$fp; fi
