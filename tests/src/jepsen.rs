@@ -176,33 +176,14 @@ pub async fn check(bases: &[String], users: &[TestUser], channels: &[String], hi
         ..Verdict::default()
     };
     for (w, cid) in channels.iter().enumerate() {
-        let mut first_order: Option<Vec<Option<String>>> = None;
+        let mut first_order = None;
         for base in bases {
-            let all = read_channel(base, &users[w], cid).await;
-            let mut seen = HashSet::new();
-            for (i, m) in all.iter().enumerate() {
-                if m.seq != i as u64 + 1 {
-                    v.gaps += 1;
-                }
-                if !seen.insert(m.client_msg_id.clone()) {
-                    v.duplicates += 1;
-                }
-            }
-            let by_cmid: BTreeMap<String, u64> = all
-                .iter()
-                .map(|m| (m.client_msg_id.clone().unwrap_or_default(), m.seq))
+            let copy: Vec<_> = read_channel(base, &users[w], cid)
+                .await
+                .into_iter()
+                .map(|m| (m.seq, m.client_msg_id))
                 .collect();
-            v.lost += history
-                .acked
-                .iter()
-                .filter(|((c, cmid), seq)| c == cid && by_cmid.get(cmid) != Some(seq))
-                .count();
-            let order: Vec<Option<String>> = all.into_iter().map(|m| m.client_msg_id).collect();
-            match &first_order {
-                None => first_order = Some(order),
-                Some(o) if *o != order => v.order_mismatches += 1,
-                Some(_) => {}
-            }
+            count_copy(&mut v, cid, copy, history, &mut first_order);
         }
     }
     v
@@ -232,7 +213,7 @@ pub fn check_replicas(
             .map(|r| r.iter().filter_map(serde_json::Value::as_u64).collect())
             .unwrap_or_default();
         assert!(!replicas.is_empty(), "no replicas listed for partition {p}");
-        let mut first: Option<Vec<(u64, Option<String>)>> = None;
+        let mut first = None;
         for id in replicas {
             let dir = &dirs.iter().find(|(n, _)| *n == id).expect("data dir of a replica").1;
             let store = stores
@@ -246,31 +227,64 @@ pub fn check_replicas(
             let Ok(QueryResult::Messages(all)) = execute(store, p, &query) else {
                 panic!("reading channel {cid} from node {id}'s store");
             };
-            let mut seen = HashSet::new();
-            for (i, m) in all.iter().enumerate() {
-                if m.seq != i as u64 + 1 {
-                    v.gaps += 1;
-                }
-                if !seen.insert(m.client_msg_id.clone()) {
-                    v.duplicates += 1;
-                }
-            }
-            let by_cmid: BTreeMap<&str, u64> = all
-                .iter()
-                .map(|m| (m.client_msg_id.as_deref().unwrap_or_default(), m.seq))
-                .collect();
-            v.lost += history
-                .acked
-                .iter()
-                .filter(|((c, cmid), seq)| c == cid && by_cmid.get(cmid.as_str()) != Some(seq))
-                .count();
-            let copy: Vec<(u64, Option<String>)> = all.into_iter().map(|m| (m.seq, m.client_msg_id)).collect();
-            match &first {
-                None => first = Some(copy),
-                Some(f) if *f != copy => v.order_mismatches += 1,
-                Some(_) => {}
-            }
+            let copy: Vec<_> = all.into_iter().map(|m| (m.seq, m.client_msg_id)).collect();
+            count_copy(&mut v, cid, copy, history, &mut first);
         }
     }
     v
+}
+
+/// One copy of channel `cid` as (seq, client_msg_id), ascending by storage order.
+type Copy = Vec<(u64, Option<String>)>;
+
+/// Counts what is wrong with one copy of a channel: gaps, duplicates, acked messages missing or
+/// at another seq, and a difference from the first copy seen (`first`).
+fn count_copy(v: &mut Verdict, cid: &str, copy: Copy, history: &History, first: &mut Option<Copy>) {
+    let mut seen = HashSet::new();
+    for (i, (seq, cmid)) in copy.iter().enumerate() {
+        if *seq != i as u64 + 1 {
+            v.gaps += 1;
+        }
+        if !seen.insert(cmid.clone()) {
+            v.duplicates += 1;
+        }
+    }
+    let by_cmid: BTreeMap<&str, u64> = copy
+        .iter()
+        .map(|(seq, cmid)| (cmid.as_deref().unwrap_or_default(), *seq))
+        .collect();
+    v.lost += history
+        .acked
+        .iter()
+        .filter(|((c, cmid), seq)| c == cid && by_cmid.get(cmid.as_str()) != Some(seq))
+        .count();
+    match first {
+        None => *first = Some(copy),
+        Some(f) if *f != copy => v.order_mismatches += 1,
+        Some(_) => {}
+    }
+}
+
+/// Stops `nodes` (SIGTERM, after a moment for followers to apply the last commits), then
+/// checks every channel in each replica's own store against `history` and asserts that
+/// nothing is wrong. `nodes` pairs node ids with their processes; `layout` is a cluster
+/// status taken before (it names each partition's replicas).
+pub async fn stop_and_check_replicas(
+    nodes: Vec<(u64, &mut crate::NodeProcess)>,
+    layout: &serde_json::Value,
+    channels: &[String],
+    history: &History,
+) {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut dirs = Vec::new();
+    for (id, node) in nodes {
+        node.terminate();
+        dirs.push((id, node.data_dir.clone()));
+    }
+    let r = check_replicas(&dirs, layout, channels, history);
+    println!(
+        "checker (every replica's store): lost {}, duplicates {}, gaps {}, copies that differ {}",
+        r.lost, r.duplicates, r.gaps, r.order_mismatches
+    );
+    assert_eq!((r.lost, r.duplicates, r.gaps, r.order_mismatches), (0, 0, 0, 0));
 }

@@ -279,13 +279,30 @@ pub async fn new_device(base: &str, user: &TestUser) -> TestUser {
 pub const CLUSTER_SECRET: &str = "ringchat-test-cluster-secret";
 
 /// Starts an `n`-node cluster of real processes under `dir`: node 1 bootstraps, the others
-/// join it one after another. Each is ready (`/readyz` 200) when this returns.
+/// join it one after another. Returns once every node is ready (`/readyz` 200), every
+/// partition has its replicas and every leadership has moved to its preferred replica, so a
+/// test starts on a cluster that is not still handing leaderships over.
 pub async fn start_cluster(dir: &Path, n: u64, extra: &[&str]) -> Vec<NodeProcess> {
     let mut nodes: Vec<NodeProcess> = Vec::new();
     for id in 1..=n {
         nodes.push(start_cluster_node(dir, id, nodes.first().map(|f| f.cluster_addr.as_str()), extra).await);
     }
+    if n > 1 {
+        let replicas = n.min(3) as usize;
+        wait_for_status(&nodes[0], Duration::from_secs(60), |s| {
+            settled(s, n as usize, replicas) && leaders_on_preferred_replicas(s)
+        })
+        .await;
+    }
     nodes
+}
+
+/// True when every partition is led by its preferred replica (the first one listed).
+pub fn leaders_on_preferred_replicas(s: &serde_json::Value) -> bool {
+    s["partitions"].as_array().is_some_and(|ps| {
+        ps.iter()
+            .all(|p| p["leader"].as_u64().is_some() && p["leader"] == p["replicas"][0])
+    })
 }
 
 /// Starts node `id` of a test cluster, joining `join` if given.

@@ -10,24 +10,7 @@ use tokio::sync::Mutex;
 
 /// Reads a whole channel through the HTTP API, ascending.
 async fn read_all(user: &TestUser, channel_id: &str) -> Vec<ringchat_client::Message> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    for _ in 0..10_000 {
-        let page = user
-            .http
-            .history(channel_id, None, Some(after), Some(500))
-            .await
-            .expect("history");
-        if let Some(last) = page.messages.last() {
-            after = last.seq;
-        }
-        let more = page.has_more;
-        out.extend(page.messages);
-        if !more {
-            break;
-        }
-    }
-    out
+    ringchat_tests::jepsen::read_channel(user.http.base(), user, channel_id).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

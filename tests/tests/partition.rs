@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use ringchat_tests::jepsen::{check, check_replicas, Workload};
+use ringchat_tests::jepsen::{check, stop_and_check_replicas, Workload};
 use ringchat_tests::netns::{enter_private_netns, skip_or_fail, Firewall};
 use ringchat_tests::*;
 
@@ -47,7 +47,10 @@ async fn partition_rounds(firewall: &Firewall) {
         let join = nodes.first().map(|n| n.cluster_addr.clone());
         nodes.push(start_cluster_node_at(ip, dir.path(), i as u64 + 1, join.as_deref(), &[]).await);
     }
-    let status = wait_for_status(&nodes[0], Duration::from_secs(60), |s| settled(s, 3, 3)).await;
+    let status = wait_for_status(&nodes[0], Duration::from_secs(60), |s| {
+        settled(s, 3, 3) && leaders_on_preferred_replicas(s)
+    })
+    .await;
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
     let work = Workload::start(&bases, 6).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -102,19 +105,6 @@ async fn partition_rounds(firewall: &Firewall) {
     );
     // And straight from each replica's own store, nodes stopped: every copy is the same.
     let layout = cluster_status(&nodes[0]).expect("status");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for n in &mut nodes {
-        n.terminate();
-    }
-    let dirs: Vec<_> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (i as u64 + 1, n.data_dir.clone()))
-        .collect();
-    let r = check_replicas(&dirs, &layout, &channels, &history);
-    println!(
-        "checker (every replica's store): lost {}, duplicates {}, gaps {}, copies that differ {}",
-        r.lost, r.duplicates, r.gaps, r.order_mismatches
-    );
-    assert_eq!((r.lost, r.duplicates, r.gaps, r.order_mismatches), (0, 0, 0, 0));
+    let ids = nodes.iter_mut().enumerate().map(|(i, n)| (i as u64 + 1, n)).collect();
+    stop_and_check_replicas(ids, &layout, &channels, &history).await;
 }

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use ringchat_tests::faultfs::FaultFs;
-use ringchat_tests::jepsen::{check, check_replicas, read_channel, Verdict, Workload};
+use ringchat_tests::jepsen::{check, read_channel, stop_and_check_replicas, Verdict, Workload};
 use ringchat_tests::*;
 
 /// Power-off rounds.
@@ -154,19 +154,6 @@ async fn acked_messages_survive_power_loss_of_the_whole_cluster() {
     );
     // And straight from each replica's own store (nodes stopped): every copy is the same.
     let layout = cluster_status(&nodes[0]).expect("status");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for n in &mut nodes {
-        n.terminate();
-    }
-    let dirs: Vec<_> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (i as u64 + 1, n.data_dir.clone()))
-        .collect();
-    let r = check_replicas(&dirs, &layout, &channels, &history);
-    println!(
-        "checker (every replica's store): lost {}, duplicates {}, gaps {}, copies that differ {}",
-        r.lost, r.duplicates, r.gaps, r.order_mismatches
-    );
-    assert_eq!((r.lost, r.duplicates, r.gaps, r.order_mismatches), (0, 0, 0, 0));
+    let ids = nodes.iter_mut().enumerate().map(|(i, n)| (i as u64 + 1, n)).collect();
+    stop_and_check_replicas(ids, &layout, &channels, &history).await;
 }
