@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use ringchat_client::{ClientError, WsClient};
 use ringchat_tests::*;
 use serde_json::{json, Value};
@@ -535,15 +536,20 @@ async fn a_client_that_stops_reading_is_disconnected_with_4008() {
     let bob = new_user(&node.base, "bob").await;
     let dm = alice.http.open_dm(&bob.user_id).await.unwrap();
     let mut slow = connect(&node.base, &bob).await;
-    // Bob never reads while ~20 MB of messages are sent to him.
+    // Bob never reads while ~20 MB of messages are sent to him. Sent 8 at a time: the server
+    // gives a close frame it cannot write 10 s before dropping the socket, and bob must start
+    // reading within that time to see the code (a client that never reads cannot).
     let text = "z".repeat(100_000);
-    for i in 0..200 {
-        alice
-            .http
-            .send_message(&dm.channel_id, &text, &format!("f{i}"))
-            .await
-            .unwrap();
-    }
+    let sends = futures_util::stream::iter(0..200).map(|i| {
+        let (http, cid, text) = (alice.http.clone(), dm.channel_id.clone(), text.clone());
+        async move { http.send_message(&cid, &text, &format!("f{i}")).await.map(|_| ()) }
+    });
+    let results: Vec<_> = sends.buffer_unordered(8).collect().await;
+    assert!(
+        results.iter().all(Result::is_ok),
+        "{:?}",
+        results.iter().find(|r| r.is_err())
+    );
     assert_eq!(until_closed(&mut slow, Duration::from_secs(20)).await, Some(4008));
     // Nothing was lost for him: it is all there on reconnect.
     let mut again = WsClient::connect(&node.base).await.unwrap();
