@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use ringchat_client::{ClientError, WsClient};
 use ringchat_tests::*;
 use serde_json::{json, Value};
@@ -536,21 +535,30 @@ async fn a_client_that_stops_reading_is_disconnected_with_4008() {
     let bob = new_user(&node.base, "bob").await;
     let dm = alice.http.open_dm(&bob.user_id).await.unwrap();
     let mut slow = connect(&node.base, &bob).await;
-    // Bob never reads while ~20 MB of messages are sent to him. Sent 8 at a time: the server
-    // gives a close frame it cannot write 10 s before dropping the socket, and bob must start
-    // reading within that time to see the code (a client that never reads cannot).
+    // Bob does not read while ~20 MB of messages are sent to him, until the server has given
+    // up on him. Then he reads: the 4008 close frame waits behind what the socket holds, and
+    // the server gives it 10 s (a client that never reads again cannot see any code).
     let text = "z".repeat(100_000);
-    let sends = futures_util::stream::iter(0..200).map(|i| {
-        let (http, cid, text) = (alice.http.clone(), dm.channel_id.clone(), text.clone());
-        async move { http.send_message(&cid, &text, &format!("f{i}")).await.map(|_| ()) }
+    let (http, cid) = (alice.http.clone(), dm.channel_id.clone());
+    let sender = tokio::spawn(async move {
+        for i in 0..200 {
+            http.send_message(&cid, &text, &format!("f{i}")).await.unwrap();
+        }
     });
-    let results: Vec<_> = sends.buffer_unordered(8).collect().await;
-    assert!(
-        results.iter().all(Result::is_ok),
-        "{:?}",
-        results.iter().find(|r| r.is_err())
-    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let metrics = node.http().metrics().await.unwrap();
+        let closed = metrics
+            .lines()
+            .any(|l| l.starts_with("ringchat_slow_consumer_disconnects_total") && !l.ends_with(" 0"));
+        if closed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server never gave up on the slow reader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(until_closed(&mut slow, Duration::from_secs(20)).await, Some(4008));
+    sender.await.unwrap();
     // Nothing was lost for him: it is all there on reconnect.
     let mut again = WsClient::connect(&node.base).await.unwrap();
     again.hello(&bob.token).await.unwrap();
