@@ -19,7 +19,7 @@ use fuser::{
     ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::undo::UndoLog;
+use crate::undo::{read_range, UndoLog};
 
 /// How long the kernel may cache attributes and names. Only this filesystem changes the
 /// backing directory, and a power loss invalidates what it changed, so a short TTL is safe.
@@ -491,18 +491,7 @@ impl Filesystem for FaultFs {
     ) {
         let buf = reply_with!(reply, {
             let (_, file) = self.inner.lock().file(fh)?;
-            let mut buf = vec![0u8; size as usize];
-            let mut done = 0usize;
-            while done < buf.len() {
-                match file.read_at(&mut buf[done..], offset + done as u64) {
-                    Ok(0) => break,
-                    Ok(n) => done += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            buf.truncate(done);
-            Ok(buf)
+            Ok(read_range(&file, offset, u64::from(size))?)
         });
         reply.data(&buf);
     }

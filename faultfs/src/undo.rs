@@ -79,7 +79,7 @@ pub struct UndoLog {
 }
 
 /// Reads `len` bytes at `offset`, fewer if the file ends first.
-fn read_range(file: &File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+pub(crate) fn read_range(file: &File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len as usize];
     let mut done = 0usize;
     while done < buf.len() {
