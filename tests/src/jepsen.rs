@@ -169,6 +169,15 @@ pub async fn read_channel(base: &str, user: &TestUser, channel: &str) -> Vec<Mes
     all
 }
 
+/// One line with the run's counts: attempted, acked, lost, duplicates, gaps, order
+/// mismatches and the worst write outage.
+pub fn summary(history: &History, v: &Verdict) -> String {
+    format!(
+        "attempted {}, acked {}, lost {}, duplicates {}, gaps {}, order mismatches {}, max unavailability {:?}",
+        history.attempted, v.acked, v.lost, v.duplicates, v.gaps, v.order_mismatches, history.max_unavailable
+    )
+}
+
 /// Reads every channel back through every node in `bases` and counts violations.
 pub async fn check(bases: &[String], users: &[TestUser], channels: &[String], history: &History) -> Verdict {
     let mut v = Verdict {

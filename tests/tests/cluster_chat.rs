@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ringchat_client::WsClient;
-use ringchat_tests::jepsen::{check, stop_and_check_replicas, Workload};
+use ringchat_tests::jepsen::{check, stop_and_check_replicas, summary, Workload};
 use ringchat_tests::*;
 use serde_json::json;
 
@@ -147,10 +147,7 @@ async fn acked_messages_survive_kill_9_rounds_exactly_once_and_gap_free() {
         .map(|n| n.base.clone())
         .collect();
     let v = check(&readers, &users, &channels, &history).await;
-    println!(
-        "checker: attempted {}, acked {}, lost {}, duplicates {}, gaps {}, order mismatches {}, max unavailability {:?}",
-        history.attempted, v.acked, v.lost, v.duplicates, v.gaps, v.order_mismatches, history.max_unavailable
-    );
+    println!("checker: {}", summary(&history, &v));
     assert!(v.acked > 50, "too few acked to mean anything: {}", v.acked);
     assert_eq!((v.lost, v.duplicates, v.gaps, v.order_mismatches), (0, 0, 0, 0));
     // And straight from each replica's own store (nodes 1, 3 and 4; node 2 was removed).

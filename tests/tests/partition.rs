@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use ringchat_tests::jepsen::{check, stop_and_check_replicas, Workload};
+use ringchat_tests::jepsen::{check, stop_and_check_replicas, summary, Workload};
 use ringchat_tests::netns::{enter_private_netns, skip_or_fail, Firewall};
 use ringchat_tests::*;
 
@@ -88,16 +88,7 @@ async fn partition_rounds(firewall: &Firewall) {
     // Healed: every partition has a leader again before reading back.
     wait_for_status(&nodes[0], Duration::from_secs(60), |s| settled(s, 3, 3)).await;
     let verdict = check(&bases, &users, &channels, &history).await;
-    println!(
-        "checker (partitions): attempted {}, acked {}, lost {}, duplicates {}, gaps {}, order mismatches {}, max unavailability {:?}",
-        history.attempted,
-        verdict.acked,
-        verdict.lost,
-        verdict.duplicates,
-        verdict.gaps,
-        verdict.order_mismatches,
-        history.max_unavailable
-    );
+    println!("checker (partitions): {}", summary(&history, &verdict));
     assert!(verdict.acked > 50, "too few acked to mean anything: {}", verdict.acked);
     assert_eq!(
         (verdict.lost, verdict.duplicates, verdict.gaps, verdict.order_mismatches),

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use ringchat_tests::faultfs::FaultFs;
-use ringchat_tests::jepsen::{check, read_channel, stop_and_check_replicas, Verdict, Workload};
+use ringchat_tests::jepsen::{check, read_channel, stop_and_check_replicas, summary, Verdict, Workload};
 use ringchat_tests::*;
 
 /// Power-off rounds.
@@ -121,15 +121,8 @@ async fn acked_messages_survive_power_loss_of_the_whole_cluster() {
     let dropped: u64 = crashes.iter().map(|c| c.bytes).sum();
     let dropped_fjall: u64 = crashes.iter().map(|c| c.bytes_in("/fjall/")).sum();
     println!(
-        "power-loss checker: rounds {ROUNDS}, attempted {}, acked {}, lost {}, duplicates {}, gaps {}, \
-         order mismatches {}, max unavailability {:?}, unsynced bytes dropped {dropped} ({dropped_fjall} in fjall files)",
-        history.attempted,
-        verdict.acked,
-        verdict.lost,
-        verdict.duplicates,
-        verdict.gaps,
-        verdict.order_mismatches,
-        history.max_unavailable,
+        "power-loss checker: rounds {ROUNDS}, {}, unsynced bytes dropped {dropped} ({dropped_fjall} in fjall files)",
+        summary(&history, &verdict)
     );
     if !lost_ids.is_empty() {
         println!(
