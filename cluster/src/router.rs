@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use ringchat_storage::Store;
 use tokio::time::Instant;
-use tonic::Request;
 
 use crate::cluster::Cluster;
 use crate::command::{Command, Response};
@@ -25,10 +24,9 @@ use crate::error::ClusterError;
 use crate::local::{self, known_leader, LeaderHint, LocalFailure, LocalPartitions};
 use crate::query::{Query, QueryResult};
 use crate::rpc::node_server::leader_hint;
-use crate::rpc::proto::node::node_service_client::NodeServiceClient;
-use crate::rpc::proto::node::{ReadRequest, WriteRequest};
+use crate::rpc::proto::node::{ReadReply, ReadRequest, WriteReply, WriteRequest};
 use crate::rpc::wire::{decode, encode};
-use crate::rpc::{PeerChannels, MAX_MESSAGE_BYTES};
+use crate::rpc::{Method, PeerChannels};
 use crate::types::{NodeId, PartitionRaft};
 
 /// The replicas of a partition as `(node id, cluster address)`: where to look for its leader
@@ -364,10 +362,7 @@ impl Router {
         if budget.is_zero() {
             return Err(Failure::Retry("out of time".into()));
         }
-        let channel = peers.channel(addr).map_err(|e| Failure::Retry(e.to_string()))?;
-        let mut client = NodeServiceClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let pipe = peers.pipe(addr).map_err(|e| Failure::Retry(e.to_string()))?;
         let partition = u32::from(p);
         let internal =
             |what: &str, e: crate::rpc::RpcError| Failure::Fail(ClusterError::Internal(format!("{what}: {e}")));
@@ -375,15 +370,15 @@ impl Router {
             match op {
                 Op::Write(cmd) => {
                     let command = encode(cmd).map_err(|e| internal("encoding command", e))?;
-                    let request = self.request(peers, WriteRequest { partition, command }, budget);
-                    let reply = client.write(request).await.map_err(classify)?.into_inner();
+                    let request = WriteRequest { partition, command };
+                    let reply: WriteReply = pipe.call(Method::Write, &request, budget).await.map_err(classify)?;
                     let response = decode(&reply.response).map_err(|e| internal("leader's response", e))?;
                     Ok(Answer::Write(response))
                 }
                 Op::Read(query) => {
                     let query = encode(query).map_err(|e| internal("encoding query", e))?;
-                    let request = self.request(peers, ReadRequest { partition, query }, budget);
-                    let reply = client.read(request).await.map_err(classify)?.into_inner();
+                    let request = ReadRequest { partition, query };
+                    let reply: ReadReply = pipe.call(Method::Read, &request, budget).await.map_err(classify)?;
                     let result = decode(&reply.result).map_err(|e| internal("leader's result", e))?;
                     Ok(Answer::Read(result))
                 }
@@ -393,13 +388,6 @@ impl Router {
             Ok(outcome) => outcome,
             Err(_) => Err(Failure::Retry(format!("{addr} did not answer within {budget:?}"))),
         }
-    }
-
-    fn request<T>(&self, peers: &PeerChannels, message: T, budget: Duration) -> Request<T> {
-        let mut request = Request::new(message);
-        request.set_timeout(budget);
-        peers.secret().attach(&mut request);
-        request
     }
 }
 

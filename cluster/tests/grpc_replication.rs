@@ -16,9 +16,9 @@ use ringchat_cluster::partition::{tables, LogStore, StateMachine};
 use ringchat_cluster::rpc::client::SNAPSHOT_CHUNK_BYTES;
 use ringchat_cluster::rpc::proto::raft_service_client::RaftServiceClient;
 use ringchat_cluster::rpc::proto::snapshot_chunk::Part;
-use ringchat_cluster::rpc::proto::{RaftRequest, SnapshotChunk, SnapshotHeader};
+use ringchat_cluster::rpc::proto::{RaftReply, RaftRequest, SnapshotChunk, SnapshotHeader};
 use ringchat_cluster::rpc::{
-    spawn_server, ClusterSecret, GroupRegistry, PeerChannels, RaftRpcService, RpcError, SECRET_METADATA_KEY,
+    spawn_server, ClusterSecret, GroupRegistry, Method, PeerChannels, RaftRpcService, RpcError, SECRET_METADATA_KEY,
 };
 use ringchat_cluster::types::PartitionRaft;
 use ringchat_cluster::{Command, NodeId, TypeConfig, UserRecord};
@@ -64,10 +64,15 @@ fn raft_config() -> Arc<Config> {
 
 impl TestNode {
     async fn start(id: NodeId) -> TestNode {
+        Self::start_at(id, "127.0.0.1:0").await
+    }
+
+    /// A node whose server listens on `addr` (a port of 0: chosen by the kernel).
+    async fn start_at(id: NodeId, addr: &str) -> TestNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open store");
         let sm = StateMachine::open(store.clone(), PARTITION, dir.path().join("snapshots")).expect("open sm");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let listener = TcpListener::bind(addr).await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr").to_string();
         let secret = ClusterSecret::new(SECRET).expect("secret");
         let peers = PeerChannels::new(secret.clone());
@@ -250,6 +255,76 @@ async fn requests_without_the_right_secret_are_refused() {
     assert_eq!(status.code(), tonic::Code::NotFound);
 
     drop(client);
+    node.stop().await;
+}
+
+/// Sends `count` Vote calls at once over `peers`' pipe to `addr`, for partitions
+/// `1000..1000 + count` (hosted nowhere), and returns their outcomes in call order.
+async fn votes_for_unknown_partitions(
+    peers: &PeerChannels,
+    addr: &str,
+    count: u32,
+) -> Vec<Result<RaftReply, tonic::Status>> {
+    let pipe = peers.pipe(addr).expect("pipe");
+    let calls = (0..count).map(|i| {
+        let pipe = pipe.clone();
+        async move {
+            let request = RaftRequest {
+                partition: 1000 + i,
+                payload: b"{}".to_vec(),
+            };
+            pipe.call(Method::Vote, &request, WAIT).await
+        }
+    });
+    futures_util::future::join_all(calls).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipe_answers_concurrent_calls_in_batches_and_reopens_after_the_peer_restarts() {
+    let node = TestNode::start(1).await;
+    let addr = node.addr.clone();
+    let peers = PeerChannels::new(ClusterSecret::new(SECRET).expect("secret"));
+
+    // Every call gets its own answer: the partition named in each status is the call's own.
+    let outcomes = votes_for_unknown_partitions(&peers, &addr, 500).await;
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let status = outcome.as_ref().expect_err("partition not hosted");
+        assert_eq!(status.code(), tonic::Code::NotFound, "call {i}: {status:?}");
+        assert!(
+            status.message().contains(&format!("partition {}", 1000 + i)),
+            "call {i} got another call's answer: {}",
+            status.message()
+        );
+    }
+    let (batches, calls) = peers.pipe(&addr).expect("pipe").sent();
+    assert_eq!(calls, 500);
+    assert!(batches < calls, "500 concurrent calls went out in {batches} batches");
+
+    // The server stops within its bound although our pipe is open, and calls then fail as
+    // unreachable instead of waiting for their timeout.
+    node.stop().await;
+    let down = votes_for_unknown_partitions(&peers, &addr, 1).await;
+    assert_eq!(
+        down[0].as_ref().expect_err("peer is down").code(),
+        tonic::Code::Unavailable
+    );
+
+    // A node back on the same address is reached through the same pipe.
+    let node = TestNode::start_at(1, &addr).await;
+    let again = votes_for_unknown_partitions(&peers, &addr, 3).await;
+    for outcome in &again {
+        assert_eq!(outcome.as_ref().expect_err("not hosted").code(), tonic::Code::NotFound);
+    }
+
+    // A pipe opened with another secret gets nothing but `Unauthenticated`.
+    let stranger = PeerChannels::new(ClusterSecret::new("another-cluster-secret-9876").expect("secret"));
+    let refused = votes_for_unknown_partitions(&stranger, &addr, 2).await;
+    for outcome in &refused {
+        assert_eq!(
+            outcome.as_ref().expect_err("refused").code(),
+            tonic::Code::Unauthenticated
+        );
+    }
     node.stop().await;
 }
 

@@ -26,7 +26,7 @@ use crate::rpc::member_proto::member_service_client::MemberServiceClient;
 use crate::rpc::member_proto::Json;
 use crate::rpc::wire::{decode, encode};
 use crate::rpc::LEADER_ADDR_METADATA_KEY;
-use crate::rpc::{PeerChannels, MAX_MESSAGE_BYTES};
+use crate::rpc::{Method, PeerChannels, MAX_MESSAGE_BYTES};
 use crate::types::{NodeId, PartitionRaft};
 
 /// How long a new replica may take to catch up before the move is retried on a later pass.
@@ -556,19 +556,18 @@ impl Cluster {
         Ok(())
     }
 
-    /// Sends `batch` to the node at `addr` (its `Deliver` RPC), within 5 s.
+    /// Sends `batch` to the node at `addr` (its `Deliver` handler, over the pipe), within 5 s.
     pub async fn deliver_to(&self, addr: &str, batch: &crate::meta::DeliveryBatch) -> Result<(), ClusterError> {
         let peers = self
             .peers
             .as_ref()
             .ok_or_else(|| ClusterError::Unavailable("no peers".into()))?;
         let payload = encode(batch).map_err(|e| ClusterError::Internal(e.to_string()))?;
-        let mut client = member_client(peers, addr)?;
-        match tokio::time::timeout(Duration::from_secs(5), client.deliver(Json { payload })).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(status)) => Err(ClusterError::Unavailable(format!("{addr}: {}", status.message()))),
-            Err(_) => Err(ClusterError::Unavailable(format!("{addr}: deliver timed out"))),
-        }
+        let pipe = peers.pipe(addr).map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        pipe.call::<_, Json>(Method::Deliver, &Json { payload }, Duration::from_secs(5))
+            .await
+            .map(|_| ())
+            .map_err(|status| ClusterError::Unavailable(format!("{addr}: {}", status.message())))
     }
 
     /// True if this node talks to peers (a cluster secret is set).

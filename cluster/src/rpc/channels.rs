@@ -14,15 +14,24 @@ use tonic::transport::{Channel, Endpoint};
 use super::auth::ClusterSecret;
 use super::client::GrpcNetwork;
 use super::error::RpcError;
+use super::pipe::PeerPipe;
+use super::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
 use crate::types::NodeId;
 
 /// How long opening a TCP connection to a peer may take before it counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The channel to one peer and the pipe over it.
+#[derive(Clone)]
+struct Peer {
+    channel: Channel,
+    pipe: PeerPipe,
+}
+
 /// The node's channels to its peers, keyed by address. Cloning shares them.
 #[derive(Clone)]
 pub struct PeerChannels {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Arc<Mutex<HashMap<String, Peer>>>,
     secret: ClusterSecret,
     /// Source address of outgoing connections (the node's cluster listen address), so peers
     /// and packet filters see one address per node.
@@ -58,9 +67,18 @@ impl PeerChannels {
     /// The channel to `addr` (`host:port`), created on first use. Creating one does not
     /// connect: tonic connects on the first call and reconnects after a failure by itself.
     pub fn channel(&self, addr: &str) -> Result<Channel, RpcError> {
+        Ok(self.peer(addr)?.channel)
+    }
+
+    /// The pipe to `addr` (see `pipe`): the frequent small calls go this way.
+    pub fn pipe(&self, addr: &str) -> Result<PeerPipe, RpcError> {
+        Ok(self.peer(addr)?.pipe)
+    }
+
+    fn peer(&self, addr: &str) -> Result<Peer, RpcError> {
         let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(channel) = channels.get(addr) {
-            return Ok(channel.clone());
+        if let Some(peer) = channels.get(addr) {
+            return Ok(peer.clone());
         }
         let bad = |reason: String| RpcError::BadAddress {
             addr: addr.to_string(),
@@ -77,9 +95,15 @@ impl PeerChannels {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true)
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .connect_lazy();
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        let peer = Peer {
+            pipe: PeerPipe::new(channel.clone(), self.secret.clone()),
+            channel,
+        };
+        channels.insert(addr.to_string(), peer.clone());
+        Ok(peer)
     }
 
     /// Drops the channel to `addr` (a node left the cluster); a later call makes a new one.

@@ -1,5 +1,6 @@
 //! The sending side: openraft's network for one partition group, over the node's shared peer
-//! channels.
+//! channels: AppendEntries, votes and leader transfers on the peer's pipe, snapshots on their
+//! own stream.
 
 use std::future::Future;
 use std::io;
@@ -22,9 +23,11 @@ use tonic::{Request, Response, Status};
 
 use super::channels::PeerChannels;
 use super::error::RpcError;
+use super::pipe::PeerPipe;
+use super::pipe_proto::Method;
 use super::proto::raft_service_client::RaftServiceClient;
 use super::proto::snapshot_chunk::Part;
-use super::proto::{RaftRequest, SnapshotChunk, SnapshotHeader};
+use super::proto::{RaftReply, RaftRequest, SnapshotChunk, SnapshotHeader};
 use super::wire::{decode, encode};
 use super::MAX_MESSAGE_BYTES;
 use crate::partition::SnapshotFile;
@@ -68,12 +71,14 @@ impl RaftNetworkFactory<C> for GrpcNetwork {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES)
         });
+        let pipe = self.peers.pipe(&node.addr);
         GrpcPeer {
             peers: self.peers.clone(),
             local_id: self.local_id,
             target,
             partition: self.partition,
             client: client.map_err(Arc::new),
+            pipe: pipe.map_err(Arc::new),
         }
     }
 }
@@ -84,8 +89,10 @@ pub struct GrpcPeer {
     local_id: NodeId,
     target: NodeId,
     partition: u16,
-    /// The client, or why the peer's address is unusable (reported on every call).
+    /// The client (snapshots), or why the peer's address is unusable (reported on every call).
     client: Result<RaftServiceClient<Channel>, Arc<RpcError>>,
+    /// The pipe (AppendEntries, votes, leader transfers), or why the address is unusable.
+    pipe: Result<PeerPipe, Arc<RpcError>>,
 }
 
 /// How a failed call is reported to openraft.
@@ -106,6 +113,13 @@ impl GrpcPeer {
         }
     }
 
+    fn pipe(&self) -> Result<&PeerPipe, Failure> {
+        match &self.pipe {
+            Ok(pipe) => Ok(pipe),
+            Err(e) => Err(Failure::Unreachable(RpcError::Unreachable(e.to_string()))),
+        }
+    }
+
     fn request<T>(&self, message: T, ttl: Duration) -> Request<T> {
         let mut request = Request::new(message);
         request.set_timeout(ttl);
@@ -122,10 +136,17 @@ impl GrpcPeer {
         match tokio::time::timeout(ttl, call).await {
             Err(_) => Err(Failure::Timeout(ttl)),
             Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => Err(Failure::Timeout(ttl)),
-            Ok(Err(status)) => match RpcError::from_status(status) {
-                e @ RpcError::Unreachable(_) => Err(Failure::Unreachable(e)),
-                e => Err(Failure::Network(e)),
+            Ok(Err(status)) => Err(Self::failure(ttl, status)),
+        }
+    }
+
+    /// How a failed call's status is reported to openraft.
+    fn failure(ttl: Duration, status: Status) -> Failure {
+        match status {
+            status if status.code() == tonic::Code::DeadlineExceeded => Failure::Timeout(ttl),
+            status => match RpcError::from_status(status) {
+                e @ RpcError::Unreachable(_) => Failure::Unreachable(e),
+                e => Failure::Network(e),
             },
         }
     }
@@ -150,21 +171,22 @@ impl GrpcPeer {
         option: &RPCOption,
     ) -> Result<Resp, RPCError<C>> {
         let result = async {
-            let mut client = self.client()?;
+            let pipe = self.pipe()?;
             let payload = encode(rpc).map_err(Failure::Network)?;
             let ttl = option.soft_ttl();
-            let request = self.request(
-                RaftRequest {
-                    partition: u32::from(self.partition),
-                    payload,
-                },
-                ttl,
-            );
-            let reply = match action {
-                RPCTypes::Vote => self.within(ttl, client.vote(request)).await?,
-                RPCTypes::TransferLeader => self.within(ttl, client.transfer_leader(request)).await?,
-                _ => self.within(ttl, client.append_entries(request)).await?,
+            let request = RaftRequest {
+                partition: u32::from(self.partition),
+                payload,
             };
+            let method = match action {
+                RPCTypes::Vote => Method::Vote,
+                RPCTypes::TransferLeader => Method::TransferLeader,
+                _ => Method::AppendEntries,
+            };
+            let reply: RaftReply = pipe
+                .call(method, &request, ttl)
+                .await
+                .map_err(|status| Self::failure(ttl, status))?;
             decode(&reply.payload).map_err(Failure::Network)
         }
         .await;

@@ -11,6 +11,8 @@ pub mod client;
 pub mod error;
 pub mod member_server;
 pub mod node_server;
+pub mod pipe;
+pub mod pipe_server;
 pub mod registry;
 pub mod server;
 pub mod wire;
@@ -27,6 +29,12 @@ pub mod proto {
     }
 }
 
+/// Code generated from `proto/pipe.proto`: the batched stream of frequent calls.
+#[allow(clippy::all, missing_docs)]
+pub mod pipe_proto {
+    tonic::include_proto!("ringchat.pipe.v1");
+}
+
 /// Code generated from `proto/member.proto`.
 #[allow(clippy::all, missing_docs)]
 pub mod member_proto {
@@ -39,6 +47,8 @@ pub use client::{GrpcNetwork, GrpcPeer};
 pub use error::RpcError;
 pub use member_server::MemberRpcService;
 pub use node_server::{NodeRpcService, LEADER_ADDR_METADATA_KEY, LEADER_METADATA_KEY};
+pub use pipe::PeerPipe;
+pub use pipe_proto::Method;
 pub use registry::{GroupRegistry, PartitionGroups};
 pub use server::{spawn_server, NodeServices, RaftRpcService};
 
@@ -46,3 +56,13 @@ pub use server::{spawn_server, NodeServices, RaftRpcService};
 /// openraft's `max_payload_entries` commands of up to ~1 MiB each once JSON-escaped; tonic's
 /// 4 MiB default would wedge replication on a burst of long messages.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Largest `PipeBatch`: one call of `MAX_MESSAGE_BYTES` after a batch's worth of small ones.
+pub const PIPE_MESSAGE_BYTES: usize = MAX_MESSAGE_BYTES + pipe::BATCH_BYTES + (1 << 20);
+
+/// HTTP/2 flow-control windows of node-to-node connections (both directions). The pipe puts a
+/// peer's calls on one stream, so h2's 64 KiB default stream window would cap a peer's whole
+/// traffic at one window per round trip.
+pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+/// Connection window: room for the pipe and a snapshot stream at once.
+pub const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;

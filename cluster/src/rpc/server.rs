@@ -1,5 +1,6 @@
 //! The receiving side: a tonic service that hands each Raft RPC to the local group of the
-//! partition it names, and the task that serves it until shutdown.
+//! partition it names, and the task that serves it (and the pipe, node and member services)
+//! until shutdown.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,13 +20,15 @@ use super::error::RpcError;
 use super::member_proto::member_service_server::MemberServiceServer;
 use super::member_server::MemberRpcService;
 use super::node_server::NodeRpcService;
+use super::pipe_proto::pipe_service_server::PipeServiceServer;
+use super::pipe_server::PipeRpcService;
 use super::proto::node::node_service_server::NodeServiceServer;
 use super::proto::raft_service_server::{RaftService, RaftServiceServer};
 use super::proto::snapshot_chunk::Part;
 use super::proto::{RaftReply, RaftRequest, SnapshotChunk, SnapshotReply};
 use super::registry::PartitionGroups;
 use super::wire::{decode, encode};
-use super::MAX_MESSAGE_BYTES;
+use super::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, PIPE_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
 use crate::partition::SnapshotFile;
 use crate::types::{PartitionRaft, TypeConfig};
 
@@ -241,15 +244,29 @@ pub fn spawn_server(
     shutdown: CancellationToken,
 ) -> JoinHandle<Result<(), RpcError>> {
     let NodeServices { raft, node, member } = services.into();
+    let raft = Arc::new(raft);
+    let node = node.map(Arc::new);
+    let member = member.map(Arc::new);
+    let pipe = InterceptedService::new(
+        PipeServiceServer::new(PipeRpcService::new(
+            raft.clone(),
+            node.clone(),
+            member.clone(),
+            shutdown.clone(),
+        ))
+        .max_decoding_message_size(PIPE_MESSAGE_BYTES)
+        .max_encoding_message_size(PIPE_MESSAGE_BYTES),
+        SecretCheck(secret.clone()),
+    );
     let raft = InterceptedService::new(
-        RaftServiceServer::new(raft)
+        RaftServiceServer::from_arc(raft)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
         SecretCheck(secret.clone()),
     );
     let member = member.map(|m| {
         InterceptedService::new(
-            MemberServiceServer::new(m)
+            MemberServiceServer::from_arc(m)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             SecretCheck(secret.clone()),
@@ -257,7 +274,7 @@ pub fn spawn_server(
     });
     let node = node.map(|node| {
         InterceptedService::new(
-            NodeServiceServer::new(node)
+            NodeServiceServer::from_arc(node)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             SecretCheck(secret),
@@ -266,6 +283,9 @@ pub fn spawn_server(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(async move {
         tonic::transport::Server::builder()
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .add_service(pipe)
             .add_service(raft)
             .add_optional_service(node)
             .add_optional_service(member)

@@ -1,0 +1,315 @@
+//! The calling side of the pipe (`proto/pipe.proto`): one bidirectional stream per peer that
+//! carries many small calls per HTTP/2 frame.
+//!
+//! A call is queued; the stream's sender drains whatever is queued into one `PipeBatch` when
+//! h2 asks for the next message, so calls made while a batch is on its way share the next one
+//! (no timer: an idle pipe sends a lone call at once). Results come back in batches too and
+//! are matched to their callers by id.
+//!
+//! A session is one open stream. When it ends (connection lost, peer shut down) every call in
+//! flight fails with `Unavailable`, the same status a unary call on a broken channel gets, and
+//! the next call opens a new session; tonic's channel reconnects underneath.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+use super::auth::ClusterSecret;
+use super::pipe_proto::pipe_service_client::PipeServiceClient;
+use super::pipe_proto::{Method, PipeBatch, PipeCall, PipeResult};
+use super::PIPE_MESSAGE_BYTES;
+
+/// Calls queued for sending on one session; a caller waits (within its timeout) when full.
+const CALL_QUEUE: usize = 4096;
+/// A batch is closed once it holds this many calls...
+pub const BATCH_CALLS: usize = 512;
+/// ...or this many body bytes (a single larger call still goes alone).
+pub const BATCH_BYTES: usize = 1 << 20;
+
+/// The pipe to one peer. Cloning shares it.
+#[derive(Clone)]
+pub struct PeerPipe {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    channel: Channel,
+    secret: ClusterSecret,
+    session: Mutex<Option<Arc<Session>>>,
+    next_id: AtomicU64,
+    /// Batches and calls sent so far, over every session.
+    sent: Arc<SentCounts>,
+}
+
+#[derive(Default)]
+struct SentCounts {
+    batches: AtomicU64,
+    calls: AtomicU64,
+}
+
+/// One open stream: its send queue and the calls waiting for results.
+struct Session {
+    calls: mpsc::Sender<PipeCall>,
+    /// `None` once the session ended: nothing may wait on it any more.
+    pending: Mutex<Option<HashMap<u64, oneshot::Sender<PipeResult>>>>,
+}
+
+impl Session {
+    /// Registers call `id`; `None` if the session already ended.
+    fn wait_for(&self, id: u64) -> Option<oneshot::Receiver<PipeResult>> {
+        let (tx, rx) = oneshot::channel();
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.as_mut()?.insert(id, tx);
+        Some(rx)
+    }
+
+    fn forget(&self, id: u64) {
+        if let Some(pending) = self.pending.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            pending.remove(&id);
+        }
+    }
+
+    fn complete(&self, result: PipeResult) {
+        let waiter = match self.pending.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            Some(pending) => pending.remove(&result.id),
+            None => None,
+        };
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(result);
+        }
+    }
+
+    /// Ends the session: every waiting call fails with `status`, the stream's own end (e.g.
+    /// `Unauthenticated` for a wrong secret, `Unavailable` for a lost connection).
+    fn end(&self, status: &Status) {
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner()).take();
+        for (id, waiter) in pending.into_iter().flatten() {
+            let _ = waiter.send(result_of_status(id, status));
+        }
+    }
+
+    fn is_ended(&self) -> bool {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+    }
+}
+
+impl PeerPipe {
+    /// A pipe over `channel` (not opened until the first call), authenticated with `secret`.
+    pub fn new(channel: Channel, secret: ClusterSecret) -> Self {
+        PeerPipe {
+            shared: Arc::new(Shared {
+                channel,
+                secret,
+                session: Mutex::new(None),
+                next_id: AtomicU64::new(1),
+                sent: Arc::default(),
+            }),
+        }
+    }
+
+    /// Calls `method` with `request` and waits at most `ttl` for its reply. Failures are the
+    /// statuses the unary RPC of the same name would end with (`Unavailable` for a lost
+    /// connection, `DeadlineExceeded` when out of time, the handler's own status otherwise).
+    pub async fn call<Req, Rep>(&self, method: Method, request: &Req, ttl: Duration) -> Result<Rep, Status>
+    where
+        Req: prost::Message,
+        Rep: prost::Message + Default,
+    {
+        let body = request.encode_to_vec();
+        let result = tokio::time::timeout(ttl, self.call_raw(method, body, ttl))
+            .await
+            .map_err(|_| Status::deadline_exceeded(format!("no answer within {ttl:?}")))??;
+        if result.code != tonic::Code::Ok as i32 {
+            return Err(status_of(result));
+        }
+        Rep::decode(result.body.as_slice()).map_err(|e| Status::internal(format!("undecodable reply: {e}")))
+    }
+
+    async fn call_raw(&self, method: Method, body: Vec<u8>, ttl: Duration) -> Result<PipeResult, Status> {
+        let session = self.session();
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let Some(result) = session.wait_for(id) else {
+            return Err(Status::unavailable("pipe to peer closed"));
+        };
+        // Forgets the call if the caller gives up (timeout or drop) before its result.
+        let guard = ForgetOnDrop { session: &session, id };
+        let call = PipeCall {
+            id,
+            method: method as i32,
+            body,
+            timeout_ms: u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX),
+        };
+        if session.calls.send(call).await.is_err() {
+            return Err(Status::unavailable("pipe to peer closed"));
+        }
+        let result = result.await.map_err(|_| Status::unavailable("pipe to peer lost"));
+        std::mem::forget(guard);
+        result
+    }
+
+    /// Batches and calls sent on this pipe so far: calls / batches is how much it batched.
+    pub fn sent(&self) -> (u64, u64) {
+        let sent = &self.shared.sent;
+        (sent.batches.load(Ordering::Relaxed), sent.calls.load(Ordering::Relaxed))
+    }
+
+    /// The open session, or a new one if there is none or it ended.
+    fn session(&self) -> Arc<Session> {
+        let mut current = self.shared.session.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(session) = current.as_ref().filter(|s| !s.is_ended()) {
+            return session.clone();
+        }
+        let (calls, queued) = mpsc::channel(CALL_QUEUE);
+        let session = Arc::new(Session {
+            calls,
+            pending: Mutex::new(Some(HashMap::new())),
+        });
+        *current = Some(session.clone());
+        tokio::spawn(run_session(
+            self.shared.channel.clone(),
+            self.shared.secret.clone(),
+            batches(queued, self.shared.sent.clone()),
+            Arc::downgrade(&session),
+        ));
+        session
+    }
+}
+
+struct ForgetOnDrop<'a> {
+    session: &'a Session,
+    id: u64,
+}
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.session.forget(self.id);
+    }
+}
+
+/// Owns one stream: sends the queued calls in batches and hands results to their callers until
+/// the stream ends, then ends the session. The task ends by itself when the connection is lost,
+/// the peer ends the stream (shutdown), or every handle on the session is gone (the queue
+/// closes, so the request stream ends and the peer closes its side).
+async fn run_session(
+    channel: Channel,
+    secret: ClusterSecret,
+    requests: impl futures_util::Stream<Item = PipeBatch> + Send + 'static,
+    session: std::sync::Weak<Session>,
+) {
+    let mut client = PipeServiceClient::new(channel)
+        .max_decoding_message_size(PIPE_MESSAGE_BYTES)
+        .max_encoding_message_size(PIPE_MESSAGE_BYTES);
+    let mut request = Request::new(requests);
+    secret.attach(&mut request);
+    let outcome: Result<(), Status> = async {
+        let mut results = client.pipe(request).await?.into_inner();
+        while let Some(batch) = results.message().await? {
+            let Some(session) = session.upgrade() else {
+                return Ok(());
+            };
+            for result in batch.results {
+                session.complete(result);
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let status = match outcome {
+        Ok(()) => Status::unavailable("peer closed the pipe"),
+        Err(status) => {
+            tracing::debug!(code = ?status.code(), message = status.message(), "pipe to peer ended");
+            status
+        }
+    };
+    if let Some(session) = session.upgrade() {
+        session.end(&status);
+    }
+}
+
+/// The request stream: each item is every call queued at that moment (up to the batch limits).
+fn batches(
+    queued: mpsc::Receiver<PipeCall>,
+    sent: Arc<SentCounts>,
+) -> impl futures_util::Stream<Item = PipeBatch> + Send + 'static {
+    futures_util::stream::unfold((queued, sent), |(mut queued, sent)| async move {
+        let first = queued.recv().await?;
+        let mut bytes = first.body.len();
+        let mut calls = vec![first];
+        while calls.len() < BATCH_CALLS && bytes < BATCH_BYTES {
+            match queued.try_recv() {
+                Ok(call) => {
+                    bytes += call.body.len();
+                    calls.push(call);
+                }
+                Err(_) => break,
+            }
+        }
+        sent.batches.fetch_add(1, Ordering::Relaxed);
+        sent.calls.fetch_add(calls.len() as u64, Ordering::Relaxed);
+        metrics::counter!("ringchat_pipe_batches_sent_total").increment(1);
+        metrics::counter!("ringchat_pipe_calls_sent_total").increment(calls.len() as u64);
+        Some((
+            PipeBatch {
+                calls,
+                results: Vec::new(),
+            },
+            (queued, sent),
+        ))
+    })
+}
+
+/// The status a failed result stands for, with its metadata (leader hints) restored.
+fn status_of(result: PipeResult) -> Status {
+    let mut metadata = MetadataMap::new();
+    for (key, value) in result.metadata {
+        if let (Ok(key), Ok(value)) = (MetadataKey::from_bytes(key.as_bytes()), MetadataValue::try_from(value)) {
+            metadata.insert(key, value);
+        }
+    }
+    Status::with_metadata(tonic::Code::from_i32(result.code), result.message, metadata)
+}
+
+/// The result that carries `status` (code, message and its ASCII metadata) for call `id`.
+pub fn result_of_status(id: u64, status: &Status) -> PipeResult {
+    let metadata = status
+        .metadata()
+        .iter()
+        .filter_map(|entry| match entry {
+            tonic::metadata::KeyAndValueRef::Ascii(key, value) => {
+                Some((key.as_str().to_string(), value.to_str().ok()?.to_string()))
+            }
+            tonic::metadata::KeyAndValueRef::Binary(..) => None,
+        })
+        .collect();
+    PipeResult {
+        id,
+        code: status.code() as i32,
+        body: Vec::new(),
+        message: status.message().to_string(),
+        metadata,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_survives_the_round_trip_with_its_leader_hint() {
+        let hint = crate::local::LeaderHint {
+            id: 3,
+            addr: Some("127.0.0.3:7100".into()),
+        };
+        let status = super::super::node_server::not_leader(9, Some(&hint));
+        let back = status_of(result_of_status(7, &status));
+        assert_eq!(back.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(back.message(), status.message());
+        assert_eq!(super::super::node_server::leader_hint(&back), Some(hint));
+    }
+}
