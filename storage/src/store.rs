@@ -25,11 +25,13 @@ impl Store {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir)?;
-        let db = Database::builder(dir.join("fjall")).open()?;
+        let fjall_dir = dir.join("fjall");
+        let db = Database::builder(&fjall_dir).open()?;
         let log = db.keyspace("log", KeyspaceCreateOptions::default)?;
         let raft = db.keyspace("raft", KeyspaceCreateOptions::default)?;
         let sm = db.keyspace("sm", KeyspaceCreateOptions::default)?;
-        let syncer = Syncer::start(db.clone());
+        // fjall keeps its journals (`<id>.jnl`) directly in its database folder.
+        let syncer = Syncer::start(db.clone(), fjall_dir);
         Ok(Store {
             db,
             log,
