@@ -30,6 +30,14 @@ fn describe() {
     metrics::describe_counter!("ringchat_messages_committed_total", "Messages committed");
     metrics::describe_histogram!("ringchat_commit_latency_seconds", "Raft commit latency of writes");
     metrics::describe_counter!("ringchat_deliveries_total", "Message frames queued to connections");
+    metrics::describe_histogram!("ringchat_fsync_seconds", "Duration of one group-commit fsync of the journal");
+    metrics::describe_counter!("ringchat_fsync_total", "Group-commit fsyncs");
+    metrics::describe_counter!(
+        "ringchat_fsync_requests_total",
+        "Durability requests (Raft appends, votes) covered by group-commit fsyncs"
+    );
+    metrics::describe_counter!("ringchat_pipe_batches_sent_total", "Batches sent on node-to-node pipes");
+    metrics::describe_counter!("ringchat_pipe_calls_sent_total", "Calls sent on node-to-node pipes");
     metrics::describe_counter!("ringchat_push_total", "Push POSTs by outcome");
     metrics::describe_counter!(
         "ringchat_slow_consumer_disconnects_total",

@@ -52,8 +52,9 @@ fn run(db: Database, mut journal: JournalSync, rx: mpsc::Receiver<Done>) {
         while let Ok(more) = rx.try_recv() {
             waiting.push(more);
         }
-        metrics_batch(waiting.len());
+        let started = std::time::Instant::now();
         let result = journal.sync(&db);
+        record_sync(waiting.len(), started.elapsed());
         for done in waiting.drain(..) {
             done(match &result {
                 Ok(()) => Ok(()),
@@ -136,8 +137,17 @@ fn newest_journal_id(dir: &Path) -> io::Result<u64> {
     newest.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no journal in {}", dir.display())))
 }
 
-fn metrics_batch(n: usize) {
-    tracing::trace!(batch = n, "group commit");
+/// A group commit that takes longer than this is logged: every ack behind it waited as long.
+const SLOW_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Metrics of one group commit: its duration and how many requests it covered.
+fn record_sync(batch: usize, took: std::time::Duration) {
+    metrics::histogram!("ringchat_fsync_seconds").record(took.as_secs_f64());
+    metrics::counter!("ringchat_fsync_total").increment(1);
+    metrics::counter!("ringchat_fsync_requests_total").increment(batch as u64);
+    if took >= SLOW_SYNC {
+        tracing::warn!(batch, ms = took.as_millis() as u64, "slow journal fsync");
+    }
 }
 
 #[cfg(test)]
