@@ -30,7 +30,10 @@ fn describe() {
     metrics::describe_counter!("ringchat_messages_committed_total", "Messages committed");
     metrics::describe_histogram!("ringchat_commit_latency_seconds", "Raft commit latency of writes");
     metrics::describe_counter!("ringchat_deliveries_total", "Message frames queued to connections");
-    metrics::describe_histogram!("ringchat_fsync_seconds", "Duration of one group-commit fsync of the journal");
+    metrics::describe_histogram!(
+        "ringchat_fsync_seconds",
+        "Duration of one group-commit fsync of the journal"
+    );
     metrics::describe_counter!("ringchat_fsync_total", "Group-commit fsyncs");
     metrics::describe_counter!(
         "ringchat_fsync_requests_total",

@@ -178,7 +178,9 @@ mod tests {
         let store = crate::Store::open(dir.path()).unwrap();
         store.sm.insert(b"k", b"v").unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        store.syncer.after_sync(move |r| tx.send(r.map_err(|e| e.to_string())).unwrap());
+        store
+            .syncer
+            .after_sync(move |r| tx.send(r.map_err(|e| e.to_string())).unwrap());
         rx.recv_timeout(std::time::Duration::from_secs(10))
             .expect("sync completes")
             .expect("sync succeeds");

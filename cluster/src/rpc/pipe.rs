@@ -56,29 +56,43 @@ struct SentCounts {
 /// One open stream: its send queue and the calls waiting for results.
 struct Session {
     calls: mpsc::Sender<PipeCall>,
-    /// `None` once the session ended: nothing may wait on it any more.
-    pending: Mutex<Option<HashMap<u64, oneshot::Sender<PipeResult>>>>,
+    state: Mutex<SessionState>,
+}
+
+enum SessionState {
+    /// Calls waiting for their results, by id.
+    Open(HashMap<u64, oneshot::Sender<PipeResult>>),
+    /// The stream ended with this status; nothing may wait on the session any more.
+    Ended(Status),
 }
 
 impl Session {
-    /// Registers call `id`; `None` if the session already ended.
-    fn wait_for(&self, id: u64) -> Option<oneshot::Receiver<PipeResult>> {
-        let (tx, rx) = oneshot::channel();
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.as_mut()?.insert(id, tx);
-        Some(rx)
+    fn state(&self) -> std::sync::MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers call `id`; if the session already ended, the status it ended with.
+    fn wait_for(&self, id: u64) -> Result<oneshot::Receiver<PipeResult>, Status> {
+        match &mut *self.state() {
+            SessionState::Open(pending) => {
+                let (tx, rx) = oneshot::channel();
+                pending.insert(id, tx);
+                Ok(rx)
+            }
+            SessionState::Ended(status) => Err(status.clone()),
+        }
     }
 
     fn forget(&self, id: u64) {
-        if let Some(pending) = self.pending.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        if let SessionState::Open(pending) = &mut *self.state() {
             pending.remove(&id);
         }
     }
 
     fn complete(&self, result: PipeResult) {
-        let waiter = match self.pending.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-            Some(pending) => pending.remove(&result.id),
-            None => None,
+        let waiter = match &mut *self.state() {
+            SessionState::Open(pending) => pending.remove(&result.id),
+            SessionState::Ended(_) => None,
         };
         if let Some(waiter) = waiter {
             let _ = waiter.send(result);
@@ -88,14 +102,16 @@ impl Session {
     /// Ends the session: every waiting call fails with `status`, the stream's own end (e.g.
     /// `Unauthenticated` for a wrong secret, `Unavailable` for a lost connection).
     fn end(&self, status: &Status) {
-        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner()).take();
-        for (id, waiter) in pending.into_iter().flatten() {
-            let _ = waiter.send(result_of_status(id, status));
+        let before = std::mem::replace(&mut *self.state(), SessionState::Ended(status.clone()));
+        if let SessionState::Open(pending) = before {
+            for (id, waiter) in pending {
+                let _ = waiter.send(result_of_status(id, status));
+            }
         }
     }
 
     fn is_ended(&self) -> bool {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+        matches!(*self.state(), SessionState::Ended(_))
     }
 }
 
@@ -134,9 +150,7 @@ impl PeerPipe {
     async fn call_raw(&self, method: Method, body: Vec<u8>, ttl: Duration) -> Result<PipeResult, Status> {
         let session = self.session();
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let Some(result) = session.wait_for(id) else {
-            return Err(Status::unavailable("pipe to peer closed"));
-        };
+        let result = session.wait_for(id)?;
         // Forgets the call if the caller gives up (timeout or drop) before its result.
         let guard = ForgetOnDrop { session: &session, id };
         let call = PipeCall {
@@ -145,9 +159,9 @@ impl PeerPipe {
             body,
             timeout_ms: u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX),
         };
-        if session.calls.send(call).await.is_err() {
-            return Err(Status::unavailable("pipe to peer closed"));
-        }
+        // A failed send means the stream is ending; the session's end then answers this call
+        // with the stream's status (registered above), so the caller learns why.
+        let _ = session.calls.send(call).await;
         let result = result.await.map_err(|_| Status::unavailable("pipe to peer lost"));
         std::mem::forget(guard);
         result
@@ -168,7 +182,7 @@ impl PeerPipe {
         let (calls, queued) = mpsc::channel(CALL_QUEUE);
         let session = Arc::new(Session {
             calls,
-            pending: Mutex::new(Some(HashMap::new())),
+            state: Mutex::new(SessionState::Open(HashMap::new())),
         });
         *current = Some(session.clone());
         tokio::spawn(run_session(

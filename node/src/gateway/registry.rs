@@ -52,6 +52,12 @@ impl ConnControl {
 }
 
 /// One live, authenticated connection as seen by fan-out.
+/// A frame on a connection's outbound queue. One pointer: tokio's bounded queue allocates its
+/// first block of 32 slots up front, so with `Utf8Bytes` (four words) slots every idle
+/// connection carried a 1 KiB block; with this it is 256 B. A fan-out wraps its frame once and
+/// every recipient's queue shares it.
+pub type QueuedFrame = Arc<Utf8Bytes>;
+
 #[derive(Clone, Debug)]
 pub struct ConnHandle {
     /// Process-unique id.
@@ -62,7 +68,7 @@ pub struct ConnHandle {
     pub device_id: Arc<str>,
     /// Session (hash of the token) — logout closes its sockets.
     pub token_hash: Arc<str>,
-    tx: mpsc::Sender<Utf8Bytes>,
+    tx: mpsc::Sender<QueuedFrame>,
     /// Close switch shared with the connection's tasks.
     pub control: Arc<ConnControl>,
 }
@@ -73,7 +79,7 @@ impl ConnHandle {
         user_id: &str,
         device_id: &str,
         token_hash: &str,
-        tx: mpsc::Sender<Utf8Bytes>,
+        tx: mpsc::Sender<QueuedFrame>,
         control: Arc<ConnControl>,
     ) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -90,6 +96,11 @@ impl ConnHandle {
     /// Queues a frame; a full queue closes the connection with 4008. Returns false if the
     /// frame was not queued.
     pub fn push(&self, frame: Utf8Bytes) -> bool {
+        self.push_shared(Arc::new(frame))
+    }
+
+    /// `push` of a frame shared with other connections (a fan-out).
+    pub fn push_shared(&self, frame: QueuedFrame) -> bool {
         match self.tx.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -104,7 +115,7 @@ impl ConnHandle {
     /// Queues a frame, waiting for room (catch-up: backpressure instead of dropping).
     pub async fn push_wait(&self, frame: Utf8Bytes) -> bool {
         tokio::select! {
-            r = self.tx.send(frame) => r.is_ok(),
+            r = self.tx.send(Arc::new(frame)) => r.is_ok(),
             _ = self.control.closed() => false,
         }
     }
@@ -275,7 +286,8 @@ impl Registry {
                 .cloned()
                 .collect()
         };
-        targets.iter().filter(|c| c.push(frame.clone())).count()
+        let shared = Arc::new(frame.clone());
+        targets.iter().filter(|c| c.push_shared(shared.clone())).count()
     }
 
     /// Closes every connection that authenticated with `token_hash` (logout).
@@ -301,7 +313,7 @@ impl Registry {
 mod tests {
     use super::*;
 
-    fn conn(user: &str, cap: usize) -> (ConnHandle, mpsc::Receiver<Utf8Bytes>) {
+    fn conn(user: &str, cap: usize) -> (ConnHandle, mpsc::Receiver<QueuedFrame>) {
         let (tx, rx) = mpsc::channel(cap);
         (ConnHandle::new(user, "d", "t", tx, Arc::default()), rx)
     }
