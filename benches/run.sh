@@ -376,6 +376,17 @@ VHALF=$(verdict "$(jq -n --argjson a "$HALF3_P99" '$a <= 15 | if . then 1 else 0
 VGROW=$(verdict "$(jq -n --argjson a "$DM3" --argjson b "$DM4" '$b > $a | if . then 1 else 0 end')")
 best() { jq -rs "map(select(.pass)) | max_by(.deliveries_per_s) | \"\(.rate|floor) msgs/s → \(.deliveries_per_s|floor) deliveries/s (p99 \(.p99_ms) ms)\"" "$WORK/$1.$2.jsonl"; }
 
+# slow_fsyncs LOG…: "N group-commit fsyncs of ≥ 100 ms (longest M ms)" from the nodes' "slow
+# journal fsync" warnings (storage/src/syncer.rs); every ack behind such an fsync waited as long.
+slow_fsyncs() {
+    local ms
+    ms=$(cat "$@" 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g' | grep 'slow journal fsync' | grep -o 'ms=[0-9]*' | cut -d= -f2 || true)
+    if [ -z "$ms" ]; then echo "no group-commit fsync took ≥ 100 ms"; return; fi
+    echo "$(wc -l <<<"$ms" | xargs) group-commit fsyncs took ≥ 100 ms (longest $(sort -n <<<"$ms" | tail -1) ms; each delays every ack behind it)"
+}
+FSYNC_NODE=$(slow_fsyncs "$WORK/node.log")
+FSYNC_CLUSTER=$(slow_fsyncs "$WORK"/c2/n*.log "$WORK"/c3/n*.log)
+
 SECTION=$(cat <<EOF
 $MARKER
 
@@ -386,6 +397,7 @@ Run $(date -u +%Y-%m-%dT%H:%MZ) on commit $(git -C "$ROOT" rev-parse --short HEA
 same machine over loopback; load phase $LOAD_SECS s; load average before it $LOAD_BEFORE (other
 builds may share the machine: compare figures within one run, not across runs). Node: \`$NODE_CMD\` (fresh data dir,
 default durability: every \`sent\` follows an fsync). Relay: \`relay --listen …\` (\`benches/src/relay.rs\`).
+Node log: $FSYNC_NODE.
 
 Commands (URL/PID: the node's or the relay's; \`--relay\` for the relay):
 
@@ -414,7 +426,8 @@ $TABLES
 
 ## Load suite (cluster): \`benches/run.sh\`
 
-Same run, after the single node and the relay were stopped; cluster phase $CLUSTER_SECS s. Nodes on
+Same run, after the single node and the relay were stopped; cluster phase $CLUSTER_SECS s; in the
+cluster nodes' logs, $FSYNC_CLUSTER. Nodes on
 loopback (first line below), fresh data dirs, default replication (3, capped by the node count:
 2 replicas on 2 nodes), 64 partitions; node 1 bootstraps, the others join it. Each run
 starts once every partition has its replicas and a leader among them and the layout has stopped

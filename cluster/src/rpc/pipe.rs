@@ -253,17 +253,7 @@ fn batches(
 ) -> impl futures_util::Stream<Item = PipeBatch> + Send + 'static {
     futures_util::stream::unfold((queued, sent), |(mut queued, sent)| async move {
         let first = queued.recv().await?;
-        let mut bytes = first.body.len();
-        let mut calls = vec![first];
-        while calls.len() < BATCH_CALLS && bytes < BATCH_BYTES {
-            match queued.try_recv() {
-                Ok(call) => {
-                    bytes += call.body.len();
-                    calls.push(call);
-                }
-                Err(_) => break,
-            }
-        }
+        let calls = drain_batch(first, &mut queued, |call| call.body.len());
         sent.batches.fetch_add(1, Ordering::Relaxed);
         sent.calls.fetch_add(calls.len() as u64, Ordering::Relaxed);
         metrics::counter!("ringchat_pipe_batches_sent_total").increment(1);
@@ -276,6 +266,23 @@ fn batches(
             (queued, sent),
         ))
     })
+}
+
+/// `first` and whatever else is queued right now, up to `BATCH_CALLS` items or `BATCH_BYTES`
+/// of bodies (`size`): one batch of either side of a pipe.
+pub(super) fn drain_batch<T>(first: T, queued: &mut mpsc::Receiver<T>, size: impl Fn(&T) -> usize) -> Vec<T> {
+    let mut bytes = size(&first);
+    let mut batch = vec![first];
+    while batch.len() < BATCH_CALLS && bytes < BATCH_BYTES {
+        match queued.try_recv() {
+            Ok(item) => {
+                bytes += size(&item);
+                batch.push(item);
+            }
+            Err(_) => break,
+        }
+    }
+    batch
 }
 
 /// The status a failed result stands for, with its metadata (leader hints) restored.

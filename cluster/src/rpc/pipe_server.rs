@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::member_proto::member_service_server::MemberService;
 use super::member_server::MemberRpcService;
 use super::node_server::NodeRpcService;
-use super::pipe::{result_of_status, BATCH_BYTES, BATCH_CALLS};
+use super::pipe::{drain_batch, result_of_status};
 use super::pipe_proto::pipe_service_server::PipeService;
 use super::pipe_proto::{Method, PipeBatch, PipeCall, PipeResult};
 use super::proto::node::node_service_server::NodeService;
@@ -187,17 +187,7 @@ fn result_batches(
             _ = shutdown.cancelled() => return None,
             first = finished.recv() => first?,
         };
-        let mut bytes = first.body.len();
-        let mut results = vec![first];
-        while results.len() < BATCH_CALLS && bytes < BATCH_BYTES {
-            match finished.try_recv() {
-                Ok(result) => {
-                    bytes += result.body.len();
-                    results.push(result);
-                }
-                Err(_) => break,
-            }
-        }
+        let results = drain_batch(first, &mut finished, |result| result.body.len());
         let batch = PipeBatch {
             calls: Vec::new(),
             results,
