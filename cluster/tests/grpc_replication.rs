@@ -4,62 +4,49 @@
 //! Every wait is bounded (openraft's `Wait` with a timeout) and every node is shut down, server
 //! included, at the end of each test.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::alias::SnapshotMetaOf;
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::{BasicNode, Config, SnapshotPolicy};
-use ringchat_cluster::partition::{tables, LogStore, StateMachine};
+use openraft::Config;
+use ringchat_cluster::partition::tables;
 use ringchat_cluster::rpc::client::SNAPSHOT_CHUNK_BYTES;
 use ringchat_cluster::rpc::proto::raft_service_client::RaftServiceClient;
 use ringchat_cluster::rpc::proto::snapshot_chunk::Part;
 use ringchat_cluster::rpc::proto::{RaftReply, RaftRequest, SnapshotChunk, SnapshotHeader};
-use ringchat_cluster::rpc::{
-    spawn_server, ClusterSecret, GroupRegistry, Method, PeerChannels, RaftRpcService, RpcError, SECRET_METADATA_KEY,
-};
-use ringchat_cluster::types::PartitionRaft;
+use ringchat_cluster::rpc::{ClusterSecret, GroupRegistry, Method, PeerChannels, RaftRpcService, SECRET_METADATA_KEY};
 use ringchat_cluster::{Command, NodeId, TypeConfig, UserRecord};
-use ringchat_storage::{decode_record, Store};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use ringchat_storage::decode_record;
+
+mod common;
+
+use common::{elect, raft_config, Replica, SECRET, WAIT};
 
 const PARTITION: u16 = 3;
-const SECRET: &str = "test-cluster-secret-0123456789";
-const WAIT: Duration = Duration::from_secs(10);
 
-/// One node hosting one partition group: its own data dir, store, gRPC server and channels.
+/// A replica serving only the Raft transport, with the dir where it stages incoming snapshots.
 struct TestNode {
-    id: NodeId,
-    addr: String,
-    raft: PartitionRaft,
-    store: Store,
+    replica: Replica,
     incoming_dir: PathBuf,
-    shutdown: CancellationToken,
-    server: JoinHandle<Result<(), RpcError>>,
-    dir: tempfile::TempDir,
 }
 
-fn raft_config() -> Arc<Config> {
-    Arc::new(
-        Config {
-            cluster_name: "ringchat-test".into(),
-            heartbeat_interval: 100,
-            election_timeout_min: 400,
-            election_timeout_max: 800,
-            install_snapshot_timeout: 5_000,
-            // Snapshots only when a test asks, and no log kept behind one, so a purge leaves a
-            // new learner no choice but InstallSnapshot.
-            snapshot_policy: SnapshotPolicy::Never,
-            max_in_snapshot_log_to_keep: 0,
-            ..Default::default()
-        }
-        .validate()
-        .expect("valid raft config"),
-    )
+impl std::ops::Deref for TestNode {
+    type Target = Replica;
+    fn deref(&self) -> &Replica {
+        &self.replica
+    }
+}
+
+fn config() -> Arc<Config> {
+    raft_config("ringchat-test", |c| {
+        c.install_snapshot_timeout = 5_000;
+        // No log kept behind a snapshot, so a purge leaves a new learner no choice but
+        // InstallSnapshot.
+        c.max_in_snapshot_log_to_keep = 0;
+    })
 }
 
 impl TestNode {
@@ -69,46 +56,15 @@ impl TestNode {
 
     /// A node whose server listens on `addr` (a port of 0: chosen by the kernel).
     async fn start_at(id: NodeId, addr: &str) -> TestNode {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open store");
-        let sm = StateMachine::open(store.clone(), PARTITION, dir.path().join("snapshots")).expect("open sm");
-        let listener = TcpListener::bind(addr).await.expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr").to_string();
-        let secret = ClusterSecret::new(SECRET).expect("secret");
-        let peers = PeerChannels::new(secret.clone());
-        let raft = PartitionRaft::new(
-            id,
-            raft_config(),
-            peers.network(id, PARTITION),
-            LogStore::new(store.clone(), PARTITION),
-            sm,
-        )
-        .await
-        .expect("start raft");
-        let registry = GroupRegistry::new();
-        registry.insert(PARTITION, raft.clone());
-        let incoming_dir = dir.path().join("incoming");
-        let shutdown = CancellationToken::new();
-        let server = spawn_server(
-            listener,
-            RaftRpcService::new(Arc::new(registry), incoming_dir.clone()),
-            secret,
-            shutdown.clone(),
-        );
-        TestNode {
-            id,
-            addr,
-            raft,
-            store,
-            incoming_dir,
-            shutdown,
-            server,
-            dir,
-        }
-    }
-
-    fn node(&self) -> BasicNode {
-        BasicNode::new(&self.addr)
+        let mut incoming_dir = PathBuf::new();
+        let replica = Replica::start(id, PARTITION, addr, config(), |raft, _, dir| {
+            let registry = GroupRegistry::new();
+            registry.insert(PARTITION, raft.clone());
+            incoming_dir = dir.join("incoming");
+            RaftRpcService::new(Arc::new(registry), incoming_dir.clone()).into()
+        })
+        .await;
+        TestNode { replica, incoming_dir }
     }
 
     fn user(&self, user_id: &str) -> Option<UserRecord> {
@@ -116,15 +72,8 @@ impl TestNode {
         Some(decode_record(&bytes).expect("decode user"))
     }
 
-    /// Stops the Raft group, then the server, and checks the server task ended cleanly.
     async fn stop(self) {
-        self.raft.shutdown().await.expect("raft shutdown");
-        self.shutdown.cancel();
-        let ended = tokio::time::timeout(Duration::from_secs(5), self.server)
-            .await
-            .expect("server stops within 5 s")
-            .expect("server task not panicked");
-        ended.expect("server ended without error");
+        self.replica.stop().await;
     }
 }
 
@@ -150,30 +99,7 @@ async fn three_voters() -> (Vec<TestNode>, NodeId) {
     for id in 1..=3 {
         nodes.push(TestNode::start(id).await);
     }
-    let members: BTreeMap<NodeId, BasicNode> = nodes.iter().map(|n| (n.id, n.node())).collect();
-    nodes[0].raft.initialize(members).await.expect("initialize");
-    let metrics = nodes[0]
-        .raft
-        .wait(Some(WAIT))
-        .metrics(|m| m.current_leader.is_some(), "a leader is elected")
-        .await
-        .expect("leader within 10 s");
-    let leader = metrics.current_leader.expect("leader");
-    for n in &nodes {
-        n.raft
-            .wait(Some(WAIT))
-            .metrics(|m| m.current_leader == Some(leader), "every node knows the leader")
-            .await
-            .expect("all nodes agree on the leader");
-    }
-    // A new leader accepts writes only once a quorum has acknowledged it (its lease): wait for
-    // the first acks to come back over the transport.
-    leader_of(&nodes, leader)
-        .raft
-        .wait(Some(WAIT))
-        .metrics(|m| m.last_quorum_acked.is_some(), "leader holds a lease")
-        .await
-        .expect("quorum acks within 10 s");
+    let leader = elect(&nodes.iter().map(|n| &n.replica).collect::<Vec<_>>()).await;
     (nodes, leader)
 }
 

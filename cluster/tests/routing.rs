@@ -5,57 +5,37 @@
 //!
 //! Every wait is bounded and every server is stopped at the end of each test.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::{BasicNode, Config, SnapshotPolicy};
-use ringchat_cluster::partition::{LogStore, StateMachine};
 use ringchat_cluster::query::{self, Query, QueryResult};
-use ringchat_cluster::rpc::{
-    spawn_server, ClusterSecret, NodeRpcService, NodeServices, PeerChannels, RaftRpcService, RpcError,
-};
-use ringchat_cluster::types::PartitionRaft;
+use ringchat_cluster::rpc::{ClusterSecret, NodeRpcService, NodeServices, PeerChannels, RaftRpcService};
 use ringchat_cluster::{
     ChannelKind, ChannelRecord, Cluster, ClusterConfig, ClusterError, Command, HostedPartitions, NodeId, Response,
     RetryPolicy, Router, UserRecord,
 };
 use ringchat_storage::Store;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+
+mod common;
+
+use common::{elect, raft_config, Replica, SECRET, WAIT};
 
 const PARTITION: u16 = 5;
-const SECRET: &str = "test-cluster-secret-0123456789";
-const WAIT: Duration = Duration::from_secs(10);
 
-/// One node hosting one partition group, serving both RPC services, with its own router.
+/// A replica serving both RPC services (Raft and forwarded writes/reads), with its own router.
 struct TestNode {
-    id: NodeId,
-    addr: String,
-    raft: PartitionRaft,
-    store: Store,
+    replica: Replica,
     hosted: HostedPartitions,
     router: Router,
-    shutdown: CancellationToken,
-    server: JoinHandle<Result<(), RpcError>>,
-    _dir: tempfile::TempDir,
 }
 
-fn raft_config() -> Arc<Config> {
-    Arc::new(
-        Config {
-            cluster_name: "ringchat-routing-test".into(),
-            heartbeat_interval: 100,
-            election_timeout_min: 400,
-            election_timeout_max: 800,
-            snapshot_policy: SnapshotPolicy::Never,
-            ..Default::default()
-        }
-        .validate()
-        .expect("valid raft config"),
-    )
+impl std::ops::Deref for TestNode {
+    type Target = Replica;
+    fn deref(&self) -> &Replica {
+        &self.replica
+    }
 }
 
 fn peers() -> PeerChannels {
@@ -64,46 +44,24 @@ fn peers() -> PeerChannels {
 
 impl TestNode {
     async fn start(id: NodeId) -> TestNode {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open store");
-        let sm = StateMachine::open(store.clone(), PARTITION, dir.path().join("snapshots")).expect("open sm");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr").to_string();
-        let peers = peers();
-        let raft = PartitionRaft::new(
-            id,
-            raft_config(),
-            peers.network(id, PARTITION),
-            LogStore::new(store.clone(), PARTITION),
-            sm,
-        )
-        .await
-        .expect("start raft");
-        let hosted = HostedPartitions::new(store.clone());
-        hosted.groups().insert(PARTITION, raft.clone());
-        let shutdown = CancellationToken::new();
-        let services = NodeServices::new(
-            RaftRpcService::new(Arc::new(hosted.clone()), dir.path().join("incoming")),
-            NodeRpcService::new(Arc::new(hosted.clone())),
-        );
-        let server = spawn_server(
-            listener,
-            services,
-            ClusterSecret::new(SECRET).expect("secret"),
-            shutdown.clone(),
-        );
+        let mut hosted = None;
+        let config = raft_config("ringchat-routing-test", |_| {});
+        let replica = Replica::start(id, PARTITION, "127.0.0.1:0", config, |raft, store, dir| {
+            let h = HostedPartitions::new(store.clone());
+            h.groups().insert(PARTITION, raft.clone());
+            hosted = Some(h.clone());
+            NodeServices::new(
+                RaftRpcService::new(Arc::new(h.clone()), dir.join("incoming")),
+                NodeRpcService::new(Arc::new(h)),
+            )
+        })
+        .await;
         let router = Router::new(id);
-        router.set_peers(peers);
+        router.set_peers(replica.peers.clone());
         TestNode {
-            id,
-            addr,
-            raft,
-            store,
-            hosted,
+            replica,
+            hosted: hosted.expect("services built"),
             router,
-            shutdown,
-            server,
-            _dir: dir,
         }
     }
 
@@ -115,15 +73,8 @@ impl TestNode {
         self.router.read(&self.hosted, PARTITION, &query).await
     }
 
-    /// Stops the Raft group, then the server, and checks the server task ended cleanly.
     async fn stop(self) {
-        self.raft.shutdown().await.expect("raft shutdown");
-        self.shutdown.cancel();
-        let ended = tokio::time::timeout(Duration::from_secs(5), self.server)
-            .await
-            .expect("server stops within 5 s")
-            .expect("server task not panicked");
-        ended.expect("server ended without error");
+        self.replica.stop().await;
     }
 }
 
@@ -133,23 +84,7 @@ async fn three_voters() -> (Vec<TestNode>, NodeId) {
     for id in 1..=3 {
         nodes.push(TestNode::start(id).await);
     }
-    let members: BTreeMap<NodeId, BasicNode> = nodes.iter().map(|n| (n.id, BasicNode::new(&n.addr))).collect();
-    nodes[0].raft.initialize(members).await.expect("initialize");
-    let leader = nodes[0]
-        .raft
-        .wait(Some(WAIT))
-        .metrics(|m| m.current_leader.is_some(), "a leader is elected")
-        .await
-        .expect("leader within 10 s")
-        .current_leader
-        .expect("leader");
-    for n in &nodes {
-        n.raft
-            .wait(Some(WAIT))
-            .metrics(|m| m.current_leader == Some(leader), "every node knows the leader")
-            .await
-            .expect("all nodes agree on the leader");
-    }
+    let leader = elect(&nodes.iter().map(|n| &n.replica).collect::<Vec<_>>()).await;
     (nodes, leader)
 }
 
