@@ -104,14 +104,11 @@ pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Resp
             max_members,
         } => {
             let key = t::channel(p, channel_id);
-            let Some(mut channel) = ov.get_record::<ChannelRecord>(&key)? else {
-                return Ok(Response::Rejected(ApplyError::NotFound));
+            let mut channel = match group_for_member_change(ov, &key, actor)? {
+                Ok(channel) => channel,
+                Err(refused) => return Ok(refused),
             };
-            if !channel.members.contains(actor) {
-                Response::Rejected(ApplyError::Forbidden)
-            } else if channel.kind == ChannelKind::Dm {
-                Response::Rejected(ApplyError::Invalid("the members of a DM are fixed".into()))
-            } else if channel.members.contains(user_id) {
+            if channel.members.contains(user_id) {
                 Response::Channel {
                     channel,
                     changed: false,
@@ -130,14 +127,11 @@ pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Resp
             user_id,
         } => {
             let key = t::channel(p, channel_id);
-            let Some(mut channel) = ov.get_record::<ChannelRecord>(&key)? else {
-                return Ok(Response::Rejected(ApplyError::NotFound));
+            let mut channel = match group_for_member_change(ov, &key, actor)? {
+                Ok(channel) => channel,
+                Err(refused) => return Ok(refused),
             };
-            if !channel.members.contains(actor) {
-                Response::Rejected(ApplyError::Forbidden)
-            } else if channel.kind == ChannelKind::Dm {
-                Response::Rejected(ApplyError::Invalid("the members of a DM are fixed".into()))
-            } else if actor != user_id && *actor != channel.creator {
+            if actor != user_id && *actor != channel.creator {
                 Response::Rejected(ApplyError::Forbidden)
             } else if !channel.members.contains(user_id) {
                 Response::Rejected(ApplyError::NotFound)
@@ -175,26 +169,12 @@ pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Resp
             device_id,
             channel_id,
             seq,
-        } => {
-            let key = t::cursor(p, user_id, device_id, channel_id);
-            let old = ov.get_record::<u64>(&key)?.unwrap_or(0);
-            if *seq > old {
-                ov.put_record(key, seq);
-            }
-            Response::Position(old.max(*seq))
-        }
+        } => raise_position(ov, t::cursor(p, user_id, device_id, channel_id), *seq)?,
         Command::SetReadMarker {
             channel_id,
             user_id,
             seq,
-        } => {
-            let key = t::read_marker(p, channel_id, user_id);
-            let old = ov.get_record::<u64>(&key)?.unwrap_or(0);
-            if *seq > old {
-                ov.put_record(key, seq);
-            }
-            Response::Position(old.max(*seq))
-        }
+        } => raise_position(ov, t::read_marker(p, channel_id, user_id), *seq)?,
         Command::PushDone { channel_id, seq } => {
             ov.delete(t::push_outbox(p, channel_id, *seq));
             Response::Done
@@ -212,6 +192,37 @@ pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Resp
             Response::Done
         }
     })
+}
+
+/// The group at `key` for a member change by `actor`, or the refusal: it must exist, `actor`
+/// must be a member, and a DM's members are fixed.
+fn group_for_member_change(
+    ov: &Overlay<'_>,
+    key: &[u8],
+    actor: &str,
+) -> Result<Result<ChannelRecord, Response>, StorageError> {
+    let Some(channel) = ov.get_record::<ChannelRecord>(key)? else {
+        return Ok(Err(Response::Rejected(ApplyError::NotFound)));
+    };
+    if !channel.members.iter().any(|m| m == actor) {
+        return Ok(Err(Response::Rejected(ApplyError::Forbidden)));
+    }
+    if channel.kind == ChannelKind::Dm {
+        return Ok(Err(Response::Rejected(ApplyError::Invalid(
+            "the members of a DM are fixed".into(),
+        ))));
+    }
+    Ok(Ok(channel))
+}
+
+/// Raises the position at `key` (a device cursor or a read marker) to `seq`, never lowering
+/// it, and answers the position now stored.
+fn raise_position(ov: &mut Overlay<'_>, key: Vec<u8>, seq: u64) -> Result<Response, StorageError> {
+    let old = ov.get_record::<u64>(&key)?.unwrap_or(0);
+    if seq > old {
+        ov.put_record(key, &seq);
+    }
+    Ok(Response::Position(old.max(seq)))
 }
 
 #[allow(clippy::too_many_arguments)]
