@@ -15,8 +15,34 @@ pub mod faultfs;
 pub mod jepsen;
 pub mod netns;
 
-/// A free loopback port (bound then released; the node binds it right after).
+/// A free loopback port for a node to bind right after: random, below the kernel's ephemeral
+/// range (a port the kernel hands out, as `bind(0)` does, can be taken by any outgoing
+/// connection of a parallel test before the node binds it; that made a node exit at start-up
+/// once in CI), never handed out twice in this process, and bindable right now.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, span) = if ephemeral_low > 12_000 {
+        (10_000u16, ephemeral_low - 10_000)
+    } else {
+        (61_000, 4_000)
+    };
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..200 {
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let port = low + (random % u64::from(span)) as u16;
+        if handed_out.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.push(port);
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
