@@ -105,21 +105,13 @@ enum Failure {
     Network(RpcError),
 }
 
+/// The client or pipe of a peer, or why the peer's address is unusable, as an `Unreachable`.
+fn usable<T>(made: &Result<T, Arc<RpcError>>) -> Result<&T, Failure> {
+    made.as_ref()
+        .map_err(|e| Failure::Unreachable(RpcError::Unreachable(e.to_string())))
+}
+
 impl GrpcPeer {
-    fn client(&self) -> Result<RaftServiceClient<Channel>, Failure> {
-        match &self.client {
-            Ok(client) => Ok(client.clone()),
-            Err(e) => Err(Failure::Unreachable(RpcError::Unreachable(e.to_string()))),
-        }
-    }
-
-    fn pipe(&self) -> Result<&PeerPipe, Failure> {
-        match &self.pipe {
-            Ok(pipe) => Ok(pipe),
-            Err(e) => Err(Failure::Unreachable(RpcError::Unreachable(e.to_string()))),
-        }
-    }
-
     fn request<T>(&self, message: T, ttl: Duration) -> Request<T> {
         let mut request = Request::new(message);
         request.set_timeout(ttl);
@@ -142,12 +134,12 @@ impl GrpcPeer {
 
     /// How a failed call's status is reported to openraft.
     fn failure(ttl: Duration, status: Status) -> Failure {
-        match status {
-            status if status.code() == tonic::Code::DeadlineExceeded => Failure::Timeout(ttl),
-            status => match RpcError::from_status(status) {
-                e @ RpcError::Unreachable(_) => Failure::Unreachable(e),
-                e => Failure::Network(e),
-            },
+        if status.code() == tonic::Code::DeadlineExceeded {
+            return Failure::Timeout(ttl);
+        }
+        match RpcError::from_status(status) {
+            e @ RpcError::Unreachable(_) => Failure::Unreachable(e),
+            e => Failure::Network(e),
         }
     }
 
@@ -171,7 +163,7 @@ impl GrpcPeer {
         option: &RPCOption,
     ) -> Result<Resp, RPCError<C>> {
         let result = async {
-            let pipe = self.pipe()?;
+            let pipe = usable(&self.pipe)?;
             let payload = encode(rpc).map_err(Failure::Network)?;
             let ttl = option.soft_ttl();
             let request = RaftRequest {
@@ -247,7 +239,7 @@ impl RaftNetworkV2<C> for GrpcPeer {
         };
         let read_failure = Arc::new(Mutex::new(None));
         let chunks = snapshot_chunks(header, file, read_failure.clone());
-        let mut client = self.client().map_err(|f| self.rpc_error(action, f))?;
+        let mut client = usable(&self.client).map_err(|f| self.rpc_error(action, f))?.clone();
         let request = self.request(chunks, ttl);
 
         let sent = tokio::select! {
