@@ -21,9 +21,7 @@ use ringchat_cluster::rpc::{ClusterSecret, GroupRegistry, Method, PeerChannels, 
 use ringchat_cluster::{Command, NodeId, TypeConfig, UserRecord};
 use ringchat_storage::decode_record;
 
-mod common;
-
-use common::{elect, raft_config, Replica, SECRET, WAIT};
+use crate::common::{elect, raft_config, Replica, SECRET, WAIT};
 
 const PARTITION: u16 = 3;
 

@@ -18,9 +18,7 @@ use ringchat_cluster::{
 use ringchat_storage::Store;
 use tokio::net::TcpListener;
 
-mod common;
-
-use common::{elect, raft_config, Replica, SECRET, WAIT};
+use crate::common::{elect, raft_config, Replica, SECRET, WAIT};
 
 const PARTITION: u16 = 5;
 

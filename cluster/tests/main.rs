@@ -1,0 +1,5 @@
+//! The cluster crate's integration tests, built as one binary (see `Cargo.toml`).
+
+mod common;
+mod grpc_replication;
+mod routing;

@@ -1,0 +1,11 @@
+//! The integration tests, one module per area, built as one binary (see `tests/Cargo.toml`).
+
+mod cluster;
+mod cluster_chat;
+mod durability;
+mod hardening;
+mod http_api;
+mod partition;
+mod power_loss;
+mod push;
+mod websocket;
