@@ -1,26 +1,24 @@
 //! Fan-out of one message to 100 local connections through the gateway's own `Registry`: one
-//! serialized frame, shared (reference-counted) into 100 bounded per-connection queues with
-//! `try_send`, as a group message of 100 members is delivered on one node. The queues are
+//! serialized frame, shared (reference-counted) into 100 bounded per-connection outboxes without
+//! waiting, as a group message of 100 members is delivered on one node. The queues are
 //! drained outside the measured part so they never fill.
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringchat_node::gateway::registry::{ConnHandle, Registry};
-use tokio::sync::mpsc;
 
 fn fanout(c: &mut Criterion) {
     let registry = Registry::default();
     let users: Vec<String> = (0..100).map(|i| format!("u-{i:04}")).collect();
-    let mut queues = Vec::new();
+    let mut conns = Vec::new();
     for u in &users {
-        let (tx, rx) = mpsc::channel(1024);
-        registry.register(ConnHandle::new(u, "d", "t", tx, Arc::default()));
-        queues.push(rx);
+        let conn = ConnHandle::new(u, "d", "t", 1024);
+        registry.register(conn.clone());
+        conns.push(conn);
     }
     let frame = Utf8Bytes::from(
         r#"{"type":"message","channel_id":"c-0f3a9b2e","seq":42,"sender_id":"u-0001","text":"see you at the standup","ts":1764000000000,"client_msg_id":"s1-42"}"#,
@@ -40,8 +38,11 @@ fn fanout(c: &mut Criterion) {
                 }
                 measured += start.elapsed();
                 left -= chunk;
-                for q in &mut queues {
-                    while q.try_recv().is_ok() {}
+                let mut drained = Vec::new();
+                for c in &conns {
+                    while c.outbox.try_take(&mut drained, 1024) > 0 {
+                        drained.clear();
+                    }
                 }
             }
             measured

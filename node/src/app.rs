@@ -161,6 +161,11 @@ impl App {
             presence: Arc::downgrade(&presence),
         }));
         tracker.spawn(run_membership(cluster.clone(), fanout.clone(), shutdown.clone()));
+        tracker.spawn(crate::gateway::heartbeat::sweep(
+            registry.clone(),
+            Duration::from_millis(config.heartbeat_ms),
+            shutdown.clone(),
+        ));
         if !cluster.wait_ready(Duration::from_secs(30)).await {
             tracing::warn!("not every partition has a leader yet; /readyz will say so");
         }

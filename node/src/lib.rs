@@ -1,6 +1,7 @@
 //! The ringchat node: HTTP API, WebSocket gateway, presence and push on top of the cluster
 //! layer. `App` wires it together; `main.rs` is only the command line.
 
+pub mod allocator;
 pub mod app;
 pub mod auth;
 pub mod chat;

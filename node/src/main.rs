@@ -57,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         Commands::Serve(args) => {
             let config = Config::from_args(*args)?;
             init_logs(&config.log_format);
+            ringchat_node::allocator::tune();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(config.worker_threads)
                 .enable_all()

@@ -1,8 +1,10 @@
-//! WebSocket gateway: one reader and one writer task per socket, a registry of local
+//! WebSocket gateway: one task per socket (reader and writer joined), a registry of local
 //! connections for fan-out, and the hello/catch-up session start.
 
 pub mod connection;
 pub mod frames;
+pub mod heartbeat;
+pub mod outbox;
 pub mod registry;
 pub mod session;
 

@@ -3,12 +3,14 @@
 //! bound (one slow client must not hold memory or slow everyone else).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+
+use super::heartbeat::LastHeard;
+pub use super::outbox::QueuedFrame;
+use super::outbox::{Outbox, Pushed};
 
 /// Close code: unauthorized / logged out.
 pub const CLOSE_UNAUTHORIZED: u16 = 4001;
@@ -21,76 +23,48 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code: message too big.
 pub const CLOSE_TOO_BIG: u16 = 1009;
 
-/// Asks a connection to close with a code; the first code set wins.
-#[derive(Debug, Default)]
-pub struct ConnControl {
-    cancel: CancellationToken,
-    code: AtomicU16,
-}
-
-impl ConnControl {
-    /// Requests the close.
-    pub fn close(&self, code: u16) {
-        let _ = self.code.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
-        self.cancel.cancel();
-    }
-    /// Resolves once a close was requested.
-    pub async fn closed(&self) {
-        self.cancel.cancelled().await
-    }
-    /// True once a close was requested.
-    pub fn is_closed(&self) -> bool {
-        self.cancel.is_cancelled()
-    }
-    /// The close code requested (1000 if none).
-    pub fn code(&self) -> u16 {
-        match self.code.load(Ordering::SeqCst) {
-            0 => 1000,
-            c => c,
-        }
-    }
-}
-
-/// One live, authenticated connection as seen by fan-out.
-/// A frame on a connection's outbound queue. One pointer: tokio's bounded queue allocates its
-/// first block of 32 slots up front, so with `Utf8Bytes` (four words) slots every idle
-/// connection carried a 1 KiB block; with this it is 256 B. A fan-out wraps its frame once and
-/// every recipient's queue shares it.
-pub type QueuedFrame = Arc<Utf8Bytes>;
-
+/// One live, authenticated connection as seen by fan-out and presence: a cheap clone of one
+/// shared allocation (ids, outbound queue and close switch together; see `outbox.rs` for why
+/// one small struct and not a channel plus a token).
 #[derive(Clone, Debug)]
-pub struct ConnHandle {
+pub struct ConnHandle(Arc<Conn>);
+
+/// What `ConnHandle` points to.
+#[derive(Debug)]
+pub struct Conn {
     /// Process-unique id.
     pub id: u64,
     /// Authenticated user.
-    pub user_id: Arc<str>,
+    pub user_id: Box<str>,
     /// Device.
-    pub device_id: Arc<str>,
+    pub device_id: Box<str>,
     /// Session (hash of the token) — logout closes its sockets.
-    pub token_hash: Arc<str>,
-    tx: mpsc::Sender<QueuedFrame>,
-    /// Close switch shared with the connection's tasks.
-    pub control: Arc<ConnControl>,
+    pub token_hash: Box<str>,
+    /// Outbound frames and the close switch, shared with the connection's writer.
+    pub outbox: Outbox,
+    /// When the client last sent a frame (for the heartbeat sweep).
+    pub last_heard: LastHeard,
+}
+
+impl std::ops::Deref for ConnHandle {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.0
+    }
 }
 
 impl ConnHandle {
-    /// A handle around a connection's outbound queue.
-    pub fn new(
-        user_id: &str,
-        device_id: &str,
-        token_hash: &str,
-        tx: mpsc::Sender<QueuedFrame>,
-        control: Arc<ConnControl>,
-    ) -> Self {
+    /// A new connection with an empty outbound queue of `queue` frames at most.
+    pub fn new(user_id: &str, device_id: &str, token_hash: &str, queue: usize) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        ConnHandle {
+        ConnHandle(Arc::new(Conn {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             user_id: user_id.into(),
             device_id: device_id.into(),
             token_hash: token_hash.into(),
-            tx,
-            control,
-        }
+            outbox: Outbox::new(queue),
+            last_heard: LastHeard::default(),
+        }))
     }
 
     /// Queues a frame; a full queue closes the connection with 4008. Returns false if the
@@ -101,23 +75,24 @@ impl ConnHandle {
 
     /// `push` of a frame shared with other connections (a fan-out).
     pub fn push_shared(&self, frame: QueuedFrame) -> bool {
-        match self.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        match self.outbox.push(frame) {
+            Pushed::Queued => true,
+            Pushed::Full => {
                 metrics::counter!("ringchat_slow_consumer_disconnects_total").increment(1);
-                self.control.close(CLOSE_TOO_SLOW);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Pushed::Closed => false,
         }
     }
 
     /// Queues a frame, waiting for room (catch-up: backpressure instead of dropping).
     pub async fn push_wait(&self, frame: Utf8Bytes) -> bool {
-        tokio::select! {
-            r = self.tx.send(Arc::new(frame)) => r.is_ok(),
-            _ = self.control.closed() => false,
-        }
+        self.outbox.push_wait(Arc::new(frame)).await
+    }
+
+    /// Requests the close with `code`; the first code set wins.
+    pub fn close(&self, code: u16) {
+        self.outbox.close(code)
     }
 }
 
@@ -134,7 +109,10 @@ impl Registry {
     /// Adds a connection; true if its user was offline before (presence goes online).
     pub fn register(&self, conn: ConnHandle) -> bool {
         let mut map = self.by_user.write().unwrap_or_else(|e| e.into_inner());
-        let list = map.entry(conn.user_id.clone()).or_default();
+        let list = match map.get_mut(&*conn.user_id) {
+            Some(list) => list,
+            None => map.entry(Arc::from(&*conn.user_id)).or_default(),
+        };
         let was_offline = list.is_empty();
         list.push(conn);
         let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
@@ -295,16 +273,30 @@ impl Registry {
         let map = self.by_user.read().unwrap_or_else(|e| e.into_inner());
         for c in map.values().flatten() {
             if &*c.token_hash == token_hash {
-                c.control.close(code);
+                c.close(code);
             }
         }
+    }
+
+    /// Closes the connections whose client has been silent for more than `limit_ms` at `now`
+    /// (milliseconds of `heartbeat::now_ms`); returns how many.
+    pub fn close_silent(&self, limit_ms: u64, now: u64, code: u16) -> usize {
+        let map = self.by_user.read().unwrap_or_else(|e| e.into_inner());
+        let mut closed = 0;
+        for c in map.values().flatten() {
+            if !c.outbox.is_closed() && c.last_heard.silent_longer_than(limit_ms, now) {
+                c.close(code);
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Closes every connection (shutdown).
     pub fn close_all(&self, code: u16) {
         let map = self.by_user.read().unwrap_or_else(|e| e.into_inner());
         for c in map.values().flatten() {
-            c.control.close(code);
+            c.close(code);
         }
     }
 }
@@ -313,9 +305,8 @@ impl Registry {
 mod tests {
     use super::*;
 
-    fn conn(user: &str, cap: usize) -> (ConnHandle, mpsc::Receiver<QueuedFrame>) {
-        let (tx, rx) = mpsc::channel(cap);
-        (ConnHandle::new(user, "d", "t", tx, Arc::default()), rx)
+    fn conn(user: &str, cap: usize) -> ConnHandle {
+        ConnHandle::new(user, "d", "t", cap)
     }
 
     #[test]
@@ -340,8 +331,8 @@ mod tests {
     #[test]
     fn presence_transitions_follow_first_and_last_connection() {
         let r = Registry::default();
-        let (a1, _x) = conn("a", 4);
-        let (a2, _y) = conn("a", 4);
+        let a1 = conn("a", 4);
+        let a2 = conn("a", 4);
         assert!(r.register(a1.clone()));
         assert!(!r.register(a2.clone()));
         assert!(!r.unregister("a", a1.id));
@@ -353,14 +344,14 @@ mod tests {
     #[test]
     fn full_queue_closes_with_4008_instead_of_growing() {
         let r = Registry::default();
-        let (a, _rx) = conn("a", 2);
+        let a = conn("a", 2);
         r.register(a.clone());
         let users = vec!["a".to_string()];
         let f: Utf8Bytes = "x".into();
         assert_eq!(r.send_to_users(&users, &f, None), 1);
         assert_eq!(r.send_to_users(&users, &f, None), 1);
         assert_eq!(r.send_to_users(&users, &f, None), 0);
-        assert!(a.control.is_closed());
-        assert_eq!(a.control.code(), CLOSE_TOO_SLOW);
+        assert!(a.outbox.is_closed());
+        assert_eq!(a.outbox.code(), CLOSE_TOO_SLOW);
     }
 }

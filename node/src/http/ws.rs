@@ -15,6 +15,12 @@ use crate::gateway::connection;
 /// Largest frame or message a client may send.
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
 
+/// Bytes read from the socket per call, and the read buffer every connection keeps for its
+/// lifetime. Most client frames (a `send` with a chat-sized text) fit; a 100,000-character
+/// text takes more reads, but tungstenite reserves room for a whole frame once it has read
+/// its header. Each KiB here costs a KiB per idle connection.
+const READ_BUFFER_BYTES: usize = 512;
+
 /// Outgoing frames collect in tungstenite's write buffer up to this size before they are
 /// written; the connection's writer flushes after each run of queued frames
 /// (`gateway::connection`), so a run costs one `write` instead of one per frame. 0 (a write per
@@ -35,13 +41,15 @@ pub async fn upgrade(State(app): State<Arc<AppState>>, headers: HeaderMap, ws: W
             }
         }
     }
-    ws.read_buffer_size(1024)
+    ws.read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(2 * MAX_FRAME_BYTES)
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| async move {
+        // No `async move` here: an async block keeps what it captures (the 368 B socket) for
+        // the connection's whole life; `serve` splits the socket before its future exists.
+        .on_upgrade(move |socket| {
             let tracker = app.tracker.clone();
-            tracker.track_future(connection::serve(socket, app)).await
+            tracker.track_future(connection::serve(socket, app))
         })
 }
