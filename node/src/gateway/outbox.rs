@@ -217,7 +217,7 @@ mod tests {
             let o = o.clone();
             tokio::spawn(async move {
                 let mut out = Vec::new();
-                o.next_frames(&mut out, 4).await.then(|| out.len())
+                o.next_frames(&mut out, 4).await.then_some(out.len())
             })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
