@@ -6,13 +6,6 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use crate::{StorageError, Syncer};
 
-/// Largest memtable of a keyspace before fjall flushes it to a segment (fjall's default is
-/// 64 MiB). A flush writes the whole memtable through the page cache, and on ext4 (ordered
-/// data) the next journal fsync waits until that data is on disk: with 64 MiB, group-commit
-/// fsyncs of 0.3–0.6 s stalled every ack behind them (docs/write-path.md). Smaller memtables
-/// flush more often and hold each fsync up for less.
-pub const MEMTABLE_BYTES: u64 = 8 << 20;
-
 /// One fjall database per node. Cheap to clone (handles are reference counted).
 #[derive(Clone)]
 pub struct Store {
@@ -34,10 +27,9 @@ impl Store {
         std::fs::create_dir_all(dir)?;
         let fjall_dir = dir.join("fjall");
         let db = Database::builder(&fjall_dir).open()?;
-        let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
-        let log = db.keyspace("log", options)?;
-        let raft = db.keyspace("raft", options)?;
-        let sm = db.keyspace("sm", options)?;
+        let log = db.keyspace("log", KeyspaceCreateOptions::default)?;
+        let raft = db.keyspace("raft", KeyspaceCreateOptions::default)?;
+        let sm = db.keyspace("sm", KeyspaceCreateOptions::default)?;
         // fjall keeps its journals (`<id>.jnl`) directly in its database folder.
         let syncer = Syncer::start(db.clone(), fjall_dir);
         Ok(Store {
