@@ -154,8 +154,8 @@ const FRAMES_PER_FLUSH: usize = 64;
 /// Drains the outbox to the socket until a close is requested, then sends the close frame.
 /// Every run of queued frames (up to `FRAMES_PER_FLUSH`) goes out with one flush, so a
 /// connection that receives several frames at once (a busy group, `sent` next to `message`)
-/// costs one write syscall instead of one per frame.
-/// The sink is borrowed, not owned: an owned argument stays in the future for its whole life.
+/// costs one write syscall instead of one per frame. The sink is borrowed, not owned: an owned
+/// argument stays in the future for its whole life.
 async fn write_loop(sink: &mut SplitSink<WebSocket, Message>, conn: &ConnHandle) {
     let mut run: Vec<QueuedFrame> = Vec::new();
     while conn.outbox.next_frames(&mut run, FRAMES_PER_FLUSH).await {
@@ -168,9 +168,6 @@ async fn write_loop(sink: &mut SplitSink<WebSocket, Message>, conn: &ConnHandle)
             // The socket is gone, or the client stopped reading: no close frame can get through.
             Ok(Err(_)) => return conn.close(1006),
             Err(_) => return conn.close(CLOSE_TOO_SLOW),
-        }
-        if run.capacity() > FRAMES_PER_FLUSH {
-            run.shrink_to(FRAMES_PER_FLUSH);
         }
     }
     let code = conn.outbox.code();
