@@ -88,24 +88,21 @@ impl Outbox {
 
     /// Queues a frame, waiting for room; false if the connection closed first.
     pub async fn push_wait(&self, frame: QueuedFrame) -> bool {
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
+        let mut frame = Some(frame);
+        self.when(|| {
             if self.is_closed() {
-                return false;
+                return Some(false);
             }
-            {
-                let mut q = self.lock();
-                if q.len() < self.capacity {
-                    q.push_back(frame);
-                    drop(q);
-                    self.writer.notify_one();
-                    return true;
-                }
+            let mut q = self.lock();
+            if q.len() >= self.capacity {
+                return None;
             }
-            changed.await;
-        }
+            q.extend(frame.take());
+            drop(q);
+            self.writer.notify_one();
+            Some(true)
+        })
+        .await
     }
 
     /// Moves up to `max` queued frames into `out`; waits while there are none. Returns false
@@ -147,12 +144,18 @@ impl Outbox {
 
     /// Resolves once a close was requested.
     pub async fn closed(&self) {
+        self.when(|| self.is_closed().then_some(())).await
+    }
+
+    /// Runs `check` until it answers, waiting for `changed` between tries. The wait is
+    /// registered before each check, so a change between the check and the wait is not missed.
+    async fn when<T>(&self, mut check: impl FnMut() -> Option<T>) -> T {
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if self.is_closed() {
-                return;
+            if let Some(answer) = check() {
+                return answer;
             }
             changed.await;
         }

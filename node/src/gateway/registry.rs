@@ -270,34 +270,31 @@ impl Registry {
 
     /// Closes every connection that authenticated with `token_hash` (logout).
     pub fn close_session(&self, token_hash: &str, code: u16) {
-        let map = self.by_user.read().unwrap_or_else(|e| e.into_inner());
-        for c in map.values().flatten() {
-            if &*c.token_hash == token_hash {
-                c.close(code);
-            }
-        }
+        self.close_where(code, |c| &*c.token_hash == token_hash);
     }
 
     /// Closes the connections whose client has been silent for more than `limit_ms` at `now`
     /// (milliseconds of `heartbeat::now_ms`); returns how many.
     pub fn close_silent(&self, limit_ms: u64, now: u64, code: u16) -> usize {
-        let map = self.by_user.read().unwrap_or_else(|e| e.into_inner());
-        let mut closed = 0;
-        for c in map.values().flatten() {
-            if !c.outbox.is_closed() && c.last_heard.silent_longer_than(limit_ms, now) {
-                c.close(code);
-                closed += 1;
-            }
-        }
-        closed
+        self.close_where(code, |c| {
+            !c.outbox.is_closed() && c.last_heard.silent_longer_than(limit_ms, now)
+        })
     }
 
     /// Closes every connection (shutdown).
     pub fn close_all(&self, code: u16) {
+        self.close_where(code, |_| true);
+    }
+
+    /// Closes the connections `pick` selects; returns how many.
+    fn close_where(&self, code: u16, pick: impl Fn(&ConnHandle) -> bool) -> usize {
         let map = self.by_user.read().unwrap_or_else(|e| e.into_inner());
-        for c in map.values().flatten() {
+        let mut closed = 0;
+        for c in map.values().flatten().filter(|c| pick(c)) {
             c.close(code);
+            closed += 1;
         }
+        closed
     }
 }
 
