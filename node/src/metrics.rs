@@ -41,6 +41,14 @@ fn describe() {
     );
     metrics::describe_counter!("ringchat_pipe_batches_sent_total", "Batches sent on node-to-node pipes");
     metrics::describe_counter!("ringchat_pipe_calls_sent_total", "Calls sent on node-to-node pipes");
+    metrics::describe_histogram!(
+        "ringchat_peer_call_seconds",
+        "Round trip of one node-to-node call, by method, at the caller"
+    );
+    metrics::describe_histogram!(
+        "ringchat_peer_serve_seconds",
+        "Time to answer one node-to-node call, by method, at the callee"
+    );
     metrics::describe_counter!("ringchat_push_total", "Push POSTs by outcome");
     metrics::describe_counter!(
         "ringchat_slow_consumer_disconnects_total",

@@ -138,9 +138,12 @@ impl PeerPipe {
         Rep: prost::Message + Default,
     {
         let body = request.encode_to_vec();
+        let started = std::time::Instant::now();
         let result = tokio::time::timeout(ttl, self.call_raw(method, body, ttl))
             .await
             .map_err(|_| Status::deadline_exceeded(format!("no answer within {ttl:?}")))??;
+        metrics::histogram!("ringchat_peer_call_seconds", "method" => method.as_str_name())
+            .record(started.elapsed().as_secs_f64());
         if result.code != tonic::Code::Ok as i32 {
             return Err(status_of(result));
         }

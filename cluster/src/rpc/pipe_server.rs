@@ -94,6 +94,7 @@ impl Handlers {
 
     /// The result of `call`, within the time its caller waits.
     async fn answer(&self, call: PipeCall) -> PipeResult {
+        let started = std::time::Instant::now();
         let outcome = if call.timeout_ms == 0 {
             self.serve(&call).await
         } else {
@@ -102,6 +103,9 @@ impl Handlers {
                 .await
                 .unwrap_or_else(|_| Err(Status::deadline_exceeded("out of time")))
         };
+        let method = Method::try_from(call.method).unwrap_or(Method::Unspecified);
+        metrics::histogram!("ringchat_peer_serve_seconds", "method" => method.as_str_name())
+            .record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(body) => PipeResult {
                 id: call.id,
