@@ -165,18 +165,7 @@ async fn a_dead_node_is_declared_after_the_grace_period_and_its_replicas_rebuilt
     alice.http.send_message(&dm.channel_id, "before", "m1").await.unwrap();
     nodes[2].kill9();
     // Node 3 is declared dead and every partition is rebuilt on the two live nodes.
-    let status = wait_for_status(&nodes[0], Duration::from_secs(60), |s| {
-        let dead = s["members"]
-            .as_array()
-            .is_some_and(|m| m.iter().any(|m| m["node_id"] == 3 && m["state"] == "dead"));
-        dead && replica_slots(s).iter().all(|(_, n)| *n != 3)
-            && s["partitions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|p| p["leader"].as_u64().is_some())
-    })
-    .await;
+    let status = wait_for_status(&nodes[0], Duration::from_secs(60), |s| healed_without(s, 3, &[3])).await;
     assert!(status["partitions"]
         .as_array()
         .unwrap()
@@ -198,4 +187,55 @@ async fn a_dead_node_is_declared_after_the_grace_period_and_its_replicas_rebuilt
         .unwrap();
     let texts: Vec<&str> = page.messages.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(texts, vec!["before", "while 3 is dead"]);
+}
+
+/// True when `s` shows `node` dead, no partition replica on any of `gone`, and a leader for
+/// every partition.
+fn healed_without(s: &Value, node: u64, gone: &[u64]) -> bool {
+    let dead = s["members"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|m| m["node_id"] == node && m["state"] == "dead"));
+    dead && replica_slots(s).iter().all(|(_, n)| !gone.contains(n))
+        && s["partitions"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().all(|p| p["leader"].as_u64().is_some()))
+}
+
+/// Six nodes: the first five are the meta voters, the sixth a learner. Three of the voters die
+/// one after another. Without replacing dead voters the third death would leave two of five
+/// voters alive: no meta quorum, so the third node would never be declared dead and its
+/// replicas never rebuilt. With the sixth node promoted in the first dead voter's place, the
+/// cluster heals after every death and keeps serving what was written before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_keeps_healing_after_losing_three_of_its_five_meta_voters() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path(), 6, &["--dead-after-secs", "3"]).await;
+    let alice = new_user(&nodes[0].base, "alice").await;
+    let bob = new_user(&nodes[1].base, "bob").await;
+    let dm = alice.http.open_dm(&bob.user_id).await.unwrap();
+    alice.http.send_message(&dm.channel_id, "before", "m1").await.unwrap();
+
+    let mut gone = Vec::new();
+    for victim in [5u64, 4, 3] {
+        nodes[victim as usize - 1].kill9();
+        gone.push(victim);
+        wait_for_status(&nodes[0], Duration::from_secs(90), |s| healed_without(s, victim, &gone)).await;
+    }
+
+    // Nodes 1, 2 and 6 are left and hold every replica.
+    let status = cluster_status(&nodes[0]).unwrap();
+    assert!(replica_slots(&status).iter().all(|(_, n)| [1, 2, 6].contains(n)));
+    alice
+        .http
+        .send_message(&dm.channel_id, "after three deaths", "m2")
+        .await
+        .unwrap();
+    let page = nodes[5]
+        .http()
+        .with_token(&bob.token)
+        .history(&dm.channel_id, None, None, None)
+        .await
+        .unwrap();
+    let texts: Vec<&str> = page.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, vec!["before", "after three deaths"]);
 }

@@ -335,6 +335,7 @@ impl Cluster {
         let members = self.members()?;
         self.promote_caught_up(&members).await?;
         let members = self.members()?;
+        self.refill_meta_voters(&members).await?;
         let by_id: BTreeMap<NodeId, &NodeInfo> = members.iter().map(|n| (n.node_id, n)).collect();
         let active: BTreeSet<NodeId> = members
             .iter()
@@ -423,33 +424,20 @@ impl Cluster {
     }
 
     async fn promote_caught_up(&self, members: &[NodeInfo]) -> Result<(), ClusterError> {
-        let (voters, matched, last) = {
-            let m = self.meta.metrics();
-            let m = m.borrow_watched();
-            let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
-            let matched: BTreeMap<NodeId, u64> = m
-                .replication
-                .as_ref()
-                .map(|r| {
-                    r.iter()
-                        .map(|(id, log)| (*id, log.as_ref().map(|l| l.index).unwrap_or(0)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            (voters, matched, m.last_log_index.unwrap_or(0))
-        };
+        let progress = self.meta_progress();
+        let mut voters = progress.voters.len();
         for n in members.iter().filter(|n| n.state == NodeState::Joining) {
-            let caught_up = matched.get(&n.node_id).is_some_and(|&i| i + 1 >= last);
-            if !caught_up {
+            if !progress.caught_up(n.node_id) {
                 continue;
             }
-            if voters.len() < MAX_META_VOTERS && !voters.contains(&n.node_id) {
+            if voters < MAX_META_VOTERS && !progress.voters.contains(&n.node_id) {
                 let mut ids = BTreeSet::new();
                 ids.insert(n.node_id);
                 self.meta
                     .change_membership(ChangeMembers::AddVoterIds(ids), false)
                     .await
                     .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+                voters += 1;
             }
             let record = NodeInfo {
                 state: NodeState::Active,

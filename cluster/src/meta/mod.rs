@@ -3,11 +3,12 @@
 //! states, and the committed partition layout. Every node replicates it (voters up to
 //! `MAX_META_VOTERS`, the rest learners) and reads it locally.
 //!
-//! `membership.rs` admits nodes and moves replicas; `wire.rs` holds the payloads of the member
-//! RPCs.
+//! `membership.rs` admits nodes and moves replicas; `meta_voters.rs` keeps the meta voters
+//! drawn from live members; `wire.rs` holds the payloads of the member RPCs.
 
 pub mod leader_balance;
 pub mod membership;
+mod meta_voters;
 pub mod model;
 pub mod operator;
 pub mod wire;
