@@ -179,14 +179,21 @@ async fn a_dead_node_is_declared_after_the_grace_period_and_its_replicas_rebuilt
     // It comes back with its data dir: active again, three replicas again, nothing lost.
     nodes[2].restart().await;
     wait_for_status(&nodes[0], Duration::from_secs(90), |s| settled(s, 3, 3)).await;
-    let page = nodes[2]
+    assert_eq!(
+        texts_read_at(&nodes[2], &bob, &dm.channel_id).await,
+        ["before", "while 3 is dead"]
+    );
+}
+
+/// The texts of `channel`'s newest page as `user` reads them through `node`.
+async fn texts_read_at(node: &NodeProcess, user: &TestUser, channel: &str) -> Vec<String> {
+    let page = node
         .http()
-        .with_token(&bob.token)
-        .history(&dm.channel_id, None, None, None)
+        .with_token(&user.token)
+        .history(channel, None, None, None)
         .await
         .unwrap();
-    let texts: Vec<&str> = page.messages.iter().map(|m| m.text.as_str()).collect();
-    assert_eq!(texts, vec!["before", "while 3 is dead"]);
+    page.messages.into_iter().map(|m| m.text).collect()
 }
 
 /// True when `s` shows `node` dead, no partition replica on any of `gone`, and a leader for
@@ -230,12 +237,8 @@ async fn the_cluster_keeps_healing_after_losing_three_of_its_five_meta_voters() 
         .send_message(&dm.channel_id, "after three deaths", "m2")
         .await
         .unwrap();
-    let page = nodes[5]
-        .http()
-        .with_token(&bob.token)
-        .history(&dm.channel_id, None, None, None)
-        .await
-        .unwrap();
-    let texts: Vec<&str> = page.messages.iter().map(|m| m.text.as_str()).collect();
-    assert_eq!(texts, vec!["before", "after three deaths"]);
+    assert_eq!(
+        texts_read_at(&nodes[5], &bob, &dm.channel_id).await,
+        ["before", "after three deaths"]
+    );
 }
