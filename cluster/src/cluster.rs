@@ -2,7 +2,7 @@
 //! through it, naming ids; the cluster picks the partition and the router (`router.rs`) its
 //! leader, here or on a peer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -12,10 +12,10 @@ use ringchat_storage::Store;
 
 use crate::command::{Command, Response};
 use crate::error::ClusterError;
+use crate::hosting::{GroupOpener, HostedGroups};
 use crate::message_cache::MessageCache;
 use crate::meta::{DeliveryBatch, NodeInfo, NodeState, META_PARTITION};
-use crate::network::NoPeers;
-use crate::partition::{LogStore, StateMachine};
+use crate::partition::LogStore;
 use crate::placement::partition_of;
 use crate::router::Router;
 use crate::rpc::{ClusterSecret, PeerChannels};
@@ -60,7 +60,10 @@ pub struct Cluster {
     pub(crate) advertise: String,
     pub(crate) client_addr: String,
     pub(crate) store: Store,
-    groups: Vec<PartitionRaft>,
+    /// The partition groups running here (`hosting.rs`).
+    pub(crate) hosted: HostedGroups,
+    /// Opens a partition group on demand.
+    pub(crate) opener: GroupOpener,
     pub(crate) meta: PartitionRaft,
     pub(crate) cache: MessageCache,
     pub(crate) peers: Option<PeerChannels>,
@@ -139,31 +142,27 @@ impl Cluster {
             .validate()
             .map_err(|e| ClusterError::Internal(e.to_string()))?,
         );
-        let open_group = |p: u16| {
-            let store = store.clone();
-            let raft_config = raft_config.clone();
-            let peers = peers.clone();
-            let snapshots = cfg.data_dir.join("snapshots");
-            let node_id = cfg.node_id;
-            async move {
-                let sm = StateMachine::open(store.clone(), p, snapshots)?;
-                let log = LogStore::new(store, p);
-                let raft = match peers {
-                    Some(peers) => PartitionRaft::new(node_id, raft_config, peers.network(node_id, p), log, sm).await,
-                    None => PartitionRaft::new(node_id, raft_config, NoPeers, log, sm).await,
-                };
-                raft.map_err(|e| ClusterError::Internal(e.to_string()))
-            }
+        let opener = GroupOpener {
+            store: store.clone(),
+            raft_config,
+            peers: peers.clone(),
+            snapshots: cfg.data_dir.join("snapshots"),
+            node_id: cfg.node_id,
         };
-        let meta = open_group(META_PARTITION).await?;
-        let mut groups = Vec::with_capacity(partitions as usize);
+        let meta = opener.open(META_PARTITION).await?;
+        // A group runs only where the node replicates its partition: all of them on a node that
+        // bootstraps a cluster, those it has Raft state for on a restart, none on a joiner (they
+        // open as replicas move here; `hosting.rs`).
+        let mut groups = HashMap::new();
         for p in 0..partitions {
-            groups.push(open_group(p).await?);
+            if bootstrap || LogStore::has_state(&store, p) {
+                groups.insert(p, opener.open(p).await?);
+            }
         }
         if bootstrap {
             let mut members = BTreeMap::new();
             members.insert(cfg.node_id, BasicNode::new(&cfg.advertise));
-            for g in std::iter::once(&meta).chain(groups.iter()) {
+            for g in std::iter::once(&meta).chain(groups.values()) {
                 if !g
                     .is_initialized()
                     .await
@@ -190,7 +189,8 @@ impl Cluster {
             advertise: cfg.advertise.clone(),
             client_addr: cfg.client_addr.clone(),
             store,
-            groups,
+            hosted: HostedGroups::new(partitions, groups),
+            opener,
             meta,
             cache,
             peers: peers.clone(),
@@ -238,7 +238,7 @@ impl Cluster {
         if p == META_PARTITION {
             return Some(self.meta.clone());
         }
-        self.groups.get(p as usize).cloned()
+        self.hosted.get(p)
     }
 
     /// True once the node is an active member of a cluster whose meta group has a leader, and
@@ -259,7 +259,7 @@ impl Cluster {
         {
             return false;
         }
-        self.groups.iter().all(|g| {
+        self.hosted.all().iter().all(|(_, g)| {
             let m = g.metrics();
             let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&m);
             let hosts = m.membership_config.membership().voter_ids().any(|v| v == self.node_id);
@@ -288,7 +288,9 @@ impl Cluster {
 
     /// Builds a snapshot of partition `p` now and waits for it (operators and tests).
     pub async fn snapshot_partition(&self, p: u16) -> Result<u64, ClusterError> {
-        let raft = &self.groups[p as usize];
+        let raft = &self
+            .partition_group(p)
+            .ok_or_else(|| ClusterError::Unavailable(format!("partition {p} is not hosted here")))?;
         let applied = {
             let m = raft.metrics();
             let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&m);
@@ -317,7 +319,8 @@ impl Cluster {
 
     /// Stops every Raft group, closes the cache and fsyncs storage.
     pub async fn shutdown(&self) {
-        for g in self.groups.iter().chain(std::iter::once(&self.meta)) {
+        let groups = self.hosted.all().into_iter().map(|(_, g)| g);
+        for g in groups.chain(std::iter::once(self.meta.clone())) {
             if let Err(e) = g.shutdown().await {
                 tracing::warn!(error = %e, "raft shutdown");
             }

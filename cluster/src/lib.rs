@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod command;
 pub mod error;
+pub mod hosting;
 pub mod local;
 pub mod message_cache;
 pub mod meta;

@@ -71,7 +71,8 @@ impl RunningApp {
 pub struct App;
 
 /// Membership upkeep, once a second until shutdown: the meta leader's rebalancing pass (a no-op
-/// on other nodes), handing leaderships to their preferred replicas, and links to new peers.
+/// on other nodes), handing leaderships to their preferred replicas, closing the groups of
+/// partitions no longer replicated here, and links to new peers.
 async fn run_membership(cluster: Arc<Cluster>, fanout: Arc<Fanout>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
@@ -82,6 +83,7 @@ async fn run_membership(cluster: Arc<Cluster>, fanout: Arc<Fanout>, shutdown: Ca
             tracing::info!(error = %e, "rebalance pass incomplete");
         }
         cluster.balance_leaders_once().await;
+        cluster.release_idle_groups().await;
         fanout.refresh_links();
     }
 }

@@ -28,6 +28,10 @@ pub fn handle() -> PrometheusHandle {
 fn describe() {
     metrics::describe_gauge!("ringchat_connections", "Live authenticated WebSocket connections");
     metrics::describe_counter!("ringchat_messages_committed_total", "Messages committed");
+    metrics::describe_gauge!(
+        "ringchat_raft_groups",
+        "Partition Raft groups running on this node (the meta group not counted)"
+    );
     metrics::describe_histogram!("ringchat_commit_latency_seconds", "Raft commit latency of writes");
     metrics::describe_counter!("ringchat_deliveries_total", "Message frames queued to connections");
     metrics::describe_histogram!(

@@ -405,6 +405,17 @@ pub fn settled(s: &serde_json::Value, members: usize, replicas: usize) -> bool {
     active && placed
 }
 
+/// The sum of metric `name` over its label sets in a node's `/metrics` (0 while it was never
+/// recorded).
+pub async fn metric_sum(node: &NodeProcess, name: &str) -> u64 {
+    let text = node.http().metrics().await.unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// Polls `cluster status` on `node` until `done` accepts it (≤ `within`); returns the last.
 pub async fn wait_for_status(
     node: &NodeProcess,

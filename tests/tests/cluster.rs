@@ -130,6 +130,28 @@ async fn a_fourth_node_takes_a_fair_share_and_data_written_before_stays_readable
         "replicas moved between old nodes: {moved:?}"
     );
     assert!(fraction > 0.0 && fraction <= 0.5, "{fraction}");
+    // Each node runs exactly the groups of the partitions placed on it: the new node opened its
+    // share as replicas moved in, the old nodes closed the ones that moved away.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = cluster_status(&nodes[0]).unwrap();
+        let mut running = Vec::new();
+        for node in &nodes {
+            running.push(metric_sum(node, "ringchat_raft_groups").await);
+        }
+        let placed: Vec<u64> = (1..=4u64)
+            .map(|id| replica_slots(&status).iter().filter(|(_, n)| *n == id).count() as u64)
+            .collect();
+        if running == placed {
+            assert_eq!(placed.iter().sum::<u64>(), 8 * 3);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "groups running {running:?}, replicas placed {placed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     // Everything written before is readable through the new node.
     let alice4 = nodes[3].http().with_token(&alice.token);
     for cid in &dms {

@@ -171,15 +171,6 @@ async fn acked_messages_survive_kill_9_rounds_exactly_once_and_gap_free() {
     stop_and_check_replicas(ids, &layout, &channels, &history).await;
 }
 
-/// The value of counter `name` in a node's `/metrics` (0 while it was never incremented).
-async fn counter(node: &NodeProcess, name: &str) -> u64 {
-    let text = node.http().metrics().await.unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_go_only_to_nodes_holding_recipients_and_a_new_connection_misses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -188,8 +179,8 @@ async fn frames_go_only_to_nodes_holding_recipients_and_a_new_connection_misses_
     let bob = new_user(&nodes[1].base, "bob").await;
     let dm = alice.http.open_dm(&bob.user_id).await.unwrap().channel_id;
     let mut b = connect(&nodes[1].base, &bob).await;
-    let idle_before = counter(&nodes[2], "ringchat_peer_frames_received_total").await;
-    let bob_node_before = counter(&nodes[1], "ringchat_peer_frames_received_total").await;
+    let idle_before = metric_sum(&nodes[2], "ringchat_peer_frames_received_total").await;
+    let bob_node_before = metric_sum(&nodes[1], "ringchat_peer_frames_received_total").await;
     for i in 0..20 {
         alice
             .http
@@ -200,10 +191,10 @@ async fn frames_go_only_to_nodes_holding_recipients_and_a_new_connection_misses_
     }
     // Node 3 holds neither user: it was sent nothing; node 2 got every message.
     assert_eq!(
-        counter(&nodes[2], "ringchat_peer_frames_received_total").await,
+        metric_sum(&nodes[2], "ringchat_peer_frames_received_total").await,
         idle_before
     );
-    assert!(counter(&nodes[1], "ringchat_peer_frames_received_total").await >= bob_node_before + 20);
+    assert!(metric_sum(&nodes[1], "ringchat_peer_frames_received_total").await >= bob_node_before + 20);
     // A connection of bob just opened on node 3 (his first there) gets a message sent right
     // after its `caught_up` live: node 3 told the others before its catch-up read.
     for i in 0..10 {
@@ -215,5 +206,5 @@ async fn frames_go_only_to_nodes_holding_recipients_and_a_new_connection_misses_
         // Wait until bob's last connection on node 3 is gone everywhere before the next round.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(counter(&nodes[2], "ringchat_peer_frames_received_total").await >= idle_before + 10);
+    assert!(metric_sum(&nodes[2], "ringchat_peer_frames_received_total").await >= idle_before + 10);
 }

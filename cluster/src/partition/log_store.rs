@@ -42,6 +42,14 @@ impl LogStore {
         }
     }
 
+    /// True if `store` holds any Raft state of `partition` (a vote or log entries): this node
+    /// bootstrapped the partition or replicated it before, so its group should run here.
+    pub fn has_state(store: &Store, partition: u16) -> bool {
+        let vote = store.raft.prefix(KeyBuf::new(partition, 1).build()).next().is_some();
+        let log = store.log.prefix(KeyBuf::new(partition, 0).build()).next().is_some();
+        vote || log
+    }
+
     fn log_key(&self, index: u64) -> Vec<u8> {
         KeyBuf::new(self.partition, 0).u64(index).build()
     }

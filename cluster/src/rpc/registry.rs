@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use futures_util::future::BoxFuture;
+
 use crate::cluster::Cluster;
 use crate::types::PartitionRaft;
 
@@ -13,6 +15,12 @@ use crate::types::PartitionRaft;
 pub trait PartitionGroups: Send + Sync + 'static {
     /// The group of `partition`, or `None` if this node does not host it (now).
     fn group(&self, partition: u16) -> Option<PartitionRaft>;
+
+    /// The group for a Raft message from a peer. A node that opens groups on demand (a replica
+    /// moving here) does it here; by default the same as `group`.
+    fn group_for_message(&self, partition: u16) -> BoxFuture<'_, Option<PartitionRaft>> {
+        Box::pin(std::future::ready(self.group(partition)))
+    }
 }
 
 impl<F> PartitionGroups for F
@@ -67,5 +75,12 @@ impl PartitionGroups for GroupRegistry {
 impl PartitionGroups for Cluster {
     fn group(&self, partition: u16) -> Option<PartitionRaft> {
         self.partition_group(partition)
+    }
+
+    fn group_for_message(&self, partition: u16) -> BoxFuture<'_, Option<PartitionRaft>> {
+        if partition == crate::meta::META_PARTITION {
+            return Box::pin(std::future::ready(Some(self.meta.clone())));
+        }
+        Box::pin(self.open_for_message(partition))
     }
 }

@@ -50,11 +50,12 @@ impl RaftRpcService {
         RaftRpcService { groups, incoming_dir }
     }
 
-    fn group(&self, partition: u32) -> Result<(u16, PartitionRaft), Status> {
+    async fn group(&self, partition: u32) -> Result<(u16, PartitionRaft), Status> {
         let p = u16::try_from(partition)
             .map_err(|_| Status::invalid_argument(format!("partition {partition} out of range")))?;
         self.groups
-            .group(p)
+            .group_for_message(p)
+            .await
             .map(|raft| (p, raft))
             .ok_or_else(|| Status::not_found(format!("partition {p} is not hosted on this node")))
     }
@@ -77,7 +78,7 @@ fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftReply>, Status> 
 impl RaftService for RaftRpcService {
     async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let request = request.into_inner();
-        let (p, raft) = self.group(request.partition)?;
+        let (p, raft) = self.group(request.partition).await?;
         let rpc = decode(&request.payload).map_err(|e| bad_request("append_entries payload", e))?;
         let response = raft.append_entries(rpc).await.map_err(|e| raft_stopped(p, e))?;
         reply(&response)
@@ -85,7 +86,7 @@ impl RaftService for RaftRpcService {
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let request = request.into_inner();
-        let (p, raft) = self.group(request.partition)?;
+        let (p, raft) = self.group(request.partition).await?;
         let rpc = decode(&request.payload).map_err(|e| bad_request("vote payload", e))?;
         let response = raft.vote(rpc).await.map_err(|e| raft_stopped(p, e))?;
         reply(&response)
@@ -93,7 +94,7 @@ impl RaftService for RaftRpcService {
 
     async fn transfer_leader(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let request = request.into_inner();
-        let (p, raft) = self.group(request.partition)?;
+        let (p, raft) = self.group(request.partition).await?;
         let rpc = decode(&request.payload).map_err(|e| bad_request("transfer_leader payload", e))?;
         let response = raft.handle_transfer_leader(rpc).await.map_err(|e| raft_stopped(p, e))?;
         reply(&response)
@@ -111,7 +112,7 @@ impl RaftService for RaftRpcService {
             Some(_) => return Err(Status::invalid_argument("a snapshot stream must start with its header")),
             None => return Err(Status::invalid_argument("empty snapshot stream")),
         };
-        let (p, raft) = self.group(header.partition)?;
+        let (p, raft) = self.group(header.partition).await?;
         let vote: VoteOf<C> = decode(&header.vote).map_err(|e| bad_request("snapshot vote", e))?;
         let meta: SnapshotMetaOf<C> = decode(&header.meta).map_err(|e| bad_request("snapshot meta", e))?;
 

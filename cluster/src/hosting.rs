@@ -1,0 +1,205 @@
+//! Which partition groups run on this node: only those it replicates.
+//!
+//! A Raft group costs a node memory (openraft preallocates ~850 KB of queues per group) and a
+//! core task, state-machine worker and timers, whether or not the node is a member of it. Every
+//! node used to open all P groups, so its cost grew with P instead of with its share P × R / N,
+//! and the P that large clusters need (thousands, docs/capacity.md) was out of reach.
+//!
+//! Now a group is opened when the node has Raft state for the partition (at start: it
+//! bootstrapped it, or replicated it before a restart) or when a peer sends it a Raft message
+//! for the partition (a replica being moved here: the leader adds it as a learner and starts
+//! replicating). A group is closed once the committed layout no longer places a replica here,
+//! it does not lead, and no Raft message has arrived for it for `IDLE_BEFORE_CLOSE`: the leader
+//! stopped replicating to it. The data stays on disk; a later move back reopens the group from
+//! it and catches up like any lagging replica.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use openraft::Config;
+use ringchat_storage::Store;
+
+use crate::cluster::Cluster;
+use crate::error::ClusterError;
+use crate::network::NoPeers;
+use crate::partition::{LogStore, StateMachine};
+use crate::rpc::PeerChannels;
+use crate::types::{NodeId, PartitionRaft};
+
+/// A group outside the layout is closed after this long without a Raft message: several
+/// heartbeat intervals (250 ms), so a replica being added (heartbeats from its leader) is never
+/// closed, while one the leader dropped is.
+pub const IDLE_BEFORE_CLOSE: Duration = Duration::from_secs(10);
+
+/// Everything needed to open a partition group later than start-up.
+pub(crate) struct GroupOpener {
+    pub store: Store,
+    pub raft_config: Arc<Config>,
+    pub peers: Option<PeerChannels>,
+    pub snapshots: PathBuf,
+    pub node_id: NodeId,
+}
+
+impl GroupOpener {
+    /// Starts the Raft group of partition `p` over its stored log and state machine.
+    pub async fn open(&self, p: u16) -> Result<PartitionRaft, ClusterError> {
+        let sm = StateMachine::open(self.store.clone(), p, self.snapshots.clone())?;
+        let log = LogStore::new(self.store.clone(), p);
+        let raft = match &self.peers {
+            Some(peers) => {
+                PartitionRaft::new(
+                    self.node_id,
+                    self.raft_config.clone(),
+                    peers.network(self.node_id, p),
+                    log,
+                    sm,
+                )
+                .await
+            }
+            None => PartitionRaft::new(self.node_id, self.raft_config.clone(), NoPeers, log, sm).await,
+        };
+        raft.map_err(|e| ClusterError::Internal(e.to_string()))
+    }
+}
+
+/// The open partition groups, with when each last heard from a peer.
+pub(crate) struct HostedGroups {
+    groups: RwLock<HashMap<u16, PartitionRaft>>,
+    /// Milliseconds since `epoch` of the last Raft message (or the opening) per partition.
+    last_heard: Vec<AtomicU64>,
+    epoch: Instant,
+    /// Opening and closing one at a time: two instances of a group over the same storage
+    /// must never run together.
+    pub changing: tokio::sync::Mutex<()>,
+}
+
+impl HostedGroups {
+    /// `groups` open, of `partitions` partitions.
+    pub fn new(partitions: u16, groups: HashMap<u16, PartitionRaft>) -> Self {
+        let hosted = HostedGroups {
+            groups: RwLock::new(HashMap::new()),
+            last_heard: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
+            changing: tokio::sync::Mutex::new(()),
+        };
+        for (p, raft) in groups {
+            hosted.insert(p, raft);
+        }
+        hosted
+    }
+
+    /// The open group of `p`.
+    pub fn get(&self, p: u16) -> Option<PartitionRaft> {
+        self.groups.read().unwrap_or_else(|e| e.into_inner()).get(&p).cloned()
+    }
+
+    /// Every open group, by partition.
+    pub fn all(&self) -> Vec<(u16, PartitionRaft)> {
+        let groups = self.groups.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = groups.iter().map(|(p, g)| (*p, g.clone())).collect();
+        all.sort_by_key(|(p, _)| *p);
+        all
+    }
+
+    pub fn insert(&self, p: u16, raft: PartitionRaft) {
+        self.heard(p);
+        let mut groups = self.groups.write().unwrap_or_else(|e| e.into_inner());
+        groups.insert(p, raft);
+        metrics::gauge!("ringchat_raft_groups").set(groups.len() as f64);
+    }
+
+    pub fn remove(&self, p: u16) -> Option<PartitionRaft> {
+        let mut groups = self.groups.write().unwrap_or_else(|e| e.into_inner());
+        let raft = groups.remove(&p);
+        metrics::gauge!("ringchat_raft_groups").set(groups.len() as f64);
+        raft
+    }
+
+    /// Records a Raft message for `p` now.
+    pub fn heard(&self, p: u16) {
+        if let Some(at) = self.last_heard.get(p as usize) {
+            at.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// How long since `p` last heard from a peer (or was opened).
+    pub fn quiet_for(&self, p: u16) -> Duration {
+        let at = self.last_heard.get(p as usize).map_or(0, |a| a.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(Duration::from_millis(at))
+    }
+}
+
+impl Cluster {
+    /// The group of `p` for a Raft message from a peer, opened now if this node does not run it
+    /// yet (a replica is being moved here). `None` for a partition that does not exist or a
+    /// group that cannot be opened (logged).
+    pub(crate) async fn open_for_message(&self, p: u16) -> Option<PartitionRaft> {
+        if p >= self.partitions() {
+            return None;
+        }
+        self.hosted.heard(p);
+        if let Some(raft) = self.hosted.get(p) {
+            return Some(raft);
+        }
+        let _one_at_a_time = self.hosted.changing.lock().await;
+        if let Some(raft) = self.hosted.get(p) {
+            return Some(raft);
+        }
+        match self.opener.open(p).await {
+            Ok(raft) => {
+                tracing::info!(partition = p, "partition group opened for a replica moving here");
+                self.hosted.insert(p, raft.clone());
+                Some(raft)
+            }
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "opening a partition group failed");
+                None
+            }
+        }
+    }
+
+    /// Closes the groups of partitions this node no longer replicates (see the module doc);
+    /// returns how many. Nothing is closed before a layout is committed or on a node without
+    /// peers.
+    pub async fn release_idle_groups(&self) -> usize {
+        if self.peers.is_none() {
+            return 0;
+        }
+        let Ok(layout) = self.layout() else { return 0 };
+        if layout.replicas.is_empty() {
+            return 0;
+        }
+        let mut closed = 0;
+        for (p, raft) in self.hosted.all() {
+            let placed_here = layout
+                .replicas
+                .get(p as usize)
+                .is_some_and(|r| r.contains(&self.node_id));
+            if placed_here || self.hosted.quiet_for(p) < IDLE_BEFORE_CLOSE || leads(&raft, self.node_id) {
+                continue;
+            }
+            let _one_at_a_time = self.hosted.changing.lock().await;
+            // A message may have arrived while waiting for the lock.
+            if self.hosted.quiet_for(p) < IDLE_BEFORE_CLOSE {
+                continue;
+            }
+            if let Some(raft) = self.hosted.remove(p) {
+                if let Err(e) = raft.shutdown().await {
+                    tracing::warn!(partition = p, error = %e, "closing a partition group");
+                }
+                tracing::info!(partition = p, "partition group closed: no replica here any more");
+                closed += 1;
+            }
+        }
+        closed
+    }
+}
+
+fn leads(raft: &PartitionRaft, me: NodeId) -> bool {
+    let m = raft.metrics();
+    let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&m);
+    m.current_leader == Some(me)
+}
