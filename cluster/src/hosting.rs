@@ -198,8 +198,10 @@ impl Cluster {
     }
 }
 
+/// True if `me` leads `raft`'s group as one of its voters. A leader that removed itself from
+/// the voters can still name itself leader in its metrics; it leads nothing any more.
 fn leads(raft: &PartitionRaft, me: NodeId) -> bool {
     let m = raft.metrics();
     let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&m);
-    m.current_leader == Some(me)
+    m.current_leader == Some(me) && m.membership_config.membership().voter_ids().any(|v| v == me)
 }
