@@ -319,6 +319,9 @@ impl Cluster {
 
     /// Stops every Raft group, closes the cache and fsyncs storage.
     pub async fn shutdown(&self) {
+        // Held to the end: no group opens or closes while the rest stop.
+        let _no_changes = self.hosted.changing.lock().await;
+        self.hosted.stop_opening();
         let groups = self.hosted.all().into_iter().map(|(_, g)| g);
         for g in groups.chain(std::iter::once(self.meta.clone())) {
             if let Err(e) = g.shutdown().await {

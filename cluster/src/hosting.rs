@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,8 @@ pub(crate) struct HostedGroups {
     /// Opening and closing one at a time: two instances of a group over the same storage
     /// must never run together.
     pub changing: tokio::sync::Mutex<()>,
+    /// Set at shutdown: a late Raft message must not open a group nobody will stop.
+    stopping: AtomicBool,
 }
 
 impl HostedGroups {
@@ -84,6 +86,7 @@ impl HostedGroups {
             last_heard: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
             changing: tokio::sync::Mutex::new(()),
+            stopping: AtomicBool::new(false),
         };
         for (p, raft) in groups {
             hosted.insert(p, raft);
@@ -118,6 +121,11 @@ impl HostedGroups {
         raft
     }
 
+    /// No group opens from now on (shutdown; call it holding `changing`).
+    pub fn stop_opening(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
     /// Records a Raft message for `p` now.
     pub fn heard(&self, p: u16) {
         if let Some(at) = self.last_heard.get(p as usize) {
@@ -147,6 +155,9 @@ impl Cluster {
         let _one_at_a_time = self.hosted.changing.lock().await;
         if let Some(raft) = self.hosted.get(p) {
             return Some(raft);
+        }
+        if self.hosted.stopping.load(Ordering::SeqCst) {
+            return None;
         }
         match self.opener.open(p).await {
             Ok(raft) => {
@@ -182,6 +193,9 @@ impl Cluster {
                 continue;
             }
             let _one_at_a_time = self.hosted.changing.lock().await;
+            if self.hosted.stopping.load(Ordering::SeqCst) {
+                break;
+            }
             // A message may have arrived while waiting for the lock.
             if self.hosted.quiet_for(p) < IDLE_BEFORE_CLOSE {
                 continue;
