@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::Config;
@@ -26,7 +26,7 @@ use crate::cluster::Cluster;
 use crate::error::ClusterError;
 use crate::network::NoPeers;
 use crate::partition::{LogStore, StateMachine};
-use crate::rpc::PeerChannels;
+use crate::rpc::{GroupRegistry, PartitionGroups, PeerChannels};
 use crate::types::{NodeId, PartitionRaft};
 
 /// A group outside the layout is closed after this long without a Raft message: several
@@ -67,7 +67,7 @@ impl GroupOpener {
 
 /// The open partition groups, with when each last heard from a peer.
 pub(crate) struct HostedGroups {
-    groups: RwLock<HashMap<u16, PartitionRaft>>,
+    groups: GroupRegistry,
     /// Milliseconds since `epoch` of the last Raft message (or the opening) per partition.
     last_heard: Vec<AtomicU64>,
     epoch: Instant,
@@ -82,7 +82,7 @@ impl HostedGroups {
     /// `groups` open, of `partitions` partitions.
     pub fn new(partitions: u16, groups: HashMap<u16, PartitionRaft>) -> Self {
         let hosted = HostedGroups {
-            groups: RwLock::new(HashMap::new()),
+            groups: GroupRegistry::new(),
             last_heard: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
             changing: tokio::sync::Mutex::new(()),
@@ -96,28 +96,24 @@ impl HostedGroups {
 
     /// The open group of `p`.
     pub fn get(&self, p: u16) -> Option<PartitionRaft> {
-        self.groups.read().unwrap_or_else(|e| e.into_inner()).get(&p).cloned()
+        self.groups.group(p)
     }
 
     /// Every open group, by partition.
     pub fn all(&self) -> Vec<(u16, PartitionRaft)> {
-        let groups = self.groups.read().unwrap_or_else(|e| e.into_inner());
-        let mut all: Vec<_> = groups.iter().map(|(p, g)| (*p, g.clone())).collect();
-        all.sort_by_key(|(p, _)| *p);
-        all
+        self.groups.all()
     }
 
+    /// Opening and closing hold `changing`, so the count set here is never stale.
     pub fn insert(&self, p: u16, raft: PartitionRaft) {
         self.heard(p);
-        let mut groups = self.groups.write().unwrap_or_else(|e| e.into_inner());
-        groups.insert(p, raft);
-        metrics::gauge!("ringchat_raft_groups").set(groups.len() as f64);
+        self.groups.insert(p, raft);
+        metrics::gauge!("ringchat_raft_groups").set(self.groups.len() as f64);
     }
 
     pub fn remove(&self, p: u16) -> Option<PartitionRaft> {
-        let mut groups = self.groups.write().unwrap_or_else(|e| e.into_inner());
-        let raft = groups.remove(&p);
-        metrics::gauge!("ringchat_raft_groups").set(groups.len() as f64);
+        let raft = self.groups.remove(p);
+        metrics::gauge!("ringchat_raft_groups").set(self.groups.len() as f64);
         raft
     }
 

@@ -60,6 +60,27 @@ impl GroupRegistry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&partition)
     }
+
+    /// Every group, by partition.
+    pub fn all(&self) -> Vec<(u16, PartitionRaft)> {
+        let groups = self.groups.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut all: Vec<_> = groups.iter().map(|(p, g)| (*p, g.clone())).collect();
+        all.sort_by_key(|(p, _)| *p);
+        all
+    }
+
+    /// How many groups are routed.
+    pub fn len(&self) -> usize {
+        self.groups
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+
+    /// True if no group is routed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl PartitionGroups for GroupRegistry {
