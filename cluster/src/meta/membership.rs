@@ -15,7 +15,7 @@ use ringchat_storage::{decode_record, KeyReader, StorageError};
 
 use super::model::{Layout, NodeInfo, NodeState};
 use super::wire::{ClusterStatus, JoinReply, MemberStatus, PartitionStatus, ReplicaChange};
-use super::{MAX_META_VOTERS, META_PARTITION};
+use super::META_PARTITION;
 use crate::cluster::Cluster;
 use crate::command::{Command, Response};
 use crate::error::ClusterError;
@@ -423,21 +423,13 @@ impl Cluster {
         Ok(())
     }
 
+    /// Joiners whose meta log caught up become active; `refill_meta_voters`, next in the same
+    /// pass, gives them a voter seat if one is free.
     async fn promote_caught_up(&self, members: &[NodeInfo]) -> Result<(), ClusterError> {
         let progress = self.meta_progress();
-        let mut voters = progress.voters.len();
         for n in members.iter().filter(|n| n.state == NodeState::Joining) {
             if !progress.caught_up(n.node_id) {
                 continue;
-            }
-            if voters < MAX_META_VOTERS && !progress.voters.contains(&n.node_id) {
-                let mut ids = BTreeSet::new();
-                ids.insert(n.node_id);
-                self.meta
-                    .change_membership(ChangeMembers::AddVoterIds(ids), false)
-                    .await
-                    .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
-                voters += 1;
             }
             let record = NodeInfo {
                 state: NodeState::Active,

@@ -7,8 +7,8 @@
 //! (`mark_liveness`), a caught-up active learner is added as a voter first and only then is the
 //! dead one demoted, so the voter count never dips during the swap. The dead node stays a
 //! learner: when it answers again it becomes active and is promoted back if there is room.
-//! The same pass fills a voter set that shrank below the maximum (a voter removed by an
-//! operator).
+//! The same pass fills free seats: a joiner that just became active (the first five members
+//! become voters this way), or a voter set that shrank below the maximum (a removal).
 
 use std::collections::{BTreeMap, BTreeSet};
 
