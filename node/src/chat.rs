@@ -16,8 +16,12 @@ use crate::auth::{dm_channel_id, new_id, new_token, token_hash, PasswordHasherPo
 use crate::error::{ApiError, ErrorCode};
 use crate::fanout::Fanout;
 use crate::gateway::frames;
-use crate::gateway::registry::{Registry, CLOSE_UNAUTHORIZED};
+use crate::gateway::registry::Registry;
+use crate::gateway::revoked::RevokedSession;
 use crate::validate;
+
+/// How long a logout waits for every peer to close the session's sockets.
+const LOGOUT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Who a request speaks for.
 #[derive(Debug, Clone)]
@@ -261,7 +265,11 @@ impl Chat {
                 },
             )
             .await?;
-        self.registry.close_session(&auth.token_hash, CLOSE_UNAUTHORIZED);
+        let session = RevokedSession {
+            user_id: auth.user_id.clone(),
+            token_hash: auth.token_hash.clone(),
+        };
+        self.fanout.revoke_session_everywhere(session, LOGOUT_WAIT).await;
         Ok(())
     }
 

@@ -127,6 +127,9 @@ pub struct Config {
     pub worker_threads: usize,
     /// A request's headers must arrive within this many ms (slowloris guard).
     pub header_read_timeout_ms: u64,
+    /// A request's body must arrive within this many ms of the handler starting to read it
+    /// (the same guard for bodies: a `Content-Length` that never arrives holds no socket).
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -157,6 +160,7 @@ impl Default for Config {
                 .unwrap_or(8)
                 .max(8),
             header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
         }
     }
 }
@@ -203,6 +207,7 @@ impl Config {
             dead_after_secs: pick!(dead_after_secs).unwrap_or(d.dead_after_secs),
             worker_threads: pick!(worker_threads).unwrap_or(d.worker_threads),
             header_read_timeout_ms: d.header_read_timeout_ms,
+            body_read_timeout_ms: d.body_read_timeout_ms,
         };
         cfg.validate()?;
         Ok(cfg)

@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::gateway::revoked::RevokedSession;
 use crate::gateway::Registry;
 
 /// Items per `Deliver` RPC at most.
@@ -152,6 +153,18 @@ impl Fanout {
         confirmed
     }
 
+    /// A logout: closes the session's connections here and on every live peer, waiting
+    /// (at most `within`) until each peer has it. Peers that miss it get it again when their
+    /// link restarts (see `revoked.rs`).
+    pub async fn revoke_session_everywhere(&self, session: RevokedSession, within: Duration) {
+        self.registry.revoke_session(session.clone());
+        let item = Delivery::CloseSession {
+            user_id: session.user_id,
+            token_hash: session.token_hash,
+        };
+        self.broadcast_confirmed(item, within).await;
+    }
+
     /// Starts links to members that have none yet (called periodically and on demand).
     pub fn refresh_links(&self) {
         let _ = self.peer_queues();
@@ -242,14 +255,23 @@ impl Link {
                 delivered.extend(q.delivered);
             }
             if !healthy {
+                // A (re)started link first says who is here and which sessions were logged
+                // out lately: the peer may have missed both while it was unreachable.
                 let users = self.registry.local_users().into_iter().collect();
-                items.insert(
-                    0,
-                    Delivery::PresenceSnapshot {
-                        node: self.cluster.node_id(),
-                        users,
-                    },
+                let mut first = vec![Delivery::PresenceSnapshot {
+                    node: self.cluster.node_id(),
+                    users,
+                }];
+                first.extend(
+                    self.registry
+                        .recent_revocations()
+                        .into_iter()
+                        .map(|s| Delivery::CloseSession {
+                            user_id: s.user_id,
+                            token_hash: s.token_hash,
+                        }),
                 );
+                items.splice(0..0, first);
             }
             match self.cluster.deliver_to(&self.addr, &DeliveryBatch { items }).await {
                 Ok(()) => {
@@ -317,6 +339,9 @@ impl LocalDelivery for Inbound {
                     if let Some(p) = self.presence.upgrade() {
                         p.remote_changed(&user_id, node, online, last_seen);
                     }
+                }
+                Delivery::CloseSession { user_id, token_hash } => {
+                    self.registry.revoke_session(RevokedSession { user_id, token_hash });
                 }
                 Delivery::PresenceSnapshot { node, users } => {
                     let users: HashSet<String> = users.into_iter().collect();

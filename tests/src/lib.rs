@@ -437,3 +437,18 @@ pub async fn wait_for_status(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Reads frames until the connection closes; returns the close code.
+pub async fn until_closed(ws: &mut ringchat_client::WsClient, within: Duration) -> Option<u16> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "connection not closed within {within:?}");
+        match ws.recv(left).await {
+            Ok(_) => continue,
+            Err(ringchat_client::ClientError::Closed { code, .. }) => return code,
+            Err(ringchat_client::ClientError::Timeout) => panic!("connection not closed within {within:?}"),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}

@@ -208,3 +208,37 @@ async fn frames_go_only_to_nodes_holding_recipients_and_a_new_connection_misses_
     }
     assert!(metric_sum(&nodes[2], "ringchat_peer_frames_received_total").await >= idle_before + 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_on_one_node_closes_the_sessions_sockets_on_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(dir.path(), 2, &[]).await;
+    let alice = new_user(&nodes[0].base, "alice").await;
+    let alice_phone = new_device(&nodes[0].base, &alice).await;
+    let bob = new_user(&nodes[0].base, "bob").await;
+    let dm = bob.http.open_dm(&alice.user_id).await.unwrap().channel_id;
+    // Alice's session is open on node 2 (twice) and node 1; her phone's session on node 2.
+    let mut there = connect(&nodes[1].base, &alice).await;
+    let mut there_too = connect(&nodes[1].base, &alice).await;
+    let mut here = connect(&nodes[0].base, &alice).await;
+    let mut phone = connect(&nodes[1].base, &alice_phone).await;
+    alice.http.logout().await.unwrap();
+    for ws in [&mut there, &mut there_too, &mut here] {
+        assert_eq!(until_closed(ws, Duration::from_secs(5)).await, Some(4001));
+    }
+    // The token is dead on node 2 too, and the other session is untouched.
+    assert!(on(&nodes[1], &alice).http.channels().await.is_err());
+    bob.http
+        .send_message(&dm, "still there?", "after-logout")
+        .await
+        .unwrap();
+    let m = phone.recv_type("message", T).await.unwrap();
+    assert_eq!(m["text"], "still there?", "the phone's session stays open");
+    // A hello with the dead token on node 2 is refused.
+    let mut again = WsClient::connect(&nodes[1].base).await.unwrap();
+    again
+        .send_json(&json!({"type": "hello", "token": alice.token}))
+        .await
+        .unwrap();
+    assert_eq!(until_closed(&mut again, T).await, Some(4001));
+}

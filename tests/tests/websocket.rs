@@ -23,21 +23,6 @@ fn close_code(r: Result<Value, ClientError>) -> Option<u16> {
     }
 }
 
-/// Reads frames until the connection closes; returns the close code.
-async fn until_closed(ws: &mut WsClient, within: Duration) -> Option<u16> {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "connection not closed within {within:?}");
-        match ws.recv(left).await {
-            Ok(_) => continue,
-            Err(ClientError::Closed { code, .. }) => return code,
-            Err(ClientError::Timeout) => panic!("connection not closed within {within:?}"),
-            Err(e) => panic!("{e:?}"),
-        }
-    }
-}
-
 #[tokio::test]
 async fn hello_gets_ready_then_backlog_then_caught_up() {
     let node = InProcessNode::start().await;

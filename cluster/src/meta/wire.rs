@@ -81,6 +81,14 @@ pub enum Delivery {
         /// When the connection ended, for `online == false`.
         last_seen: Option<u64>,
     },
+    /// A session was logged out: close its connections with 4001 (PROTOCOL §2: the token
+    /// stops working on every node, and every socket of the session is closed).
+    CloseSession {
+        /// The session's user (its connections are found by user).
+        user_id: String,
+        /// The session (hash of its token).
+        token_hash: String,
+    },
     /// Every user with a connection on `node`, replacing what the receiver knew of it. Sent
     /// first whenever a link (re)starts, so presence heals after a lost batch or a restart.
     PresenceSnapshot {

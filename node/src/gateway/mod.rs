@@ -6,6 +6,7 @@ pub mod frames;
 pub mod heartbeat;
 pub mod outbox;
 pub mod registry;
+pub mod revoked;
 pub mod session;
 
 pub use registry::{ConnHandle, Registry};

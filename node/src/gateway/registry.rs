@@ -11,6 +11,7 @@ use axum::extract::ws::Utf8Bytes;
 use super::heartbeat::LastHeard;
 pub use super::outbox::QueuedFrame;
 use super::outbox::{Outbox, Pushed};
+use super::revoked::{RecentRevocations, RevokedSession};
 
 /// Close code: unauthorized / logged out.
 pub const CLOSE_UNAUTHORIZED: u16 = 4001;
@@ -103,12 +104,19 @@ pub struct Registry {
     count: AtomicU64,
     /// user → nodes (other than this one) holding at least one of its connections.
     remote: RwLock<HashMap<String, HashSet<u64>>>,
+    /// Sessions logged out recently anywhere: their connections are closed on registration.
+    revoked: RecentRevocations,
 }
 
 impl Registry {
-    /// Adds a connection; true if its user was offline before (presence goes online).
+    /// Adds a connection; true if its user was offline before (presence goes online). A
+    /// connection of a session logged out meanwhile (it passed `hello` just before the logout)
+    /// is registered closed with 4001, so it goes through the usual unregister path.
     pub fn register(&self, conn: ConnHandle) -> bool {
         let mut map = self.by_user.write().unwrap_or_else(|e| e.into_inner());
+        if self.revoked.contains(&conn.token_hash) {
+            conn.close(CLOSE_UNAUTHORIZED);
+        }
         let list = match map.get_mut(&*conn.user_id) {
             Some(list) => list,
             None => map.entry(Arc::from(&*conn.user_id)).or_default(),
@@ -268,9 +276,29 @@ impl Registry {
         targets.iter().filter(|c| c.push_shared(shared.clone())).count()
     }
 
-    /// Closes every connection that authenticated with `token_hash` (logout).
-    pub fn close_session(&self, token_hash: &str, code: u16) {
-        self.close_where(code, |c| &*c.token_hash == token_hash);
+    /// Logout of a session, here or on another node: closes its connections here with 4001
+    /// and remembers it (see `revoked.rs`). Returns how many connections it closed.
+    pub fn revoke_session(&self, session: RevokedSession) -> usize {
+        // Remembered under the map's write lock: a registration either sees the revocation or
+        // is already in the map when the close below looks.
+        let map = self.by_user.write().unwrap_or_else(|e| e.into_inner());
+        self.revoked.remember(session.clone());
+        let mut closed = 0;
+        for c in map
+            .get(session.user_id.as_str())
+            .into_iter()
+            .flatten()
+            .filter(|c| *c.token_hash == *session.token_hash)
+        {
+            c.close(CLOSE_UNAUTHORIZED);
+            closed += 1;
+        }
+        closed
+    }
+
+    /// The sessions logged out recently (replayed to a peer whose link (re)starts).
+    pub fn recent_revocations(&self) -> Vec<RevokedSession> {
+        self.revoked.all()
     }
 
     /// Closes the connections whose client has been silent for more than `limit_ms` at `now`
@@ -323,6 +351,27 @@ mod tests {
         let by_node = r.remote_nodes_of(&users, Some("b"));
         assert_eq!(by_node.len(), 1);
         assert_eq!(by_node[&2], vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn a_logout_closes_that_sessions_connections_and_any_that_register_after_it() {
+        let r = Registry::default();
+        let mine = ConnHandle::new("a", "d1", "t1", 4);
+        let other_device = ConnHandle::new("a", "d2", "t2", 4);
+        r.register(mine.clone());
+        r.register(other_device.clone());
+        let session = RevokedSession {
+            user_id: "a".into(),
+            token_hash: "t1".into(),
+        };
+        assert_eq!(r.revoke_session(session.clone()), 1);
+        assert_eq!(mine.outbox.code(), CLOSE_UNAUTHORIZED);
+        assert!(!other_device.outbox.is_closed(), "other sessions stay open");
+        // A connection that passed hello just before the logout registers just after it.
+        let late = ConnHandle::new("a", "d1", "t1", 4);
+        r.register(late.clone());
+        assert_eq!(late.outbox.code(), CLOSE_UNAUTHORIZED);
+        assert_eq!(r.recent_revocations(), vec![session]);
     }
 
     #[test]

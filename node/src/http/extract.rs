@@ -2,6 +2,7 @@
 //! (`invalid`, `too_large`, `unauthorized`) instead of axum's plain-text rejections.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -38,12 +39,17 @@ impl FromRequestParts<Arc<AppState>> for Auth {
 /// A JSON body of type `T`.
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
-        let body = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+    /// Reads the whole body within the body-read timeout. A body that does not arrive in time
+    /// is answered `invalid`, and hyper closes a connection whose body was left unread, so a
+    /// `Content-Length` that never arrives holds its socket no longer than the timeout.
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let within = Duration::from_millis(state.config.body_read_timeout_ms);
+        let body = tokio::time::timeout(within, axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES))
             .await
+            .map_err(|_| ApiError::invalid(format!("request body not received within {} ms", within.as_millis())))?
             .map_err(|_| ApiError::new(ErrorCode::TooLarge, "request body is larger than 1 MiB"))?;
         parse_json(&body).map(JsonBody)
     }
