@@ -11,6 +11,7 @@ use openraft::{BasicNode, Config, SnapshotPolicy};
 use ringchat_storage::Store;
 
 use crate::command::{Command, Response};
+use crate::delivery::{CommitEvents, CommitSink};
 use crate::error::ClusterError;
 use crate::hosting::{GroupOpener, HostedGroups};
 use crate::message_cache::MessageCache;
@@ -148,6 +149,7 @@ impl Cluster {
             peers: peers.clone(),
             snapshots: cfg.data_dir.join("snapshots"),
             node_id: cfg.node_id,
+            commits: CommitSink::default(),
         };
         let meta = opener.open(META_PARTITION).await?;
         // A group runs only where the node replicates its partition: all of them on a node that
@@ -216,6 +218,12 @@ impl Cluster {
     /// Sets where frames from other nodes go; the first call wins.
     pub fn set_local_delivery(&self, delivery: Arc<dyn LocalDelivery>) {
         let _ = self.delivery.set(delivery);
+    }
+
+    /// Sets what this node does with the messages committed in partitions it leads: deliver
+    /// them to every member's connections (delivery from the leader, `delivery/`).
+    pub fn set_commit_events(&self, events: Arc<dyn CommitEvents>) {
+        self.opener.commits.set(events);
     }
 
     /// This node's id.

@@ -221,7 +221,9 @@ pub enum Response {
         /// Whether the command changed it.
         changed: bool,
     },
-    /// A message committed (or found again for a retried `client_msg_id`).
+    /// A message committed (or found again for a retried `client_msg_id`). A leader answering
+    /// a forwarded send sends it back without text and members (`for_forwarder`): the leader
+    /// delivers the message itself, the sender's node needs only its position.
     Sent {
         /// The message.
         message: MessageRecord,
@@ -234,4 +236,25 @@ pub enum Response {
     Position(u64),
     /// The command broke a rule.
     Rejected(ApplyError),
+}
+
+impl Response {
+    /// What a leader sends back to the node that forwarded the write: a `Sent` without the
+    /// message's text and the members (the leader delivered it; the sender's node answers
+    /// `sent {seq, ts}` from the rest), everything else as it is.
+    pub fn for_forwarder(self) -> Response {
+        match self {
+            Response::Sent {
+                mut message, duplicate, ..
+            } => {
+                message.text = String::new();
+                Response::Sent {
+                    message,
+                    members: Vec::new(),
+                    duplicate,
+                }
+            }
+            other => other,
+        }
+    }
 }

@@ -23,6 +23,7 @@ use openraft::Config;
 use ringchat_storage::Store;
 
 use crate::cluster::Cluster;
+use crate::delivery::{leader_watch, CommitSink, PartitionDelivery};
 use crate::error::ClusterError;
 use crate::network::NoPeers;
 use crate::partition::{LogStore, StateMachine};
@@ -41,12 +42,15 @@ pub(crate) struct GroupOpener {
     pub peers: Option<PeerChannels>,
     pub snapshots: PathBuf,
     pub node_id: NodeId,
+    /// Where the leader's committed messages go (set by the node after start-up).
+    pub commits: CommitSink,
 }
 
 impl GroupOpener {
     /// Starts the Raft group of partition `p` over its stored log and state machine.
     pub async fn open(&self, p: u16) -> Result<PartitionRaft, ClusterError> {
-        let sm = StateMachine::open(self.store.clone(), p, self.snapshots.clone())?;
+        let delivery = Arc::new(PartitionDelivery::new(self.commits.clone()));
+        let sm = StateMachine::open(self.store.clone(), p, self.snapshots.clone())?.with_delivery(delivery.clone());
         let log = LogStore::new(self.store.clone(), p);
         let raft = match &self.peers {
             Some(peers) => {
@@ -61,7 +65,9 @@ impl GroupOpener {
             }
             None => PartitionRaft::new(self.node_id, self.raft_config.clone(), NoPeers, log, sm).await,
         };
-        raft.map_err(|e| ClusterError::Internal(e.to_string()))
+        let raft = raft.map_err(|e| ClusterError::Internal(e.to_string()))?;
+        leader_watch::spawn(&raft, self.node_id, p, delivery);
+        Ok(raft)
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod command;
+pub mod delivery;
 pub mod error;
 pub mod hosting;
 pub mod local;
@@ -23,6 +24,7 @@ pub mod types;
 
 pub use cluster::{Cluster, ClusterConfig, LocalDelivery};
 pub use command::{ApplyError, Command, Response};
+pub use delivery::CommitEvents;
 pub use error::ClusterError;
 pub use local::{HostedPartitions, LeaderHint, LocalPartitions};
 pub use model::*;

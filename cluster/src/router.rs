@@ -467,7 +467,11 @@ impl Cluster {
             } => {
                 if !duplicate {
                     metrics::counter!("ringchat_messages_committed_total").increment(1);
-                    self.cache.insert(&message);
+                    // A forwarded send comes back without its text (`Response::for_forwarder`);
+                    // a committed text is never empty, so only a whole message is cached.
+                    if !message.text.is_empty() {
+                        self.cache.insert(&message);
+                    }
                 }
                 Ok(Response::Sent {
                     message,

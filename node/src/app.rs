@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::chat::Chat;
+use crate::commit_delivery::CommitDelivery;
 use crate::config::Config;
 use crate::fanout::{Fanout, Inbound};
 use crate::gateway::registry::CLOSE_GOING_AWAY;
@@ -180,12 +181,16 @@ impl App {
             }
             None => None,
         };
+        cluster.set_commit_events(Arc::new(CommitDelivery {
+            fanout: Arc::downgrade(&fanout),
+            push: push_tx.clone(),
+        }));
         let chat = Arc::new(Chat::new(
             cluster.clone(),
             registry.clone(),
             fanout,
             config.max_group_members,
-            push_tx,
+            push_tx.is_some(),
         ));
         let state = Arc::new(AppState {
             config,

@@ -10,7 +10,6 @@ use ringchat_cluster::{
     UserRecord, UsernameRecord,
 };
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 use crate::auth::{dm_channel_id, new_id, new_token, token_hash, PasswordHasherPool};
 use crate::error::{ApiError, ErrorCode};
@@ -86,7 +85,8 @@ pub struct Chat {
     pub fanout: Arc<Fanout>,
     hasher: PasswordHasherPool,
     max_group_members: usize,
-    push: Option<mpsc::Sender<ringchat_cluster::PushOutboxRecord>>,
+    /// A push gateway is configured: sends leave push outbox entries.
+    push_enabled: bool,
 }
 
 /// Current time, Unix ms.
@@ -98,13 +98,13 @@ pub fn now_ms() -> u64 {
 }
 
 impl Chat {
-    /// A chat service over `cluster`; `push` is the push worker's inbox if a gateway is set.
+    /// A chat service over `cluster`; `push_enabled` if a push gateway is configured.
     pub fn new(
         cluster: Arc<Cluster>,
         registry: Arc<Registry>,
         fanout: Arc<Fanout>,
         max_group_members: usize,
-        push: Option<mpsc::Sender<ringchat_cluster::PushOutboxRecord>>,
+        push_enabled: bool,
     ) -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         Chat {
@@ -113,7 +113,7 @@ impl Chat {
             fanout,
             hasher: PasswordHasherPool::new(cores),
             max_group_members,
-            push,
+            push_enabled,
         }
     }
 
@@ -500,7 +500,7 @@ impl Chat {
             text: text.to_string(),
             client_msg_id,
             ts: now_ms(),
-            push: self.push.is_some(),
+            push: self.push_enabled,
         };
         let resp = self
             .cluster
@@ -510,31 +510,11 @@ impl Chat {
                 e if e.code == ErrorCode::Forbidden => ApiError::forbidden("not a member of this channel"),
                 e => e,
             })?;
-        let Response::Sent {
-            message,
-            members,
-            duplicate,
-        } = resp
-        else {
+        // The partition's leader delivers the message to every member and starts the pushes
+        // (`commit_delivery.rs`); this node only answers with the message's position.
+        let Response::Sent { message, duplicate, .. } = resp else {
             return Err(ApiError::internal("unexpected response to SendMessage"));
         };
-        if !duplicate {
-            let frame = frames::message_frame(&message);
-            let n = self.fanout.send_to_users(&members, &frame, None);
-            metrics::counter!("ringchat_deliveries_total").increment(n as u64);
-            if let Some(push) = &self.push {
-                if members.len() > 1 {
-                    // The outbox entry is durable; a full inbox only delays it to the next scan.
-                    let _ = push.try_send(ringchat_cluster::PushOutboxRecord {
-                        channel_id: message.channel_id.clone(),
-                        seq: message.seq,
-                        sender_id: message.sender_id.clone(),
-                        recipients: members.iter().filter(|m| **m != message.sender_id).cloned().collect(),
-                        preview: message.text.chars().take(100).collect(),
-                    });
-                }
-            }
-        }
         Ok((message, duplicate))
     }
 

@@ -5,6 +5,7 @@ pub mod allocator;
 pub mod app;
 pub mod auth;
 pub mod chat;
+pub mod commit_delivery;
 pub mod config;
 pub mod error;
 pub mod fanout;

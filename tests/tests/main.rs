@@ -5,6 +5,7 @@ mod cluster_chat;
 mod durability;
 mod hardening;
 mod http_api;
+mod leader_delivery;
 mod partition;
 mod power_loss;
 mod push;

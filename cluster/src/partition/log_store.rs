@@ -16,6 +16,7 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use ringchat_storage::{decode_record, encode_record, KeyBuf, Store};
 
+use super::log_tail::LogTail;
 use crate::types::TypeConfig;
 
 type C = TypeConfig;
@@ -30,6 +31,8 @@ pub struct LogStore {
     partition: u16,
     /// When the committed log id was last written, shared by the clones.
     committed_saved: Arc<Mutex<Option<Instant>>>,
+    /// The newest entries, shared by the clones (replication reads them from here).
+    tail: Arc<LogTail>,
 }
 
 impl LogStore {
@@ -39,6 +42,7 @@ impl LogStore {
             store,
             partition,
             committed_saved: Arc::default(),
+            tail: Arc::default(),
         }
     }
 
@@ -85,6 +89,15 @@ impl RaftLogReader<C> for LogStore {
             Bound::Excluded(x) => x.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        let last = match range.end_bound() {
+            Bound::Included(x) => Some(*x),
+            Bound::Excluded(0) => None,
+            Bound::Excluded(x) => Some(x - 1),
+            Bound::Unbounded => None,
+        };
+        if let Some(entries) = last.and_then(|last| self.tail.get(start, last)) {
+            return Ok(entries);
+        }
         let end = match range.end_bound() {
             Bound::Included(x) => Bound::Included(self.log_key(*x)),
             Bound::Excluded(x) => Bound::Excluded(self.log_key(*x)),
@@ -172,10 +185,15 @@ impl RaftLogStorage<C> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut batch = self.store.db.batch();
+        let mut written = Vec::new();
         for entry in entries {
-            batch.insert(&self.store.log, self.log_key(entry.index()), encode_record(&entry));
+            let bytes = encode_record(&entry);
+            let size = bytes.len();
+            batch.insert(&self.store.log, self.log_key(entry.index()), bytes);
+            written.push((entry, size));
         }
         batch.commit().map_err(io::Error::other)?;
+        self.tail.appended(written);
         self.store
             .syncer
             .after_sync(move |result| callback.io_completed(result));
@@ -184,6 +202,7 @@ impl RaftLogStorage<C> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         let from = last_log_id.map(|id| id.index() + 1).unwrap_or(0);
+        self.tail.truncated_from(from);
         let mut batch = self.store.db.batch();
         for item in self.store.log.range(self.log_key(from)..=self.log_key(u64::MAX)) {
             let key = item.key().map_err(io::Error::other)?;
@@ -194,6 +213,7 @@ impl RaftLogStorage<C> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
+        self.tail.purged_through(log_id.index());
         let mut batch = self.store.db.batch();
         batch.insert(&self.store.raft, self.meta_key(b"purged"), encode_record(&log_id));
         for item in self.store.log.range(self.log_key(0)..=self.log_key(log_id.index())) {

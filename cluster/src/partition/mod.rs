@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod log_store;
+pub mod log_tail;
 pub mod overlay;
 pub mod snapshot;
 pub mod state_machine;

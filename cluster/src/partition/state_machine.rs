@@ -3,6 +3,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use futures_util::{Stream, TryStreamExt};
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
@@ -17,6 +18,7 @@ use super::overlay::Overlay;
 use super::snapshot::{read_snapshot, write_snapshot, SnapshotFile};
 use super::tables as t;
 use crate::command::Response;
+use crate::delivery::PartitionDelivery;
 use crate::types::TypeConfig;
 
 type C = TypeConfig;
@@ -37,6 +39,8 @@ pub struct StateMachine {
     snapshot_dir: PathBuf,
     applied: Option<LogIdOf<C>>,
     membership: StoredMembershipOf<C>,
+    /// Delivery of what this replica applies, when it leads (`None`: tests and tools).
+    delivery: Option<Arc<PartitionDelivery>>,
 }
 
 impl StateMachine {
@@ -57,7 +61,14 @@ impl StateMachine {
             snapshot_dir,
             applied,
             membership,
+            delivery: None,
         })
+    }
+
+    /// The same state machine handing committed messages to `delivery` after each apply.
+    pub fn with_delivery(mut self, delivery: Arc<PartitionDelivery>) -> Self {
+        self.delivery = Some(delivery);
+        self
     }
 
     fn pointer_key(&self) -> Vec<u8> {
@@ -132,6 +143,7 @@ impl RaftStateMachine<C> for StateMachine {
         let p = self.partition;
         let mut ov = Overlay::new(&self.store.sm);
         let mut replies = Vec::new();
+        let mut committed = Vec::new();
         let mut last = None;
         while let Some((entry, responder)) = entries.try_next().await? {
             let response = match &entry.payload {
@@ -143,6 +155,17 @@ impl RaftStateMachine<C> for StateMachine {
                 }
             };
             last = Some(entry.log_id);
+            if let (
+                Some(_),
+                Response::Sent {
+                    message,
+                    members,
+                    duplicate: false,
+                },
+            ) = (&self.delivery, &response)
+            {
+                committed.push((message.clone(), members.clone()));
+            }
             if let Some(r) = responder {
                 replies.push((r, response));
             }
@@ -152,6 +175,11 @@ impl RaftStateMachine<C> for StateMachine {
             ov.put_record(t::meta_applied(p), &self.applied);
             ov.put_record(t::meta_membership(p), &self.membership);
             ov.commit(&self.store.db)?;
+        }
+        if let Some(delivery) = &self.delivery {
+            for (message, members) in committed {
+                delivery.applied(message, members);
+            }
         }
         for (r, response) in replies {
             r.send(response);

@@ -93,7 +93,7 @@ impl NodeService for NodeRpcService {
         let (p, raft, _) = self.replica(request.partition)?;
         let cmd: Command = decode(&request.command).map_err(|e| Status::invalid_argument(format!("command: {e}")))?;
         let response = local::write(&raft, cmd).await.map_err(|f| failure_status(p, f))?;
-        let response = encode(&response).map_err(|e| Status::internal(e.to_string()))?;
+        let response = encode(&response.for_forwarder()).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(WriteReply { response }))
     }
 
