@@ -12,7 +12,8 @@ use crate::types::{NodeId, PartitionRaft};
 
 /// Starts following `raft`'s leadership on node `me` into `delivery`.
 pub fn spawn(raft: &PartitionRaft, me: NodeId, partition: u16, delivery: Arc<PartitionDelivery>) {
-    let mut watch = raft.metrics();
+    // Server metrics change only with the vote, leader or membership, not with every commit.
+    let mut watch = raft.server_metrics();
     tokio::spawn(async move {
         loop {
             let leads = {

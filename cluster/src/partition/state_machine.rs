@@ -145,12 +145,14 @@ impl RaftStateMachine<C> for StateMachine {
         let mut replies = Vec::new();
         let mut committed = Vec::new();
         let mut last = None;
+        let mut membership_changed = false;
         while let Some((entry, responder)) = entries.try_next().await? {
             let response = match &entry.payload {
                 EntryPayload::Blank => Response::Done,
                 EntryPayload::Normal(cmd) => apply_command(&mut ov, p, cmd)?,
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembershipOf::<C>::new(Some(entry.log_id), m.clone());
+                    membership_changed = true;
                     Response::Done
                 }
             };
@@ -173,7 +175,11 @@ impl RaftStateMachine<C> for StateMachine {
         if last.is_some() {
             self.applied = last;
             ov.put_record(t::meta_applied(p), &self.applied);
-            ov.put_record(t::meta_membership(p), &self.membership);
+            // Written with the batch that applied it, and only then: it changes rarely, and
+            // encoding it on every apply was a cost per message on every replica.
+            if membership_changed {
+                ov.put_record(t::meta_membership(p), &self.membership);
+            }
             ov.commit(&self.store.db)?;
         }
         if let Some(delivery) = &self.delivery {
