@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod error;
 pub mod hosting;
 pub mod local;
+pub mod log_throttle;
 pub mod message_cache;
 pub mod meta;
 pub mod model;

@@ -2,6 +2,7 @@
 //! owns its shutdown: SIGTERM (or `RunningApp::stop`) stops accepting, closes client sockets with
 //! 1001, waits for connection tasks, stops the Raft groups and fsyncs.
 
+use ringchat_cluster::log_throttle::{LogThrottle, EVERY_30_S};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,7 +82,10 @@ async fn run_membership(cluster: Arc<Cluster>, fanout: Arc<Fanout>, shutdown: Ca
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         if let Err(e) = cluster.rebalance_once().await {
-            tracing::info!(error = %e, "rebalance pass incomplete");
+            static INCOMPLETE: LogThrottle = LogThrottle::new(EVERY_30_S);
+            if let Some(held_back) = INCOMPLETE.allow() {
+                tracing::info!(error = %e, held_back, "rebalance pass incomplete");
+            }
         }
         cluster.balance_leaders_once().await;
         cluster.release_idle_groups().await;

@@ -3,6 +3,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use ringchat_cluster::log_throttle::{LogThrottle, EVERY_30_S};
 use ringchat_cluster::{ApplyError, ClusterError};
 use serde_json::json;
 
@@ -108,7 +109,7 @@ impl ApiError {
 impl From<ClusterError> for ApiError {
     fn from(e: ClusterError) -> Self {
         match e {
-            ClusterError::Rejected(ApplyError::NotFound) => ApiError::not_found("no such channel"),
+            ClusterError::Rejected(ApplyError::NotFound) => ApiError::not_found("not found"),
             ClusterError::Rejected(ApplyError::Forbidden) => ApiError::forbidden("not allowed"),
             ClusterError::Rejected(ApplyError::GroupFull) => {
                 ApiError::new(ErrorCode::GroupFull, "the group is at its member limit")
@@ -116,7 +117,11 @@ impl From<ClusterError> for ApiError {
             ClusterError::Rejected(ApplyError::Invalid(m)) => ApiError::invalid(m),
             ClusterError::Rejected(ApplyError::Conflict) => ApiError::new(ErrorCode::Conflict, "already exists"),
             ClusterError::Unavailable(m) => {
-                tracing::warn!(reason = %m, "unavailable");
+                // Per request, for as long as a partition has no leader: one line per 30 s.
+                static UNAVAILABLE: LogThrottle = LogThrottle::new(EVERY_30_S);
+                if let Some(held_back) = UNAVAILABLE.allow() {
+                    tracing::warn!(reason = %m, held_back, "unavailable");
+                }
                 ApiError::new(ErrorCode::Unavailable, "the cluster could not commit; retry")
             }
             other => ApiError::internal(other),

@@ -5,6 +5,12 @@ use ringchat_node::config::{Config, ServeArgs};
 use ringchat_node::App;
 use tracing_subscriber::EnvFilter;
 
+/// Log filter unless `RINGCHAT_LOG` says otherwise: our own INFO, third-party crates at WARN,
+/// and openraft at ERROR: its WARNs are one line per group per failed attempt (a peer that is
+/// down made 100+ lines/s per survivor); the node reports a peer's reachability itself, once
+/// per change (`cluster/src/rpc/peer_health.rs`). docs/logging.md.
+const DEFAULT_LOG_FILTER: &str = "info,openraft=error,fjall=warn,lsm_tree=warn,foyer=warn,foyer_storage=warn,foyer_memory=warn,h2=warn,tonic=warn,hyper=warn,hyper_util=warn,tower=warn";
+
 #[derive(Parser)]
 #[command(name = "ringchat", version, about = "ringchat chat server")]
 struct Cli {
@@ -119,8 +125,7 @@ async fn operate(cmd: ClusterCommand) -> anyhow::Result<()> {
 }
 
 fn init_logs(format: &str) {
-    let filter =
-        EnvFilter::try_from_env("RINGCHAT_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,fjall=warn"));
+    let filter = EnvFilter::try_from_env("RINGCHAT_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -264,3 +264,62 @@ async fn the_cluster_keeps_healing_after_losing_three_of_its_five_meta_voters() 
         ["before", "after three deaths"]
     );
 }
+
+/// Lines in `log` from byte `from` on.
+fn log_lines_since(log: &std::path::Path, from: usize) -> Vec<String> {
+    let text = std::fs::read(log).unwrap_or_default();
+    String::from_utf8_lossy(&text[from.min(text.len())..])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_surviving_node_writes_few_log_lines_while_a_peer_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path(), 3, &[]).await;
+    let alice = new_user(&nodes[0].base, "alice").await;
+    let bob = new_user(&nodes[0].base, "bob").await;
+    let dm = alice.http.open_dm(&bob.user_id).await.unwrap().channel_id;
+    let log = nodes[0].data_dir.with_extension("log");
+    let from = std::fs::metadata(&log).map(|m| m.len() as usize).unwrap_or(0);
+    // Node 3 dies; node 1 keeps taking writes for 60 s (past the 30 s dead-after grace, so
+    // the survivors also rebuild its replicas meanwhile).
+    nodes[2].kill9();
+    let down = Instant::now();
+    let mut acked = 0;
+    let mut i = 0;
+    while down.elapsed() < Duration::from_secs(60) {
+        i += 1;
+        if alice
+            .http
+            .send_message(&dm, "while down", &format!("d{i}"))
+            .await
+            .is_ok()
+        {
+            acked += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let lines = log_lines_since(&log, from);
+    let mut by_message: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for l in &lines {
+        // The message text: what follows the level and the target.
+        let key = l.split(": ").nth(1).unwrap_or(l).chars().take(60).collect::<String>();
+        *by_message.entry(key).or_default() += 1;
+    }
+    println!(
+        "{} log lines in 60 s with a peer down ({acked} sends acked): {by_message:#?}",
+        lines.len()
+    );
+    assert!(acked > 100, "the survivors stopped taking writes: {acked} acked");
+    assert!(
+        lines.len() < 100,
+        "{} log lines in 60 s with one peer down: {by_message:#?}",
+        lines.len()
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("peer unreachable")),
+        "the outage itself was not logged"
+    );
+}

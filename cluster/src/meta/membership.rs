@@ -6,6 +6,7 @@
 //! (openraft streams it the log or a snapshot), then replace the voter set. The data moves by
 //! Raft; nothing here copies records.
 
+use crate::log_throttle::{LogThrottle, EVERY_30_S};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -364,7 +365,12 @@ impl Cluster {
             };
             let hints: Vec<NodeId> = current.replicas.get(p).cloned().unwrap_or_default();
             if let Err(e) = self.change_replicas_anywhere(&change, &hints, &by_id).await {
-                tracing::info!(partition = p, error = %e, "replica move not done yet; retrying later");
+                // Retried every pass for as long as the cause lasts (a member down): one line
+                // per 30 s, not one per partition per pass.
+                static MOVE_NOT_DONE: LogThrottle = LogThrottle::new(EVERY_30_S);
+                if let Some(held_back) = MOVE_NOT_DONE.allow() {
+                    tracing::info!(partition = p, error = %e, held_back, "replica move not done yet; retrying later");
+                }
                 all_moved = false;
             }
         }

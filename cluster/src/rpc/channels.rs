@@ -99,7 +99,7 @@ impl PeerChannels {
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .connect_lazy();
         let peer = Peer {
-            pipe: PeerPipe::new(channel.clone(), self.secret.clone()),
+            pipe: PeerPipe::new(addr, channel.clone(), self.secret.clone()),
             channel,
         };
         channels.insert(addr.to_string(), peer.clone());

@@ -11,6 +11,7 @@ pub mod client;
 pub mod error;
 pub mod member_server;
 pub mod node_server;
+pub mod peer_health;
 pub mod pipe;
 pub mod pipe_server;
 pub mod registry;

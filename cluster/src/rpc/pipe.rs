@@ -21,6 +21,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use super::auth::ClusterSecret;
+use super::peer_health::PeerHealth;
 use super::pipe_proto::pipe_service_client::PipeServiceClient;
 use super::pipe_proto::{Method, PipeBatch, PipeCall, PipeResult};
 use super::PIPE_MESSAGE_BYTES;
@@ -40,6 +41,8 @@ pub struct PeerPipe {
 
 struct Shared {
     channel: Channel,
+    /// Whether the peer answers (logged once per change, `peer_health.rs`).
+    health: PeerHealth,
     secret: ClusterSecret,
     session: Mutex<Option<Arc<Session>>>,
     next_id: AtomicU64,
@@ -116,11 +119,13 @@ impl Session {
 }
 
 impl PeerPipe {
-    /// A pipe over `channel` (not opened until the first call), authenticated with `secret`.
-    pub fn new(channel: Channel, secret: ClusterSecret) -> Self {
+    /// A pipe to the peer at `addr` over `channel` (not opened until the first call),
+    /// authenticated with `secret`.
+    pub fn new(addr: &str, channel: Channel, secret: ClusterSecret) -> Self {
         PeerPipe {
             shared: Arc::new(Shared {
                 channel,
+                health: PeerHealth::new(addr),
                 secret,
                 session: Mutex::new(None),
                 next_id: AtomicU64::new(1),
@@ -139,9 +144,20 @@ impl PeerPipe {
     {
         let body = request.encode_to_vec();
         let started = std::time::Instant::now();
-        let result = tokio::time::timeout(ttl, self.call_raw(method, body, ttl))
-            .await
-            .map_err(|_| Status::deadline_exceeded(format!("no answer within {ttl:?}")))??;
+        let result = match tokio::time::timeout(ttl, self.call_raw(method, body, ttl)).await {
+            Ok(Ok(result)) => {
+                self.shared.health.answered();
+                result
+            }
+            Ok(Err(status)) => {
+                self.shared.health.failed(status.message());
+                return Err(status);
+            }
+            Err(_) => {
+                self.shared.health.failed("no answer in time");
+                return Err(Status::deadline_exceeded(format!("no answer within {ttl:?}")));
+            }
+        };
         metrics::histogram!("ringchat_peer_call_seconds", "method" => method.as_str_name())
             .record(started.elapsed().as_secs_f64());
         if result.code != tonic::Code::Ok as i32 {
