@@ -30,6 +30,8 @@ const QUEUED_PER_THREAD: usize = 32;
 pub struct PasswordHasherPool {
     jobs: SyncSender<Job>,
     permits: Arc<Semaphore>,
+    /// The hash unknown usernames are verified against (`verify_nobody`), made on first use.
+    decoy: Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl PasswordHasherPool {
@@ -51,7 +53,26 @@ impl PasswordHasherPool {
         PasswordHasherPool {
             jobs,
             permits: Arc::new(Semaphore::new(slots)),
+            decoy: Arc::new(tokio::sync::OnceCell::new()),
         }
+    }
+
+    /// Spends the time of a real `verify` for a username that does not exist, against a
+    /// hash of a random password made once with the same parameters: a login for an unknown
+    /// user then takes as long as one with a wrong password (PROTOCOL v1.1), so timing does not
+    /// tell which usernames exist. Always false.
+    pub async fn verify_nobody(&self, password: String) -> Result<bool, ApiError> {
+        let decoy = self
+            .decoy
+            .get_or_try_init(|| async {
+                let mut random = [0u8; 24];
+                rand::rng().fill_bytes(&mut random);
+                self.hash(base64::engine::general_purpose::STANDARD.encode(random))
+                    .await
+            })
+            .await?
+            .clone();
+        self.verify(password, decoy).await.map(|_| false)
     }
 
     /// Runs `f` on a hashing thread. A permit per queued job keeps the queue from ever

@@ -172,6 +172,7 @@ impl Chat {
             validate::id("device_id", d)?;
         }
         let Some(claim) = self.cluster.get_username(&username).await? else {
+            self.hasher.verify_nobody(password.to_string()).await?;
             return Err(bad());
         };
         if !self
@@ -297,18 +298,14 @@ impl Chat {
             .ok_or_else(|| ApiError::not_found(format!("no such user: {user_id}")))
     }
 
-    /// A channel the caller is a member of (404 if unknown, 403 if not a member).
+    /// A channel the caller is a member of; 403 otherwise, whether or not it exists
+    /// (PROTOCOL v1.1: outsiders cannot learn which channels, e.g. which DMs, exist).
     pub async fn member_channel(&self, auth: &AuthContext, channel_id: &str) -> Result<ChannelRecord, ApiError> {
         validate::id("channel_id", channel_id)?;
-        let channel = self
-            .cluster
-            .get_channel(channel_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("no such channel"))?;
-        if !channel.members.contains(&auth.user_id) {
-            return Err(ApiError::forbidden("not a member of this channel"));
+        match self.cluster.get_channel(channel_id).await? {
+            Some(channel) if channel.members.contains(&auth.user_id) => Ok(channel),
+            _ => Err(ApiError::forbidden("not a member of this channel")),
         }
-        Ok(channel)
     }
 
     /// Links members to the channel in their home partitions (idempotent, retried by callers).

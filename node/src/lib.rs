@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod presence;
 pub mod push;
 pub mod status_text;
+pub mod strict_json;
 pub mod validate;
 
 pub use app::{App, RunningApp};

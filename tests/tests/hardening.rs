@@ -97,3 +97,115 @@ async fn the_default_body_read_timeout_is_ten_seconds() {
     // The slow-body test above runs with a short timeout; production gets this one.
     assert_eq!(ringchat_node::Config::default().body_read_timeout_ms, 10_000);
 }
+
+#[tokio::test]
+async fn the_web_page_is_served_with_a_content_security_policy_and_no_framing() {
+    let node = InProcessNode::start().await;
+    let page = reqwest::get(format!("{}/", node.base)).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let h = page.headers().clone();
+    let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let csp = header("content-security-policy");
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(
+        csp.contains("script-src 'sha256-"),
+        "inline script allowed by hash only: {csp}"
+    );
+    assert!(csp.contains("connect-src 'self'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(header("x-frame-options"), "DENY");
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert!(page.text().await.unwrap().contains("<script>"));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_and_frames_must_be_objects_without_duplicate_keys() {
+    use ringchat_client::WsClient;
+    let node = InProcessNode::start().await;
+    let alice = new_user(&node.base, "strict").await;
+    let bob = new_user(&node.base, "strictb").await;
+    let dm = alice.http.open_dm(&bob.user_id).await.unwrap().channel_id;
+    let path = format!("/v1/channels/{dm}/messages");
+    for body in [
+        r#"["hi"]"#,
+        r#"{"text":"a","text":"b"}"#,
+        r#"{"text":"hi","client_msg_id":"1","client_msg_id":"2"}"#,
+    ] {
+        let (status, reply) = alice
+            .http
+            .raw(
+                reqwest::Method::POST,
+                &path,
+                Some(body.as_bytes().to_vec()),
+                Some("application/json"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (400, Some("invalid")),
+            "{body}: {reply}"
+        );
+    }
+    let (status, _) = alice
+        .http
+        .raw(
+            reqwest::Method::POST,
+            &path,
+            Some(br#"{"text":"ok"}"#.to_vec()),
+            Some("application/json"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "a strict body still works");
+    let mut ws = WsClient::connect(&node.base).await.unwrap();
+    ws.hello(&alice.token).await.unwrap();
+    ws.recv_type("caught_up", Duration::from_secs(10)).await.unwrap();
+    ws.send_text(format!(
+        r#"{{"type":"send","ref":7,"channel_id":"{dm}","text":"a","text":"b","client_msg_id":"w"}}"#
+    ))
+    .await
+    .unwrap();
+    let reply = ws.recv_type("error", Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        (reply["code"].as_str(), reply["ref"].as_u64()),
+        (Some("invalid"), Some(7)),
+        "{reply}"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_login_for_an_unknown_user_takes_as_long_as_one_with_a_wrong_password() {
+    let node = InProcessNode::start().await;
+    let known = new_user(&node.base, "timing").await;
+    let http = node.http();
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let mut wrong_password = Vec::new();
+    let mut unknown_user = Vec::new();
+    for i in 0..7 {
+        let started = Instant::now();
+        assert!(http
+            .login(&known.username, "not the password", None, None)
+            .await
+            .is_err());
+        wrong_password.push(started.elapsed());
+        let started = Instant::now();
+        assert!(http
+            .login(&format!("nobody_{i}"), "not the password", None, None)
+            .await
+            .is_err());
+        unknown_user.push(started.elapsed());
+    }
+    let (known, unknown) = (median(wrong_password), median(unknown_user));
+    println!("login median: wrong password {known:?}, unknown user {unknown:?}");
+    assert!(
+        unknown * 2 >= known && known * 2 >= unknown,
+        "timing tells unknown users apart: wrong password {known:?}, unknown user {unknown:?}"
+    );
+    node.stop().await;
+}

@@ -230,9 +230,10 @@ async fn member_rules_any_member_adds_self_or_creator_removes() {
         403
     );
     // Unknown ids.
+    // A channel that does not exist is answered like one the caller is not in (v1.1).
     assert_eq!(
         code(&owner.http.add_member("g_nope", &bob.user_id).await.unwrap_err()).0,
-        404
+        403
     );
     assert_eq!(
         code(&owner.http.add_member(&g.channel_id, "u_nope").await.unwrap_err()).0,
@@ -351,7 +352,7 @@ async fn text_limits_count_characters_not_bytes() {
     );
     assert_eq!(
         code(&alice.http.send_message("d_nope", "x", "k").await.unwrap_err()),
-        (404, "not_found".into())
+        (403, "forbidden".into())
     );
     node.stop().await;
 }
@@ -409,7 +410,11 @@ async fn history_pages_before_after_and_limit_exactly() {
         code(&carol.http.history(cid, None, None, None).await.unwrap_err()),
         (403, "forbidden".into())
     );
-    assert_eq!(code(&h.history("d_nope", None, None, None).await.unwrap_err()).0, 404);
+    assert_eq!(
+        code(&h.history("d_nope", None, None, None).await.unwrap_err()),
+        code(&carol.http.history(cid, None, None, None).await.unwrap_err()),
+        "a missing channel and someone else's get the same answer"
+    );
     let (status, body) = node
         .http()
         .with_token(&alice.token)

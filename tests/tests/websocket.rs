@@ -463,7 +463,8 @@ async fn malformed_frames_get_error_frames_and_the_connection_stays() {
         .request(json!({"type": "history", "ref": "h", "channel_id": "g_unknown"}), T)
         .await
         .unwrap();
-    assert_eq!(unknown["code"], "not_found");
+    // PROTOCOL v1.1: a channel that does not exist is answered like one the caller is not in.
+    assert_eq!(unknown["code"], "forbidden");
     assert_eq!(
         a.request(json!({"type": "ping", "ref": 8}), T).await.unwrap()["type"],
         "pong"

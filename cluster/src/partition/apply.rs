@@ -201,8 +201,10 @@ fn group_for_member_change(
     key: &[u8],
     actor: &str,
 ) -> Result<Result<ChannelRecord, Response>, StorageError> {
+    // A missing channel is refused like one the actor is not in (PROTOCOL v1.1): outsiders
+    // must not learn which channels exist.
     let Some(channel) = ov.get_record::<ChannelRecord>(key)? else {
-        return Ok(Err(Response::Rejected(ApplyError::NotFound)));
+        return Ok(Err(Response::Rejected(ApplyError::Forbidden)));
     };
     if !channel.members.iter().any(|m| m == actor) {
         return Ok(Err(Response::Rejected(ApplyError::Forbidden)));
@@ -237,8 +239,9 @@ fn send_message(
     push: bool,
 ) -> Result<Response, StorageError> {
     let key = t::channel(p, channel_id);
+    // Missing and not-a-member are one answer (PROTOCOL v1.1).
     let Some(mut channel) = ov.get_record::<ChannelRecord>(&key)? else {
-        return Ok(Response::Rejected(ApplyError::NotFound));
+        return Ok(Response::Rejected(ApplyError::Forbidden));
     };
     if !channel.members.iter().any(|m| m == sender_id) {
         return Ok(Response::Rejected(ApplyError::Forbidden));

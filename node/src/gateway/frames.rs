@@ -132,6 +132,13 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
             message: "a frame needs a string \"type\"".into(),
         });
     }
+    // serde_json keeps the last of two equal keys; PROTOCOL v1.1 refuses such a frame.
+    if let Err(e) = crate::strict_json::check_object(text.as_bytes()) {
+        return Err(FrameError {
+            r#ref,
+            message: format!("malformed JSON: {e}"),
+        });
+    }
     serde_json::from_value(value).map_err(|e| FrameError {
         r#ref,
         message: e.to_string(),

@@ -55,7 +55,9 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
     }
 }
 
-/// Parses a JSON body with a clear `invalid` error.
+/// Parses a JSON body with a clear `invalid` error: it must be one object with no duplicate
+/// keys (PROTOCOL v1.1, `strict_json.rs`).
 pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    crate::strict_json::check_object(body).map_err(|e| ApiError::invalid(format!("bad JSON body: {e}")))?;
     serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("bad JSON body: {e}")))
 }

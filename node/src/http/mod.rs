@@ -8,6 +8,7 @@ pub mod messages;
 pub mod serve;
 pub mod sessions;
 pub mod users;
+pub mod web_page;
 pub mod ws;
 
 use std::sync::Arc;
@@ -18,13 +19,10 @@ use axum::Router;
 use crate::app::AppState;
 use crate::error::ApiError;
 
-/// The demo web client, served at `/`.
-const INDEX_HTML: &str = include_str!("../../web/index.html");
-
 /// All client-port routes.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", get(|| async { axum::response::Html(INDEX_HTML) }))
+        .route("/", get(web_page::index))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
