@@ -33,6 +33,30 @@ pub fn enter_private_netns() -> Result<(), String> {
     run("ip", &["link", "set", "lo", "up"], None)
 }
 
+/// A fault test's setup in one call: enters a private network namespace, creates its packet
+/// filter, and builds a runtime whose threads live there. `None` (after `skip_or_fail`) when
+/// the machine cannot do it.
+pub fn isolated(test: &str) -> Option<(Firewall, tokio::runtime::Runtime)> {
+    if let Err(why) = enter_private_netns() {
+        skip_or_fail(test, &why);
+        return None;
+    }
+    let firewall = match Firewall::new() {
+        Ok(f) => f,
+        Err(why) => {
+            skip_or_fail(test, &why);
+            return None;
+        }
+    };
+    // Built after entering the namespace, so its threads live there too.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    Some((firewall, rt))
+}
+
 /// The test's packet filter (an nftables table in the private namespace).
 pub struct Firewall;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ringchat_client::WsClient;
 use ringchat_cluster::placement::partition_of;
-use ringchat_tests::netns::{enter_private_netns, skip_or_fail, Firewall};
+use ringchat_tests::netns::{isolated, Firewall};
 use ringchat_tests::*;
 use serde_json::json;
 
@@ -21,22 +21,9 @@ const T: Duration = Duration::from_secs(10);
 #[test]
 fn a_recipient_on_a_third_node_gets_a_message_live_when_the_leader_dies_right_after_sent() {
     const NAME: &str = "a_recipient_on_a_third_node_gets_a_message_live_when_the_leader_dies_right_after_sent";
-    if let Err(why) = enter_private_netns() {
-        skip_or_fail(NAME, &why);
+    let Some((firewall, rt)) = isolated(NAME) else {
         return;
-    }
-    let firewall = match Firewall::new() {
-        Ok(f) => f,
-        Err(why) => {
-            skip_or_fail(NAME, &why);
-            return;
-        }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
     rt.block_on(leader_killed_after_sent(&firewall));
 }
 
@@ -45,6 +32,14 @@ async fn connect(base: &str, user: &TestUser) -> WsClient {
     ws.hello(&user.token).await.unwrap();
     ws.recv_type("caught_up", T).await.unwrap();
     ws
+}
+
+/// Sends `text` over `ws` and waits for its `sent`.
+async fn send_and_wait_for_sent(ws: &mut WsClient, channel: &str, n: u64, text: &str) {
+    let frame =
+        json!({"type": "send", "ref": n, "channel_id": channel, "text": text, "client_msg_id": format!("m{n}")});
+    let sent = ws.request(frame, T).await.unwrap();
+    assert_eq!(sent["type"], "sent", "{sent}");
 }
 
 async fn leader_killed_after_sent(firewall: &Firewall) {
@@ -80,26 +75,12 @@ async fn leader_killed_after_sent(firewall: &Firewall) {
     let mut a = connect(&nodes[0].base, &alice).await;
     let mut b = connect(&nodes[2].base, &bob).await;
     // Delivery works while all is well.
-    let sent = a
-        .request(
-            json!({"type": "send", "ref": 1, "channel_id": channel, "text": "before", "client_msg_id": "m1"}),
-            T,
-        )
-        .await
-        .unwrap();
-    assert_eq!(sent["type"], "sent", "{sent}");
+    send_and_wait_for_sent(&mut a, &channel, 1, "before").await;
     assert_eq!(b.recv_type("message", T).await.unwrap()["text"], "before");
     // Node 2's packets to node 3 are dropped: its delivery to Bob cannot arrive (nor its
     // appends to node 3; node 1 still makes the majority). Then it dies right after `sent`.
     firewall.cut(IPS[1], IPS[2]);
-    let sent = a
-        .request(
-            json!({"type": "send", "ref": 2, "channel_id": channel, "text": "after", "client_msg_id": "m2"}),
-            T,
-        )
-        .await
-        .unwrap();
-    assert_eq!(sent["type"], "sent", "{sent}");
+    send_and_wait_for_sent(&mut a, &channel, 2, "after").await;
     nodes[1].kill9();
     let started = std::time::Instant::now();
     // The cut stays until Bob has the message: the dead node's kernel keeps retransmitting

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use ringchat_tests::jepsen::{check, stop_and_check_replicas, summary, Workload};
-use ringchat_tests::netns::{enter_private_netns, skip_or_fail, Firewall};
+use ringchat_tests::netns::{isolated, Firewall};
 use ringchat_tests::*;
 
 const IPS: [&str; 3] = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
@@ -20,23 +20,9 @@ const CUT: Duration = Duration::from_secs(8);
 #[test]
 fn acked_messages_survive_full_and_one_way_partitions() {
     const NAME: &str = "acked_messages_survive_full_and_one_way_partitions";
-    if let Err(why) = enter_private_netns() {
-        skip_or_fail(NAME, &why);
+    let Some((firewall, rt)) = isolated(NAME) else {
         return;
-    }
-    let firewall = match Firewall::new() {
-        Ok(f) => f,
-        Err(why) => {
-            skip_or_fail(NAME, &why);
-            return;
-        }
     };
-    // Built after entering the namespace, so its threads live there too.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
     rt.block_on(partition_rounds(&firewall));
 }
 
