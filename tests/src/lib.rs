@@ -323,6 +323,22 @@ pub async fn start_cluster(dir: &Path, n: u64, extra: &[&str]) -> Vec<NodeProces
     nodes
 }
 
+/// A cluster with node `i + 1` listening on `ips[i]` (node 1 bootstraps, the others join it),
+/// returned once settled with every leadership on its preferred replica, with that status.
+pub async fn start_cluster_at(ips: &[&str], dir: &Path) -> (Vec<NodeProcess>, serde_json::Value) {
+    let mut nodes: Vec<NodeProcess> = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let join = nodes.first().map(|n| n.cluster_addr.clone());
+        nodes.push(start_cluster_node_at(ip, dir, i as u64 + 1, join.as_deref(), &[]).await);
+    }
+    let (n, r) = (ips.len(), ips.len().min(3));
+    let status = wait_for_status(&nodes[0], Duration::from_secs(60), |s| {
+        settled(s, n, r) && leaders_on_preferred_replicas(s)
+    })
+    .await;
+    (nodes, status)
+}
+
 /// True when every partition is led by its preferred replica (the first one listed).
 pub fn leaders_on_preferred_replicas(s: &serde_json::Value) -> bool {
     s["partitions"].as_array().is_some_and(|ps| {

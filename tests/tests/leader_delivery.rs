@@ -44,15 +44,7 @@ async fn send_and_wait_for_sent(ws: &mut WsClient, channel: &str, n: u64, text: 
 
 async fn leader_killed_after_sent(firewall: &Firewall) {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<NodeProcess> = Vec::new();
-    for (i, ip) in IPS.iter().enumerate() {
-        let join = nodes.first().map(|n| n.cluster_addr.clone());
-        nodes.push(start_cluster_node_at(ip, dir.path(), i as u64 + 1, join.as_deref(), &[]).await);
-    }
-    let status = wait_for_status(&nodes[0], Duration::from_secs(60), |s| {
-        settled(s, 3, 3) && leaders_on_preferred_replicas(s)
-    })
-    .await;
+    let (mut nodes, status) = start_cluster_at(&IPS, dir.path()).await;
     let partitions = status["partitions"].as_array().unwrap().len() as u16;
     let leader_of = |p: u16| status["partitions"][p as usize]["leader"].as_u64();
     // Alice sends through node 1, Bob listens on node 3; the channel's partition is led by

@@ -28,15 +28,7 @@ fn acked_messages_survive_full_and_one_way_partitions() {
 
 async fn partition_rounds(firewall: &Firewall) {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<NodeProcess> = Vec::new();
-    for (i, ip) in IPS.iter().enumerate() {
-        let join = nodes.first().map(|n| n.cluster_addr.clone());
-        nodes.push(start_cluster_node_at(ip, dir.path(), i as u64 + 1, join.as_deref(), &[]).await);
-    }
-    let status = wait_for_status(&nodes[0], Duration::from_secs(60), |s| {
-        settled(s, 3, 3) && leaders_on_preferred_replicas(s)
-    })
-    .await;
+    let (mut nodes, status) = start_cluster_at(&IPS, dir.path()).await;
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
     let work = Workload::start(&bases, 6).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
