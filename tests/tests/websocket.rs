@@ -516,7 +516,20 @@ async fn sends_over_the_rate_limit_get_rate_limited_errors() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_disconnected_with_4008() {
-    let node = InProcessNode::start_with(|c| c.outbound_queue = 16).await;
+    stalled_reader_is_cut_off(|c| c.outbound_queue = 16).await;
+}
+
+#[tokio::test]
+async fn a_stalled_connections_queue_is_bounded_in_bytes_not_only_frames() {
+    // The default queue holds 1,024 frames; 200 frames of 100 KB pass its 8 MiB byte bound
+    // first (the kernel's socket buffers hold a few MB of them).
+    stalled_reader_is_cut_off(|_| {}).await;
+}
+
+/// Bob stops reading while ~20 MB of messages are sent to him: the server closes him with
+/// 4008, and everything is there at his next catch-up.
+async fn stalled_reader_is_cut_off(tweak: impl FnOnce(&mut ringchat_node::Config)) {
+    let node = InProcessNode::start_with(tweak).await;
     let alice = new_user(&node.base, "alice").await;
     let bob = new_user(&node.base, "bob").await;
     let dm = alice.http.open_dm(&bob.user_id).await.unwrap();

@@ -9,6 +9,9 @@
 //! Rules, unchanged from the channel: `push` never waits (a full queue closes the connection
 //! with 4008, so one slow client cannot hold memory or slow a fan-out); `push_wait` waits for
 //! room (catch-up: backpressure instead of dropping); the first close code set wins.
+//!
+//! "Full" is a frame count *or* `MAX_QUEUED_BYTES` of frames: 1,024 frames of 400 KB messages
+//! would otherwise be 400 MB behind one stalled connection (hardening finding 8).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -23,6 +26,11 @@ use super::registry::CLOSE_TOO_SLOW;
 /// recipient's queue shares it.
 pub type QueuedFrame = Arc<Utf8Bytes>;
 
+/// Bytes of frames one connection may have queued; a frame that would pass it closes the
+/// connection with 4008 (`push`) or waits (`push_wait`). A single frame larger than this is
+/// still taken into an empty queue (a frame is at most ~2.4 MB: a 1 MiB message, escaped).
+pub const MAX_QUEUED_BYTES: usize = 8 << 20;
+
 /// Queue capacity kept after a drain; a queue that grew past it during a burst gives the
 /// memory back once the writer has emptied it.
 const KEEP_CAPACITY: usize = 64;
@@ -30,7 +38,7 @@ const KEEP_CAPACITY: usize = 64;
 /// Outbound queue and close state of one connection.
 #[derive(Debug)]
 pub struct Outbox {
-    frames: Mutex<VecDeque<QueuedFrame>>,
+    frames: Mutex<Queue>,
     capacity: usize,
     /// 0 while open, else the close code requested first.
     code: AtomicU16,
@@ -39,6 +47,27 @@ pub struct Outbox {
     writer: Notify,
     /// Wakes everyone else: room was made in a full queue, or a close was requested.
     changed: Notify,
+}
+
+/// The frames and their total length.
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<QueuedFrame>,
+    bytes: usize,
+    /// A `push_wait` found no room and waits for the writer to make some.
+    blocked: bool,
+}
+
+impl Queue {
+    /// True if `len` more bytes, or one more frame, would pass the bounds.
+    fn full_for(&self, len: usize, capacity: usize) -> bool {
+        self.frames.len() >= capacity || (!self.frames.is_empty() && self.bytes + len > MAX_QUEUED_BYTES)
+    }
+
+    fn push(&mut self, frame: QueuedFrame) {
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
+    }
 }
 
 /// Whether `push` queued the frame.
@@ -56,7 +85,7 @@ impl Outbox {
     /// An empty, open outbox holding at most `capacity` frames.
     pub fn new(capacity: usize) -> Self {
         Outbox {
-            frames: Mutex::new(VecDeque::new()),
+            frames: Mutex::new(Queue::default()),
             capacity: capacity.max(1),
             code: AtomicU16::new(0),
             writer: Notify::new(),
@@ -64,7 +93,7 @@ impl Outbox {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<QueuedFrame>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.frames.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -75,12 +104,12 @@ impl Outbox {
         }
         {
             let mut q = self.lock();
-            if q.len() >= self.capacity {
+            if q.full_for(frame.len(), self.capacity) {
                 drop(q);
                 self.close(CLOSE_TOO_SLOW);
                 return Pushed::Full;
             }
-            q.push_back(frame);
+            q.push(frame);
         }
         self.writer.notify_one();
         Pushed::Queued
@@ -94,10 +123,13 @@ impl Outbox {
                 return Some(false);
             }
             let mut q = self.lock();
-            if q.len() >= self.capacity {
+            if frame.as_ref().is_some_and(|f| q.full_for(f.len(), self.capacity)) {
+                q.blocked = true;
                 return None;
             }
-            q.extend(frame.take());
+            if let Some(f) = frame.take() {
+                q.push(f);
+            }
             drop(q);
             self.writer.notify_one();
             Some(true)
@@ -122,11 +154,16 @@ impl Outbox {
     /// Moves up to `max` queued frames into `out` without waiting; returns how many.
     pub fn try_take(&self, out: &mut Vec<QueuedFrame>, max: usize) -> usize {
         let mut q = self.lock();
-        let was_full = q.len() >= self.capacity;
-        let n = q.len().min(max);
-        out.extend(q.drain(..n));
-        if q.is_empty() && q.capacity() > KEEP_CAPACITY {
-            q.shrink_to(KEEP_CAPACITY);
+        let was_full = q.frames.len() >= self.capacity || q.blocked;
+        let n = q.frames.len().min(max);
+        let before = out.len();
+        out.extend(q.frames.drain(..n));
+        q.bytes -= out[before..].iter().map(|f| f.len()).sum::<usize>();
+        if q.frames.is_empty() && q.frames.capacity() > KEEP_CAPACITY {
+            q.frames.shrink_to(KEEP_CAPACITY);
+        }
+        if n > 0 {
+            q.blocked = false;
         }
         drop(q);
         if was_full && n > 0 {
@@ -263,6 +300,49 @@ mod tests {
         assert!(!queued);
         assert_eq!(o.code(), 1001);
         tokio::time::timeout(Duration::from_secs(5), o.closed()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_bytes_as_well_as_frames() {
+        let big = || Arc::new(Utf8Bytes::from("x".repeat(MAX_QUEUED_BYTES / 4)));
+        let o = Outbox::new(1024);
+        for _ in 0..4 {
+            assert_eq!(o.push(big()), Pushed::Queued);
+        }
+        assert_eq!(
+            o.push(frame("one byte more")),
+            Pushed::Full,
+            "8 MiB queued: the next frame closes"
+        );
+        assert_eq!(o.code(), CLOSE_TOO_SLOW);
+        // A frame larger than the bound still goes through an empty queue.
+        let o = Outbox::new(1024);
+        assert_eq!(
+            o.push(Arc::new(Utf8Bytes::from("y".repeat(MAX_QUEUED_BYTES + 1)))),
+            Pushed::Queued
+        );
+        let mut out = Vec::new();
+        assert_eq!(o.try_take(&mut out, 8), 1);
+        assert_eq!(o.push(big()), Pushed::Queued, "taking frames gives their bytes back");
+    }
+
+    #[tokio::test]
+    async fn push_wait_waits_for_bytes_to_drain() {
+        let o = Arc::new(Outbox::new(1024));
+        o.push(Arc::new(Utf8Bytes::from("x".repeat(MAX_QUEUED_BYTES))));
+        let waiting = {
+            let o = o.clone();
+            tokio::spawn(async move { o.push_wait(frame("b")).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "no room in bytes yet");
+        let mut out = Vec::new();
+        assert!(o.next_frames(&mut out, 8).await);
+        let queued = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(queued);
     }
 
     #[test]
