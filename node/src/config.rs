@@ -52,8 +52,8 @@ pub struct ServeArgs {
     /// Group member limit, creator included (default 100).
     #[arg(long, env = "RINGCHAT_MAX_GROUP_MEMBERS")]
     pub max_group_members: Option<usize>,
-    /// Shared secret for cluster RPCs.
-    #[arg(long, env = "RINGCHAT_CLUSTER_SECRET")]
+    /// Shared secret for cluster RPCs (its value from the environment is never shown in --help).
+    #[arg(long, env = "RINGCHAT_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
     /// WebSocket heartbeat interval in ms (default 15000); idle connections close after twice it.
     #[arg(long, env = "RINGCHAT_HEARTBEAT_MS")]

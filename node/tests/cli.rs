@@ -59,3 +59,17 @@ fn env_vars_configure_like_flags() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--max-group-members must be at least 2"));
 }
+
+#[test]
+fn serve_help_never_prints_the_cluster_secret_from_the_environment() {
+    let secret = "a-secret-that-must-stay-hidden-1234";
+    let out = ringchat()
+        .args(["serve", "--help"])
+        .env("RINGCHAT_CLUSTER_SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--cluster-secret"));
+    assert!(!help.contains(secret), "serve --help printed the secret:\n{help}");
+}
