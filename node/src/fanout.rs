@@ -158,11 +158,7 @@ impl Fanout {
     /// link restarts (see `revoked.rs`).
     pub async fn revoke_session_everywhere(&self, session: RevokedSession, within: Duration) {
         self.registry.revoke_session(session.clone());
-        let item = Delivery::CloseSession {
-            user_id: session.user_id,
-            token_hash: session.token_hash,
-        };
-        self.broadcast_confirmed(item, within).await;
+        self.broadcast_confirmed(close_session_item(session), within).await;
     }
 
     /// Starts links to members that have none yet (called periodically and on demand).
@@ -262,15 +258,7 @@ impl Link {
                     node: self.cluster.node_id(),
                     users,
                 }];
-                first.extend(
-                    self.registry
-                        .recent_revocations()
-                        .into_iter()
-                        .map(|s| Delivery::CloseSession {
-                            user_id: s.user_id,
-                            token_hash: s.token_hash,
-                        }),
-                );
+                first.extend(self.registry.recent_revocations().into_iter().map(close_session_item));
                 items.splice(0..0, first);
             }
             match self.cluster.deliver_to(&self.addr, &DeliveryBatch { items }).await {
@@ -298,6 +286,14 @@ impl Link {
                 }
             }
         }
+    }
+}
+
+/// The delivery that tells a peer to close `session`'s connections.
+fn close_session_item(session: RevokedSession) -> Delivery {
+    Delivery::CloseSession {
+        user_id: session.user_id,
+        token_hash: session.token_hash,
     }
 }
 

@@ -273,19 +273,7 @@ mod tests {
     async fn push_wait_waits_for_room_and_gives_up_on_close() {
         let o = Arc::new(Outbox::new(1));
         o.push(frame("a"));
-        let waiting = {
-            let o = o.clone();
-            tokio::spawn(async move { o.push_wait(frame("b")).await })
-        };
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished(), "no room yet");
-        let mut out = Vec::new();
-        assert!(o.next_frames(&mut out, 8).await);
-        let queued = tokio::time::timeout(Duration::from_secs(5), waiting)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(queued, "room made by the writer lets it in");
+        push_wait_gets_in_once_the_writer_drains(&o, "no room yet").await;
 
         let blocked = {
             let o = o.clone();
@@ -330,19 +318,24 @@ mod tests {
     async fn push_wait_waits_for_bytes_to_drain() {
         let o = Arc::new(Outbox::new(1024));
         o.push(Arc::new(Utf8Bytes::from("x".repeat(MAX_QUEUED_BYTES))));
+        push_wait_gets_in_once_the_writer_drains(&o, "no room in bytes yet").await;
+    }
+
+    /// A `push_wait` on the full `o` waits (`why`) until the writer takes frames, then gets in.
+    async fn push_wait_gets_in_once_the_writer_drains(o: &Arc<Outbox>, why: &str) {
         let waiting = {
             let o = o.clone();
             tokio::spawn(async move { o.push_wait(frame("b")).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished(), "no room in bytes yet");
+        assert!(!waiting.is_finished(), "{why}");
         let mut out = Vec::new();
         assert!(o.next_frames(&mut out, 8).await);
         let queued = tokio::time::timeout(Duration::from_secs(5), waiting)
             .await
             .unwrap()
             .unwrap();
-        assert!(queued);
+        assert!(queued, "room made by the writer lets it in");
     }
 
     #[test]
