@@ -16,6 +16,7 @@ use crate::error::ClusterError;
 use crate::hosting::{GroupOpener, HostedGroups};
 use crate::message_cache::MessageCache;
 use crate::meta::{DeliveryBatch, NodeInfo, NodeState, META_PARTITION};
+use crate::partition::channel_cache::ChannelCache;
 use crate::partition::LogStore;
 use crate::placement::partition_of;
 use crate::router::Router;
@@ -150,6 +151,7 @@ impl Cluster {
             snapshots: cfg.data_dir.join("snapshots"),
             node_id: cfg.node_id,
             commits: CommitSink::default(),
+            channels: ChannelCache::default(),
         };
         let meta = opener.open(META_PARTITION).await?;
         // A group runs only where the node replicates its partition: all of them on a node that

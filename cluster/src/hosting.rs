@@ -26,6 +26,7 @@ use crate::cluster::Cluster;
 use crate::delivery::{leader_watch, CommitSink, PartitionDelivery};
 use crate::error::ClusterError;
 use crate::network::NoPeers;
+use crate::partition::channel_cache::ChannelCache;
 use crate::partition::{LogStore, StateMachine};
 use crate::rpc::{GroupRegistry, PartitionGroups, PeerChannels};
 use crate::types::{NodeId, PartitionRaft};
@@ -44,13 +45,17 @@ pub(crate) struct GroupOpener {
     pub node_id: NodeId,
     /// Where the leader's committed messages go (set by the node after start-up).
     pub commits: CommitSink,
+    /// Decoded channel records, shared by every group of the node.
+    pub channels: ChannelCache,
 }
 
 impl GroupOpener {
     /// Starts the Raft group of partition `p` over its stored log and state machine.
     pub async fn open(&self, p: u16) -> Result<PartitionRaft, ClusterError> {
         let delivery = Arc::new(PartitionDelivery::new(self.commits.clone()));
-        let sm = StateMachine::open(self.store.clone(), p, self.snapshots.clone())?.with_delivery(delivery.clone());
+        let sm = StateMachine::open(self.store.clone(), p, self.snapshots.clone())?
+            .with_delivery(delivery.clone())
+            .with_channel_cache(self.channels.clone());
         let log = LogStore::new(self.store.clone(), p);
         let raft = match &self.peers {
             Some(peers) => {

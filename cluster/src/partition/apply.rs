@@ -82,14 +82,14 @@ pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Resp
         }
         Command::CreateChannel { channel, max_members } => {
             let key = t::channel(p, &channel.channel_id);
-            match ov.get_record::<ChannelRecord>(&key)? {
+            match ov.get_channel(&key)? {
                 Some(existing) => Response::Channel {
                     channel: existing,
                     changed: false,
                 },
                 None if channel.members.len() > *max_members => Response::Rejected(ApplyError::GroupFull),
                 None => {
-                    ov.put_record(key, channel);
+                    ov.put_channel(key, channel);
                     Response::Channel {
                         channel: channel.clone(),
                         changed: true,
@@ -117,7 +117,7 @@ pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Resp
                 Response::Rejected(ApplyError::GroupFull)
             } else {
                 channel.members.push(user_id.clone());
-                ov.put_record(key, &channel);
+                ov.put_channel(key, &channel);
                 Response::Channel { channel, changed: true }
             }
         }
@@ -137,7 +137,7 @@ pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Resp
                 Response::Rejected(ApplyError::NotFound)
             } else {
                 channel.members.retain(|m| m != user_id);
-                ov.put_record(key, &channel);
+                ov.put_channel(key, &channel);
                 Response::Channel { channel, changed: true }
             }
         }
@@ -203,7 +203,7 @@ fn group_for_member_change(
 ) -> Result<Result<ChannelRecord, Response>, StorageError> {
     // A missing channel is refused like one the actor is not in (PROTOCOL v1.1): outsiders
     // must not learn which channels exist.
-    let Some(channel) = ov.get_record::<ChannelRecord>(key)? else {
+    let Some(channel) = ov.get_channel(key)? else {
         return Ok(Err(Response::Rejected(ApplyError::Forbidden)));
     };
     if !channel.members.iter().any(|m| m == actor) {
@@ -240,7 +240,7 @@ fn send_message(
 ) -> Result<Response, StorageError> {
     let key = t::channel(p, channel_id);
     // Missing and not-a-member are one answer (PROTOCOL v1.1).
-    let Some(mut channel) = ov.get_record::<ChannelRecord>(&key)? else {
+    let Some(mut channel) = ov.get_channel(&key)? else {
         return Ok(Response::Rejected(ApplyError::Forbidden));
     };
     if !channel.members.iter().any(|m| m == sender_id) {
@@ -272,7 +272,7 @@ fn send_message(
         ov.put_record(t::idempotency(p, channel_id, sender_id, cmid), &seq);
     }
     channel.last_seq = seq;
-    ov.put_record(key, &channel);
+    ov.put_channel(key, &channel);
     let recipients: Vec<String> = channel.members.iter().filter(|m| *m != sender_id).cloned().collect();
     if push && !recipients.is_empty() {
         let outbox = PushOutboxRecord {
@@ -294,7 +294,7 @@ fn send_message(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringchat_storage::Store;
+    use ringchat_storage::{decode_record, Store};
 
     fn group(members: &[&str]) -> ChannelRecord {
         ChannelRecord {
@@ -419,5 +419,58 @@ mod tests {
         assert!(matches!(run(&store, ack(5)), Response::Position(5)));
         assert!(matches!(run(&store, ack(2)), Response::Position(5)));
         assert!(matches!(run(&store, ack(9)), Response::Position(9)));
+    }
+
+    /// The cached path must answer exactly what the uncached one does, batch after batch,
+    /// including several writes of one channel within one batch.
+    #[test]
+    fn the_channel_cache_changes_no_answer() {
+        use crate::partition::channel_cache::ChannelCache;
+        let plain = tempfile::tempdir().unwrap();
+        let cached = tempfile::tempdir().unwrap();
+        let (plain, cached) = (Store::open(plain.path()).unwrap(), Store::open(cached.path()).unwrap());
+        let cache = ChannelCache::new(1 << 20);
+        let generation = cache.new_generation();
+        let add = |user: &str| Command::AddMember {
+            channel_id: "g_1".into(),
+            actor: "a".into(),
+            user_id: user.into(),
+            max_members: 3,
+        };
+        let remove = |user: &str| Command::RemoveMember {
+            channel_id: "g_1".into(),
+            actor: "a".into(),
+            user_id: user.into(),
+        };
+        let batches: Vec<Vec<Command>> = vec![
+            vec![Command::CreateChannel {
+                channel: group(&["a", "b"]),
+                max_members: 3,
+            }],
+            vec![send("1", "a"), send("2", "b"), send("1", "a")],
+            vec![add("c"), send("3", "c"), add("d")],
+            vec![remove("b"), send("4", "b"), send("5", "a")],
+            vec![send("6", "c")],
+        ];
+        for batch in batches {
+            let mut ov_plain = Overlay::new(&plain.sm);
+            let mut ov_cached = Overlay::new(&cached.sm).with_channel_cache(&cache, generation);
+            for cmd in &batch {
+                let want = apply_command(&mut ov_plain, 3, cmd).unwrap();
+                let got = apply_command(&mut ov_cached, 3, cmd).unwrap();
+                assert_eq!(format!("{got:?}"), format!("{want:?}"), "{cmd:?}");
+            }
+            ov_plain.commit(&plain.db).unwrap();
+            ov_cached.commit(&cached.db).unwrap();
+        }
+        let key = t::channel(3, "g_1");
+        let stored: ChannelRecord = decode_record(&cached.sm.get(&key).unwrap().unwrap()).unwrap();
+        assert_eq!(
+            cache.get(generation, &key),
+            Some(stored.clone()),
+            "cache holds the committed record"
+        );
+        assert_eq!(stored.last_seq, 5);
+        assert_eq!(stored.members, vec!["a", "c"]);
     }
 }

@@ -2,6 +2,7 @@
 //! fjall database under the partition's key prefix.
 
 pub mod apply;
+pub mod channel_cache;
 pub mod log_store;
 pub mod log_tail;
 pub mod overlay;

@@ -14,6 +14,7 @@ use ringchat_storage::{decode_record, encode_record, StorageError, Store};
 use serde::{Deserialize, Serialize};
 
 use super::apply::apply_command;
+use super::channel_cache::ChannelCache;
 use super::overlay::Overlay;
 use super::snapshot::{read_snapshot, write_snapshot, SnapshotFile};
 use super::tables as t;
@@ -41,6 +42,8 @@ pub struct StateMachine {
     membership: StoredMembershipOf<C>,
     /// Delivery of what this replica applies, when it leads (`None`: tests and tools).
     delivery: Option<Arc<PartitionDelivery>>,
+    /// The node's channel cache and this state machine's current generation in it.
+    channels: Option<(ChannelCache, u64)>,
 }
 
 impl StateMachine {
@@ -62,7 +65,15 @@ impl StateMachine {
             applied,
             membership,
             delivery: None,
+            channels: None,
         })
+    }
+
+    /// The same state machine reading and writing channel records through `cache`.
+    pub fn with_channel_cache(mut self, cache: ChannelCache) -> Self {
+        let generation = cache.new_generation();
+        self.channels = Some((cache, generation));
+        self
     }
 
     /// The same state machine handing committed messages to `delivery` after each apply.
@@ -142,6 +153,9 @@ impl RaftStateMachine<C> for StateMachine {
     {
         let p = self.partition;
         let mut ov = Overlay::new(&self.store.sm);
+        if let Some((cache, generation)) = &self.channels {
+            ov = ov.with_channel_cache(cache, *generation);
+        }
         let mut replies = Vec::new();
         let mut committed = Vec::new();
         let mut last = None;
@@ -248,6 +262,10 @@ impl RaftStateMachine<C> for StateMachine {
         .map_err(io::Error::other)??;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        // Every record may have changed: cached ones of the old state are never read again.
+        if let Some((cache, generation)) = &mut self.channels {
+            *generation = cache.new_generation();
+        }
         let mut batch = self.store.db.batch().durability(Some(fjall::PersistMode::SyncAll));
         batch.insert(&self.store.sm, t::meta_applied(p), encode_record(&self.applied));
         batch.insert(&self.store.sm, t::meta_membership(p), encode_record(&self.membership));
