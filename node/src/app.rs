@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::fanout::{Fanout, Inbound};
 use crate::gateway::registry::CLOSE_GOING_AWAY;
 use crate::gateway::Registry;
+use crate::limits::Limits;
 use crate::presence::Presence;
 use crate::push::PushSender;
 
@@ -39,6 +40,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Presence.
     pub presence: Arc<Presence>,
+    /// Send and login limits.
+    pub limits: Limits,
     /// Metrics renderer.
     pub metrics: PrometheusHandle,
     /// Cancelled on shutdown.
@@ -196,12 +199,14 @@ impl App {
             config.max_group_members,
             push_tx.is_some(),
         ));
+        let limits = Limits::new(config.send_rate, config.send_burst);
         let state = Arc::new(AppState {
             config,
             cluster: cluster.clone(),
             chat,
             registry: registry.clone(),
             presence,
+            limits,
             metrics,
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),

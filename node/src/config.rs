@@ -58,10 +58,10 @@ pub struct ServeArgs {
     /// WebSocket heartbeat interval in ms (default 15000); idle connections close after twice it.
     #[arg(long, env = "RINGCHAT_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
-    /// Sustained `send` frames per second per connection (default 20).
+    /// Sustained sends per second per user, HTTP and WebSocket together (default 20).
     #[arg(long, env = "RINGCHAT_SEND_RATE")]
     pub send_rate: Option<u32>,
-    /// Burst of `send` frames per connection (default 50).
+    /// Burst of sends per user (default 50).
     #[arg(long, env = "RINGCHAT_SEND_BURST")]
     pub send_burst: Option<u32>,
     /// Frames queued for one client before it counts as too slow (default 1024).
@@ -111,9 +111,9 @@ pub struct Config {
     pub heartbeat_ms: u64,
     /// Hello deadline, ms.
     pub hello_timeout_ms: u64,
-    /// Send rate per connection per second.
+    /// Sends per second per user (HTTP and WebSocket).
     pub send_rate: u32,
-    /// Send burst per connection.
+    /// Send burst per user.
     pub send_burst: u32,
     /// Outbound frame queue per connection.
     pub outbound_queue: usize,

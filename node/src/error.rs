@@ -73,6 +73,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// Human text.
     pub message: String,
+    /// Seconds for a `Retry-After` header (`rate_limited`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -81,7 +83,13 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+    /// The same error telling the client to wait `secs` seconds before retrying.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
     /// `invalid`.
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -132,6 +140,12 @@ impl From<ClusterError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
-        (self.code.status(), axum::Json(body)).into_response()
+        let mut response = (self.code.status(), axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        response
     }
 }

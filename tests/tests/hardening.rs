@@ -5,6 +5,9 @@ use std::time::{Duration, Instant};
 use ringchat_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Longest wait for one reply.
+const T: Duration = Duration::from_secs(10);
+
 #[tokio::test]
 async fn a_request_whose_headers_never_finish_is_dropped() {
     let node = InProcessNode::start_with(|c| c.header_read_timeout_ms = 500).await;
@@ -207,5 +210,161 @@ async fn a_login_for_an_unknown_user_takes_as_long_as_one_with_a_wrong_password(
         unknown * 2 >= known && known * 2 >= unknown,
         "timing tells unknown users apart: wrong password {known:?}, unknown user {unknown:?}"
     );
+    node.stop().await;
+}
+
+/// `POST path` with `body` and `token`: status, `Retry-After` seconds, error code.
+async fn post_json(base: &str, path: &str, token: Option<&str>, body: serde_json::Value) -> (u16, Option<u64>, String) {
+    let mut request = reqwest::Client::new().post(format!("{base}{path}")).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let reply = request.send().await.unwrap();
+    let status = reply.status().as_u16();
+    let retry_after = reply
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let body: serde_json::Value = reply.json().await.unwrap_or_default();
+    (
+        status,
+        retry_after,
+        body["error"]["code"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+#[tokio::test]
+async fn sends_are_limited_per_user_across_http_and_every_socket() {
+    use ringchat_client::WsClient;
+    // Burst 4, then one send every 100 s: nothing refills during the test.
+    let node = InProcessNode::start_with(|c| {
+        c.send_rate = 1;
+        c.send_burst = 4;
+    })
+    .await;
+    let alice = new_user(&node.base, "spammer").await;
+    let bob = new_user(&node.base, "spamtarget").await;
+    let dm = alice.http.open_dm(&bob.user_id).await.unwrap().channel_id;
+    let path = format!("/v1/channels/{dm}/messages");
+    let send_frame = |i: u32| serde_json::json!({"type": "send", "ref": i, "channel_id": dm, "text": "x", "client_msg_id": format!("w{i}")});
+    let mut first = WsClient::connect(&node.base).await.unwrap();
+    first.hello(&alice.token).await.unwrap();
+    first.recv_type("caught_up", T).await.unwrap();
+    for i in 0..2 {
+        let reply = first.request(send_frame(i), T).await.unwrap();
+        assert_eq!(reply["type"], "sent", "{reply}");
+    }
+    for i in 0..2 {
+        let (status, _, _) = post_json(
+            &node.base,
+            &path,
+            Some(&alice.token),
+            serde_json::json!({"text": "h", "client_msg_id": format!("h{i}")}),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    // The user's burst is spent: HTTP answers 429 with Retry-After...
+    let (status, retry_after, code) = post_json(
+        &node.base,
+        &path,
+        Some(&alice.token),
+        serde_json::json!({"text": "h", "client_msg_id": "h9"}),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (429, "rate_limited"));
+    assert!(retry_after.is_some_and(|s| s >= 1), "Retry-After {retry_after:?}");
+    // ...and a second socket of the same user gets `rate_limited` too: the limit is the user's.
+    let mut second = WsClient::connect(&node.base).await.unwrap();
+    second.hello(&alice.token).await.unwrap();
+    second.recv_type("caught_up", T).await.unwrap();
+    let reply = second.request(send_frame(9), T).await.unwrap();
+    assert_eq!(
+        (reply["type"].as_str(), reply["code"].as_str()),
+        (Some("error"), Some("rate_limited")),
+        "{reply}"
+    );
+    // Another user is not affected.
+    let (status, _, _) = post_json(&node.base, &path, Some(&bob.token), serde_json::json!({"text": "fine"})).await;
+    assert_eq!(status, 201);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled_per_username_then_refused_even_with_the_right_password() {
+    let node = InProcessNode::start().await;
+    let victim = new_user(&node.base, "victim").await;
+    let other = new_user(&node.base, "bystander").await;
+    let login = |username: &str, password: &str| {
+        post_json(
+            &node.base,
+            "/v1/sessions",
+            None,
+            serde_json::json!({"username": username, "password": password}),
+        )
+    };
+    for _ in 0..10 {
+        let (status, _, _) = login(&victim.username, "wrong password!").await;
+        assert_eq!(status, 401);
+    }
+    let (status, retry_after, code) = login(&victim.username, "wrong password!").await;
+    assert_eq!((status, code.as_str()), (429, "rate_limited"));
+    assert!(
+        retry_after.is_some_and(|s| (1..=10).contains(&s)),
+        "Retry-After {retry_after:?}"
+    );
+    let (status, _, _) = login(&victim.username, PASSWORD).await;
+    assert_eq!(status, 429, "guessing stops, right or wrong: the answer must not tell");
+    // Usernames are throttled one by one: another account still logs in.
+    let (status, _, _) = login(&other.username, PASSWORD).await;
+    assert_eq!(status, 201);
+    let failures = reqwest::get(format!("{}/metrics", node.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted = failures
+        .lines()
+        .find_map(|l| l.strip_prefix("ringchat_login_failures_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert_eq!(counted, Some(10.0), "failed logins are counted");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled_per_source_address() {
+    let node = InProcessNode::start().await;
+    let real = new_user(&node.base, "realuser").await;
+    // Failures over many usernames (none exist) from one address spend its allowance of 100
+    // (one more comes back each second, and each attempt costs an argon2 hash).
+    let mut refused_after = None;
+    for i in 0..200 {
+        let (status, _, _) = post_json(
+            &node.base,
+            "/v1/sessions",
+            None,
+            serde_json::json!({"username": format!("guess_{i}"), "password": "wrong password!"}),
+        )
+        .await;
+        if status == 429 {
+            refused_after = Some(i);
+            break;
+        }
+        assert_eq!(status, 401, "attempt {i}");
+    }
+    let refused_after = refused_after.expect("an address guessing 200 usernames is throttled");
+    assert!(refused_after >= 100, "throttled after only {refused_after} failures");
+    // The right password of a real user from that address is refused too, for now.
+    let (status, retry_after, code) = post_json(
+        &node.base,
+        "/v1/sessions",
+        None,
+        serde_json::json!({"username": real.username, "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (429, "rate_limited"));
+    assert_eq!(retry_after, Some(1));
     node.stop().await;
 }

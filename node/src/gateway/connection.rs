@@ -10,7 +10,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::time::{timeout, Instant};
+use tokio::time::timeout;
 use tracing::Instrument;
 
 use super::frames::{self, ClientFrame, Ref};
@@ -20,6 +20,7 @@ use crate::app::AppState;
 use crate::chat::AuthContext;
 use crate::error::{ApiError, ErrorCode};
 use crate::presence::MAX_WATCHED_PER_CONNECTION;
+use crate::rate_limit::Bucket;
 
 /// A write to the socket that takes longer than this means the client is not reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,36 +30,6 @@ const CLOSE_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 const FRAME_RATE: f64 = 100.0;
 /// Burst of frames of any kind.
 const FRAME_BURST: f64 = 300.0;
-
-/// Token bucket.
-struct Bucket {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(rate: f64, burst: f64) -> Self {
-        Bucket {
-            tokens: burst,
-            rate,
-            burst,
-            at: Instant::now(),
-        }
-    }
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// Serves an upgraded socket until it closes.
 ///
@@ -197,7 +168,6 @@ async fn read_loop(
     stream: &mut SplitStream<WebSocket>,
     watched: &mut Vec<String>,
 ) {
-    let mut sends = Bucket::new(f64::from(app.config.send_rate), f64::from(app.config.send_burst));
     let mut frames_bucket = Bucket::new(FRAME_RATE, FRAME_BURST);
     let mut rate_limited_in_a_row = 0u32;
     // Silence is policed by the node's heartbeat sweep (`heartbeat.rs`), not a timer here.
@@ -244,7 +214,7 @@ async fn read_loop(
             }
         };
         if let ClientFrame::Send { r#ref, .. } = &frame {
-            if !sends.take() {
+            if app.limits.send(&auth.user_id).is_err() {
                 rate_limited_in_a_row += 1;
                 if rate_limited_in_a_row > 100 {
                     conn.close(CLOSE_TOO_SLOW);

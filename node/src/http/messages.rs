@@ -28,6 +28,7 @@ pub async fn send(
     Path(cid): Path<String>,
     JsonBody(b): JsonBody<SendBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    app.limits.send(&auth.user_id)?;
     let (m, duplicate) = app.chat.send_message(&auth, &cid, &b.text, b.client_msg_id).await?;
     let status = if duplicate { StatusCode::OK } else { StatusCode::CREATED };
     Ok((

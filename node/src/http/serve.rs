@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -32,8 +32,8 @@ pub async fn serve(
             _ = shutdown.cancelled() => return,
             a = listener.accept() => a,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -42,9 +42,12 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = router
-            .clone()
-            .map_request(|req: Request<Incoming>| req.map(axum::body::Body::new));
+        let service = router.clone().map_request(move |req: Request<Incoming>| {
+            let mut req = req.map(axum::body::Body::new);
+            // The source address, for the limits keyed by it (`ConnectInfo` in handlers).
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req
+        });
         let stop = shutdown.clone();
         tracker.spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()

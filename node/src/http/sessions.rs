@@ -1,8 +1,9 @@
 //! `POST /v1/sessions`, `DELETE /v1/sessions/current`, `PUT /v1/devices/current/push`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -10,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::extract::{Auth, JsonBody};
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// Login body.
 #[derive(Deserialize)]
@@ -24,14 +25,26 @@ pub struct LoginBody {
 }
 
 /// 201 `{token, user_id, device_id}`.
+/// Failed logins are throttled per username and per source address (`limits.rs`).
 pub async fn login(
     State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     JsonBody(b): JsonBody<LoginBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let s = app
+    app.limits.login_allowed(&b.username, peer.ip())?;
+    let s = match app
         .chat
         .login(&b.username, &b.password, b.device_name, b.device_id)
-        .await?;
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            if e.code == ErrorCode::Unauthorized {
+                app.limits.login_failed(&b.username, peer.ip());
+            }
+            return Err(e);
+        }
+    };
     Ok((
         StatusCode::CREATED,
         Json(json!({"token": s.token, "user_id": s.user_id, "device_id": s.device_id})),
