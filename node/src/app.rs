@@ -75,6 +75,9 @@ impl RunningApp {
 /// The node.
 pub struct App;
 
+/// Longest wait on shutdown for this node's leaderships to move to other voters.
+const LEADER_HANDOFF: Duration = Duration::from_secs(3);
+
 /// Membership upkeep, once a second until shutdown: the meta leader's rebalancing pass (a no-op
 /// on other nodes), handing leaderships to their preferred replicas, closing the groups of
 /// partitions no longer replicated here, and links to new peers.
@@ -225,6 +228,9 @@ impl App {
             {
                 tracing::warn!("connections did not close within 5 s");
             }
+            // Last, right before the groups stop: a peer's leader balancing could hand a
+            // leadership back in the meantime otherwise.
+            cluster.hand_off_leaderships(LEADER_HANDOFF).await;
             cluster.shutdown().await;
             rpc_stop.cancel();
             if let Some(server) = rpc_server {

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use ringchat_tests::jepsen::{check, summary, Workload};
 use ringchat_tests::*;
 use serde_json::Value;
 
@@ -321,5 +322,66 @@ async fn a_surviving_node_writes_few_log_lines_while_a_peer_is_down() {
     assert!(
         lines.iter().any(|l| l.contains("peer unreachable")),
         "the outage itself was not logged"
+    );
+}
+
+/// Partitions that `status` says node `id` leads.
+fn led_by(s: &Value, id: u64) -> usize {
+    leaders_per_node(s).get(&id).copied().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_leaderships_over_and_a_rolling_restart_under_load_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path(), 3, &[]).await;
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let work = Workload::start(&bases, 6).await;
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let id = i as u64 + 1;
+        let witness = (i + 1) % 3;
+        let before = led_by(&cluster_status(&nodes[witness]).unwrap(), id);
+        assert!(before > 0, "node {id} leads nothing to hand over");
+        let exit = nodes[i].terminate();
+        assert!(
+            exit.is_some_and(|s| s.success()),
+            "node {id} stops cleanly on SIGTERM: {exit:?}"
+        );
+        let stopped = Instant::now();
+        // A leader that just exits stays "leader" for its followers until their election
+        // timeout (≥ 1 s); one that handed over first is already replaced.
+        let mut still = before;
+        while stopped.elapsed() < Duration::from_millis(700) {
+            if let Ok(s) = cluster_status(&nodes[witness]) {
+                still = led_by(&s, id);
+                if still == 0 {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!(
+            "node {id}: led {before}, still listed as leader of {still} after {:?}",
+            stopped.elapsed()
+        );
+        assert_eq!(
+            still, 0,
+            "node {id} stopped while still leading {still} of {before} partitions"
+        );
+        nodes[i].restart().await;
+        wait_for_status(&nodes[(i + 1) % 3], Duration::from_secs(60), |s| {
+            settled(s, 3, 3) && leaders_on_preferred_replicas(s)
+        })
+        .await;
+    }
+    let (users, channels, history) = work.finish().await;
+    let v = check(&bases, &users, &channels, &history).await;
+    println!("rolling restart checker: {}", summary(&history, &v));
+    assert!(v.acked > 50, "too few acked to mean anything: {}", v.acked);
+    assert_eq!((v.lost, v.duplicates, v.gaps, v.order_mismatches), (0, 0, 0, 0));
+    assert!(
+        history.max_unavailable < Duration::from_secs(5),
+        "a send waited {:?} during the rolling restart",
+        history.max_unavailable
     );
 }

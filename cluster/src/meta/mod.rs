@@ -7,6 +7,7 @@
 //! drawn from live members; `wire.rs` holds the payloads of the member RPCs.
 
 pub mod leader_balance;
+pub mod leader_handoff;
 pub mod membership;
 mod meta_voters;
 pub mod model;
