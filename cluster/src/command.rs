@@ -258,3 +258,14 @@ impl Response {
         }
     }
 }
+
+impl Command {
+    /// The command as the partition leader proposes it: a message is stamped with the
+    /// leader's clock (one clock per partition at a time, not every gateway's).
+    pub fn stamped(mut self, now_ms: u64) -> Self {
+        if let Command::SendMessage { ts, .. } = &mut self {
+            *ts = now_ms;
+        }
+        self
+    }
+}

@@ -4,6 +4,7 @@
 //! A single node is the same system with one voter per partition; the cluster work adds peers
 //! (tonic network), a meta group and partition moves without changing the write path.
 
+pub mod clock;
 pub mod cluster;
 pub mod command;
 pub mod delivery;

@@ -102,9 +102,10 @@ fn hint(raft: &PartitionRaft, f: &ForwardToLeader<TypeConfig>) -> Option<LeaderH
 }
 
 /// Proposes `cmd` to the local group and returns the state machine's answer (a rule violation
-/// is `Ok(Response::Rejected)`: it is data, decided by the leader).
+/// is `Ok(Response::Rejected)`: it is data, decided by the leader). Only a leader's proposal is
+/// appended, so a message's `ts` is the leader's clock (`Command::stamped`).
 pub(crate) async fn write(raft: &PartitionRaft, cmd: Command) -> Result<Response, LocalFailure> {
-    match raft.client_write(cmd).await {
+    match raft.client_write(cmd.stamped(crate::clock::unix_ms())).await {
         Ok(resp) => Ok(resp.data),
         // Refused before it was appended (not leader, lease not yet held after an election,
         // leadership transfer): nothing happened, so it is safe to send elsewhere.

@@ -86,6 +86,11 @@ pub struct ChannelRecord {
     pub last_seq: u64,
     /// Creation time, Unix ms.
     pub created_ms: u64,
+    /// `ts` of the newest message: the next one is never stamped below it, whatever the
+    /// clock of the leader that stamps it (0 before the first, and in records written before
+    /// this field existed).
+    #[serde(default)]
+    pub last_ts: u64,
 }
 
 /// One committed message; also the wire `message` object.

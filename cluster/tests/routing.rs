@@ -104,6 +104,7 @@ fn group(id: &str) -> ChannelRecord {
         members: vec!["u_1".into(), "u_2".into()],
         last_seq: 0,
         created_ms: 1_700_000_000_000,
+        last_ts: 0,
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ringchat_cluster::{
     ChannelKind, ChannelRecord, Cluster, Command, DeviceRecord, MessageRecord, PushTarget, Response, SessionRecord,
@@ -90,12 +89,7 @@ pub struct Chat {
 }
 
 /// Current time, Unix ms.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use ringchat_cluster::clock::unix_ms as now_ms;
 
 impl Chat {
     /// A chat service over `cluster`; `push_enabled` if a push gateway is configured.
@@ -341,6 +335,7 @@ impl Chat {
             members: vec![auth.user_id.clone(), other.to_string()],
             last_seq: 0,
             created_ms: now_ms(),
+            last_ts: 0,
         };
         let cmd = Command::CreateChannel {
             channel,
@@ -391,6 +386,7 @@ impl Chat {
             members: all,
             last_seq: 0,
             created_ms: now_ms(),
+            last_ts: 0,
         };
         let cmd = Command::CreateChannel {
             channel,

@@ -259,6 +259,9 @@ fn send_message(
         }
     }
     let seq = channel.last_seq + 1;
+    // Never below the previous message's: a leader whose clock is behind the last one's (a
+    // new leader after a failover, a skewed node) must not make time run backwards in a channel.
+    let ts = ts.max(channel.last_ts);
     let message = MessageRecord {
         channel_id: channel_id.to_string(),
         seq,
@@ -272,6 +275,7 @@ fn send_message(
         ov.put_record(t::idempotency(p, channel_id, sender_id, cmid), &seq);
     }
     channel.last_seq = seq;
+    channel.last_ts = ts;
     ov.put_channel(key, &channel);
     let recipients: Vec<String> = channel.members.iter().filter(|m| *m != sender_id).cloned().collect();
     if push && !recipients.is_empty() {
@@ -305,6 +309,7 @@ mod tests {
             members: members.iter().map(|s| s.to_string()).collect(),
             last_seq: 0,
             created_ms: 1,
+            last_ts: 0,
         }
     }
 
@@ -472,5 +477,46 @@ mod tests {
         );
         assert_eq!(stored.last_seq, 5);
         assert_eq!(stored.members, vec!["a", "c"]);
+    }
+
+    #[test]
+    fn a_channels_times_never_run_backwards_whatever_the_proposers_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        run(
+            &store,
+            Command::CreateChannel {
+                channel: group(&["a", "b"]),
+                max_members: 100,
+            },
+        );
+        let at = |cmid: &str, ts: u64| Command::SendMessage {
+            channel_id: "g_1".into(),
+            sender_id: "a".into(),
+            text: "t".into(),
+            client_msg_id: Some(cmid.into()),
+            ts,
+            push: false,
+        };
+        let mut times = Vec::new();
+        // A leader an hour ahead, then one on time, then time moving on.
+        for (cmid, ts) in [("1", 3_601_000), ("2", 1_000), ("3", 1_500), ("4", 3_700_000)] {
+            match run(&store, at(cmid, ts)) {
+                Response::Sent { message, .. } => times.push(message.ts),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(times, vec![3_601_000, 3_601_000, 3_601_000, 3_700_000]);
+    }
+
+    #[test]
+    fn the_leader_stamps_messages_with_its_own_clock() {
+        let cmd = send("x", "a").stamped(42);
+        assert!(matches!(cmd, Command::SendMessage { ts: 42, .. }), "{cmd:?}");
+        let other = Command::PushDone {
+            channel_id: "g_1".into(),
+            seq: 1,
+        };
+        assert!(matches!(other.stamped(42), Command::PushDone { .. }));
     }
 }

@@ -95,6 +95,7 @@ mod tests {
             members: (0..members).map(|i| format!("user-{i:04}")).collect(),
             last_seq: 0,
             created_ms: 0,
+            last_ts: 0,
         }
     }
 

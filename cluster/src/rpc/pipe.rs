@@ -281,6 +281,7 @@ fn batches(
             PipeBatch {
                 calls,
                 results: Vec::new(),
+                sent_unix_ms: crate::clock::unix_ms(),
             },
             (queued, sent),
         ))

@@ -126,9 +126,13 @@ impl PipeService for PipeRpcService {
     type PipeStream = ResultStream;
 
     async fn pipe(&self, request: Request<Streaming<PipeBatch>>) -> Result<Response<ResultStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
         let incoming = request.into_inner();
         let (results, finished) = mpsc::channel(CALLS_IN_FLIGHT);
         tokio::spawn(read_calls(
+            peer,
             incoming,
             self.handlers.clone(),
             results,
@@ -143,6 +147,7 @@ impl PipeService for PipeRpcService {
 /// stream, the connection breaks or the server shuts down. Each task ends with its call (the
 /// caller's timeout bounds it) and sends its result to the response stream.
 async fn read_calls(
+    peer: String,
     mut incoming: Streaming<PipeBatch>,
     handlers: Arc<Handlers>,
     results: mpsc::Sender<PipeResult>,
@@ -153,7 +158,10 @@ async fn read_calls(
         let batch = tokio::select! {
             _ = shutdown.cancelled() => return,
             batch = incoming.message() => match batch {
-                Ok(Some(batch)) => batch,
+                Ok(Some(batch)) => {
+                    crate::clock::check_peer_clock(&peer, batch.sent_unix_ms);
+                    batch
+                }
                 Ok(None) => return,
                 Err(status) => {
                     tracing::debug!(code = ?status.code(), message = status.message(), "pipe from peer ended");
@@ -195,6 +203,7 @@ fn result_batches(
         let batch = PipeBatch {
             calls: Vec::new(),
             results,
+            sent_unix_ms: crate::clock::unix_ms(),
         };
         Some((Ok(batch), (finished, shutdown)))
     })
