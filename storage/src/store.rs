@@ -22,8 +22,13 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates) the database in `dir`, fsyncs spaced `FSYNC_SPACING` apart.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        Self::open_with_fsync_spacing(dir, crate::syncer::FSYNC_SPACING)
+    }
+
+    /// Opens the database in `dir` with fsyncs starting at least `spacing` apart.
+    pub fn open_with_fsync_spacing(dir: &Path, spacing: std::time::Duration) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir)?;
         let fjall_dir = dir.join("fjall");
         let db = Database::builder(&fjall_dir).open()?;
@@ -31,7 +36,7 @@ impl Store {
         let raft = db.keyspace("raft", KeyspaceCreateOptions::default)?;
         let sm = db.keyspace("sm", KeyspaceCreateOptions::default)?;
         // fjall keeps its journals (`<id>.jnl`) directly in its database folder.
-        let syncer = Syncer::start(db.clone(), fjall_dir);
+        let syncer = Syncer::start(db.clone(), fjall_dir, spacing);
         Ok(Store {
             db,
             log,
