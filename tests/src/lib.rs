@@ -49,13 +49,20 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// A node configuration for tests: fresh ports, small partition count, given data dir.
+/// Sends per second per user in test nodes: the workloads send as fast as a node commits, and
+/// the tests of the limit itself set their own (`hardening.rs`, `websocket.rs`).
+pub const TEST_SEND_RATE: u32 = 100_000;
+
+/// A node configuration for tests: fresh ports, small partition count, given data dir, send
+/// limit out of the way (`TEST_SEND_RATE`).
 pub fn test_config(data_dir: &Path) -> Config {
     Config {
         data_dir: data_dir.to_path_buf(),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         cluster_listen: SocketAddr::from(([127, 0, 0, 1], free_port())),
         partitions: 8,
+        send_rate: TEST_SEND_RATE,
+        send_burst: TEST_SEND_RATE,
         ..Config::default()
     }
 }
@@ -173,6 +180,12 @@ impl NodeProcess {
             .arg(&self.cluster_addr)
             .arg("--partitions")
             .arg("8")
+            .args([
+                "--send-rate",
+                &TEST_SEND_RATE.to_string(),
+                "--send-burst",
+                &TEST_SEND_RATE.to_string(),
+            ])
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -331,8 +331,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn seqs_are_gap_free_and_retries_return_the_original() {
+    /// A fresh store holding group `g_1` of `a` and `b` (the directory lives as long as it).
+    fn store_with_group() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         run(
@@ -342,6 +342,12 @@ mod tests {
                 max_members: 100,
             },
         );
+        (dir, store)
+    }
+
+    #[test]
+    fn seqs_are_gap_free_and_retries_return_the_original() {
+        let (_dir, store) = store_with_group();
         for i in 1..=5u64 {
             match run(&store, send(&format!("c{i}"), "a")) {
                 Response::Sent { message, duplicate, .. } => {
@@ -481,15 +487,7 @@ mod tests {
 
     #[test]
     fn a_channels_times_never_run_backwards_whatever_the_proposers_clock() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        run(
-            &store,
-            Command::CreateChannel {
-                channel: group(&["a", "b"]),
-                max_members: 100,
-            },
-        );
+        let (_dir, store) = store_with_group();
         let at = |cmid: &str, ts: u64| Command::SendMessage {
             channel_id: "g_1".into(),
             sender_id: "a".into(),
