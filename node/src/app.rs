@@ -75,6 +75,21 @@ impl RunningApp {
 /// The node.
 pub struct App;
 
+/// Creates the data dir (if needed) readable by its owner only: it holds every message, the
+/// token hashes and the Raft logs, and files inside are created with the process umask
+/// (0644 by default), so the directory's mode is what keeps other local users out.
+fn private_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), error = %e, "data dir is readable by others and its mode cannot be changed");
+        }
+    }
+    Ok(())
+}
+
 /// Longest wait on shutdown for this node's leaderships to move to other voters.
 const LEADER_HANDOFF: Duration = Duration::from_secs(3);
 
@@ -118,6 +133,7 @@ impl App {
             ),
             None => None,
         };
+        private_data_dir(&config.data_dir)?;
         let cluster = Cluster::open(&ClusterConfig {
             node_id: config.node_id,
             data_dir: config.data_dir.clone(),

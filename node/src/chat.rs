@@ -161,6 +161,7 @@ impl Chat {
             if name.chars().count() > 200 {
                 return Err(ApiError::invalid("device_name must be at most 200 characters"));
             }
+            validate::shown_text("device_name", name)?;
         }
         if let Some(d) = &device_id {
             validate::id("device_id", d)?;

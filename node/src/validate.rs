@@ -13,9 +13,11 @@ pub const MAX_PAGE: u32 = 500;
 /// Default history page.
 pub const DEFAULT_PAGE: u32 = 50;
 
-/// Lowercases and checks a username: 3–32 of `a-z 0-9 _ . -`.
+/// Lowercases and checks a username: 3–32 of `a-z 0-9 _ . -`. Only ASCII letters are
+/// lowercased: Unicode lowercasing maps look-alikes such as the Kelvin sign (U+212A) to `k`,
+/// which would let `\u{212A}ate` sign up as (or log in to) `kate`.
 pub fn username(raw: &str) -> Result<String, ApiError> {
-    let name = raw.to_lowercase();
+    let name = raw.to_ascii_lowercase();
     let ok = (3..=32).contains(&name.len())
         && name
             .bytes()
@@ -60,15 +62,31 @@ pub fn id(what: &str, v: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Checks a group name: 1–200 chars after trimming.
+/// Checks a group name: 1–200 chars after trimming, none of them invisible or reordering.
 pub fn group_name(n: &str) -> Result<String, ApiError> {
     let n = n.trim();
     if n.is_empty() || n.chars().count() > MAX_GROUP_NAME_CHARS {
-        Err(ApiError::invalid(format!(
+        return Err(ApiError::invalid(format!(
             "name must be 1-{MAX_GROUP_NAME_CHARS} characters"
+        )));
+    }
+    shown_text("name", n)?;
+    Ok(n.to_string())
+}
+
+/// Refuses control characters (NUL, newlines, escapes) and the bidirectional overrides and
+/// isolates (U+202A–U+202E, U+2066–U+2069) in text shown as a label (group and device names):
+/// they hide or reorder what other members see (a name that reads as someone else's).
+pub fn shown_text(what: &str, v: &str) -> Result<(), ApiError> {
+    let bad = v
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'));
+    if bad {
+        Err(ApiError::invalid(format!(
+            "{what} must not contain control or bidirectional-override characters"
         )))
     } else {
-        Ok(n.to_string())
+        Ok(())
     }
 }
 
@@ -103,6 +121,17 @@ mod tests {
         assert!(username(&"a".repeat(33)).is_err());
         assert!(username("al ice").is_err());
         assert!(username("ålice").is_err());
+        assert!(username("\u{212A}ate").is_err(), "the Kelvin sign is not a k");
+    }
+
+    #[test]
+    fn names_refuse_control_and_bidi_override_characters() {
+        assert_eq!(group_name("  Team 🚀 ").unwrap(), "Team 🚀");
+        assert!(group_name("a\0b").is_err());
+        assert!(group_name("evil\u{202E}gnp.exe").is_err());
+        assert!(group_name("x\u{2066}y").is_err());
+        assert!(group_name("line\nbreak").is_err());
+        assert!(shown_text("device_name", "Pixel 8").is_ok());
     }
 
     #[test]

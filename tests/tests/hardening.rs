@@ -374,3 +374,44 @@ async fn failed_logins_are_throttled_per_source_address() {
     assert_eq!(retry_after, Some(1));
     node.stop().await;
 }
+
+#[tokio::test]
+async fn the_data_dir_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let node = InProcessNode::start_with(|c| c.data_dir = data.clone()).await;
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "data dir mode {mode:o}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn look_alike_usernames_and_hidden_characters_in_names_are_refused() {
+    let node = InProcessNode::start().await;
+    let http = node.http();
+    // U+212A (Kelvin sign) lowercases to `k` under Unicode rules: it must not become "kate".
+    let err = http.signup("\u{212A}ate_x", PASSWORD).await.unwrap_err();
+    assert!(err.to_string().contains("invalid"), "{err}");
+    let alice = new_user(&node.base, "namer").await;
+    for name in ["a\u{0}b", "evil\u{202E}gnp.exe", "two\nlines"] {
+        let (status, reply) = alice
+            .http
+            .raw(
+                reqwest::Method::POST,
+                "/v1/groups",
+                Some(serde_json::to_vec(&serde_json::json!({"name": name, "members": []})).unwrap()),
+                Some("application/json"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (400, Some("invalid")),
+            "{name:?}: {reply}"
+        );
+    }
+    node.stop().await;
+}
