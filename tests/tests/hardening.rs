@@ -122,6 +122,21 @@ async fn the_web_page_is_served_with_a_content_security_policy_and_no_framing() 
     node.stop().await;
 }
 
+/// `POST path` with `body` as `user` must be answered `400 invalid`.
+async fn assert_refused_as_invalid(user: &TestUser, path: &str, body: Vec<u8>) {
+    let shown = String::from_utf8_lossy(&body).into_owned();
+    let (status, reply) = user
+        .http
+        .raw(reqwest::Method::POST, path, Some(body), Some("application/json"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (400, Some("invalid")),
+        "{shown}: {reply}"
+    );
+}
+
 #[tokio::test]
 async fn bodies_and_frames_must_be_objects_without_duplicate_keys() {
     use ringchat_client::WsClient;
@@ -135,21 +150,7 @@ async fn bodies_and_frames_must_be_objects_without_duplicate_keys() {
         r#"{"text":"a","text":"b"}"#,
         r#"{"text":"hi","client_msg_id":"1","client_msg_id":"2"}"#,
     ] {
-        let (status, reply) = alice
-            .http
-            .raw(
-                reqwest::Method::POST,
-                &path,
-                Some(body.as_bytes().to_vec()),
-                Some("application/json"),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            (status, reply["error"]["code"].as_str()),
-            (400, Some("invalid")),
-            "{body}: {reply}"
-        );
+        assert_refused_as_invalid(&alice, &path, body.as_bytes().to_vec()).await;
     }
     let (status, _) = alice
         .http
@@ -397,21 +398,8 @@ async fn look_alike_usernames_and_hidden_characters_in_names_are_refused() {
     assert!(err.to_string().contains("invalid"), "{err}");
     let alice = new_user(&node.base, "namer").await;
     for name in ["a\u{0}b", "evil\u{202E}gnp.exe", "two\nlines"] {
-        let (status, reply) = alice
-            .http
-            .raw(
-                reqwest::Method::POST,
-                "/v1/groups",
-                Some(serde_json::to_vec(&serde_json::json!({"name": name, "members": []})).unwrap()),
-                Some("application/json"),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            (status, reply["error"]["code"].as_str()),
-            (400, Some("invalid")),
-            "{name:?}: {reply}"
-        );
+        let body = serde_json::to_vec(&serde_json::json!({"name": name, "members": []})).unwrap();
+        assert_refused_as_invalid(&alice, "/v1/groups", body).await;
     }
     node.stop().await;
 }
