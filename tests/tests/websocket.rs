@@ -473,6 +473,16 @@ async fn malformed_frames_get_error_frames_and_the_connection_stays() {
 }
 
 #[tokio::test]
+async fn a_frame_over_1_mib_before_hello_also_closes_with_1009() {
+    let node = InProcessNode::start().await;
+    let mut ws = ringchat_client::WsClient::connect(&node.base).await.unwrap();
+    let big = format!("{{\"type\":\"hello\",\"token\":\"{}\"}}", "x".repeat((1 << 20) + 10));
+    ws.send_text(big).await.unwrap();
+    assert_eq!(until_closed(&mut ws, T).await, Some(1009));
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn frames_over_1_mib_close_with_1009() {
     let node = InProcessNode::start().await;
     let alice = new_user(&node.base, "alice").await;

@@ -92,7 +92,15 @@ async fn hello(
     let hello_deadline = Duration::from_millis(app.config.hello_timeout_ms);
     let refused = match timeout(hello_deadline, stream.next()).await {
         Err(_) => (CLOSE_PROTOCOL, "no hello within 10 s"),
-        Ok(None) | Ok(Some(Err(_))) => return None,
+        Ok(None) => return None,
+        // A frame over the size limit gets its 1009 before `hello` too; other read errors mean
+        // the socket is gone.
+        Ok(Some(Err(e))) => {
+            if !is_too_big(e) {
+                return None;
+            }
+            (CLOSE_TOO_BIG, "frame too large")
+        }
         Ok(Some(Ok(Message::Text(t)))) => match frames::parse(&t) {
             Ok(ClientFrame::Hello { token, .. }) => match Box::pin(app.chat.authenticate(&token)).await {
                 Ok(auth) => return Some(auth),
@@ -105,6 +113,14 @@ async fn hello(
     };
     close_now(sink, refused.0, refused.1).await;
     None
+}
+
+/// Whether a read failed because the frame was over the size limit (answered with 1009).
+fn is_too_big(e: axum::Error) -> bool {
+    matches!(
+        e.into_inner().downcast_ref::<tokio_tungstenite::tungstenite::Error>(),
+        Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
+    )
 }
 
 /// Sends a close frame and closes. The frame waits behind whatever the socket already holds,
@@ -180,11 +196,7 @@ async fn read_loop(
         let msg = match next {
             None => return,
             Some(Err(e)) => {
-                let too_big = matches!(
-                    e.into_inner().downcast_ref::<tokio_tungstenite::tungstenite::Error>(),
-                    Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
-                );
-                conn.close(if too_big { CLOSE_TOO_BIG } else { 1002 });
+                conn.close(if is_too_big(e) { CLOSE_TOO_BIG } else { 1002 });
                 return;
             }
             Some(Ok(m)) => m,
