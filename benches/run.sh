@@ -135,11 +135,12 @@ free_port; CLUSTER_PORT=$PORT
 free_port; RELAY_PORT=$PORT
 NODE_URL=http://127.0.0.1:$NODE_PORT
 RELAY_URL=http://127.0.0.1:$RELAY_PORT
-# The per-connection send limit (default 20/s, burst 50) is an abuse guard; it is raised so
+# The per-user send limit (default 20/s, burst 50) and the sign-up limit per address (default
+# 10/min; every loadgen user signs up from 127.0.0.1) are abuse guards; they are raised so
 # that find-max measures the server, not the limiter. Durability settings are untouched.
-NODE_CMD="ringchat serve --data-dir DIR --listen 127.0.0.1:$NODE_PORT --cluster-listen 127.0.0.1:$CLUSTER_PORT --send-rate 90 --send-burst 200"
+NODE_CMD="ringchat serve --data-dir DIR --listen 127.0.0.1:$NODE_PORT --cluster-listen 127.0.0.1:$CLUSTER_PORT --send-rate 90 --send-burst 200 --signups-per-minute 1000000"
 "$BIN/ringchat" serve --data-dir "$WORK/node" --listen "127.0.0.1:$NODE_PORT" \
-    --cluster-listen "127.0.0.1:$CLUSTER_PORT" --send-rate 90 --send-burst 200 >"$WORK/node.log" 2>&1 &
+    --cluster-listen "127.0.0.1:$CLUSTER_PORT" --send-rate 90 --send-burst 200 --signups-per-minute 1000000 >"$WORK/node.log" 2>&1 &
 NODE_PID=$!
 PIDS+=("$NODE_PID")
 "$BIN/relay" --listen "127.0.0.1:$RELAY_PORT" >"$WORK/relay.log" 2>&1 &
@@ -236,7 +237,7 @@ start_node() {
     mkdir -p "$dir"
     "$BIN/ringchat" serve --node-id "$id" --data-dir "$dir/n$id" --listen "127.0.0.1:$port" \
         --cluster-listen "127.0.0.1:$cport" --cluster-secret "$CLUSTER_SECRET" \
-        --send-rate 90 --send-burst 200 "${join[@]}" >"$dir/n$id.log" 2>&1 &
+        --send-rate 90 --send-burst 200 --signups-per-minute 1000000 "${join[@]}" >"$dir/n$id.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     LOGS+=("$dir/n$id.log")
@@ -318,7 +319,7 @@ stop_pids "$NODE_PID" "$RELAY_PID"
 # users spread round-robin over the nodes so every DM pair spans two nodes. Default replication
 # (3, capped by node count), 64 partitions, fresh data dirs.
 CSTART=$(date +%s)
-CLUSTER_NODE_CMD="ringchat serve --node-id I --data-dir DIR --listen 127.0.0.1:P --cluster-listen 127.0.0.1:C --cluster-secret S --send-rate 90 --send-burst 200 [--join <cluster address of node 1>]"
+CLUSTER_NODE_CMD="ringchat serve --node-id I --data-dir DIR --listen 127.0.0.1:P --cluster-listen 127.0.0.1:C --cluster-secret S --send-rate 90 --send-burst 200 --signups-per-minute 1000000 [--join <cluster address of node 1>]"
 DM_ARGS=(--scenario dm --clients "$CLUSTER_CLIENTS" --rate "$CLUSTER_DM_RATE" --duration "$DUR" --find-max --limit-secs "$CLUSTER_LIMIT")
 
 log "cluster: 2 nodes"

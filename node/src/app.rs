@@ -218,7 +218,7 @@ impl App {
             config.max_group_members,
             push_tx.is_some(),
         ));
-        let limits = Limits::new(config.send_rate, config.send_burst);
+        let limits = Limits::new(config.send_rate, config.send_burst, config.signups_per_minute);
         let state = Arc::new(AppState {
             config,
             cluster: cluster.clone(),

@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// Burst of sends per user (default 50).
     #[arg(long, env = "RINGCHAT_SEND_BURST")]
     pub send_burst: Option<u32>,
+    /// Sign-ups one source address may make per minute (default 10): each costs an argon2 hash.
+    #[arg(long, env = "RINGCHAT_SIGNUPS_PER_MINUTE")]
+    pub signups_per_minute: Option<u32>,
     /// Frames queued for one client before it counts as too slow (default 1024).
     #[arg(long, env = "RINGCHAT_OUTBOUND_QUEUE")]
     pub outbound_queue: Option<usize>,
@@ -115,6 +118,8 @@ pub struct Config {
     pub send_rate: u32,
     /// Send burst per user.
     pub send_burst: u32,
+    /// Sign-ups per source address per minute (also the burst).
+    pub signups_per_minute: u32,
     /// Outbound frame queue per connection.
     pub outbound_queue: usize,
     /// `text` or `json`.
@@ -151,6 +156,7 @@ impl Default for Config {
             hello_timeout_ms: 10_000,
             send_rate: 20,
             send_burst: 50,
+            signups_per_minute: 10,
             outbound_queue: 1024,
             log_format: "text".into(),
             snapshot_every: 20_000,
@@ -201,6 +207,7 @@ impl Config {
             hello_timeout_ms: d.hello_timeout_ms,
             send_rate: pick!(send_rate).unwrap_or(d.send_rate),
             send_burst: pick!(send_burst).unwrap_or(d.send_burst),
+            signups_per_minute: pick!(signups_per_minute).unwrap_or(d.signups_per_minute),
             outbound_queue: pick!(outbound_queue).unwrap_or(d.outbound_queue),
             log_format: pick!(log_format).unwrap_or(d.log_format),
             snapshot_every: d.snapshot_every,
@@ -229,6 +236,9 @@ impl Config {
         }
         if self.send_rate == 0 || self.send_burst == 0 {
             bail!("--send-rate and --send-burst must be at least 1");
+        }
+        if self.signups_per_minute == 0 {
+            bail!("--signups-per-minute must be at least 1");
         }
         if self.outbound_queue < 16 {
             bail!("--outbound-queue must be at least 16");

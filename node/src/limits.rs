@@ -27,11 +27,13 @@ pub struct Limits {
     sends: KeyedBuckets,
     failed_logins_by_username: KeyedBuckets,
     failed_logins_by_address: KeyedBuckets,
+    signups_by_address: KeyedBuckets,
 }
 
 impl Limits {
-    /// Sends at `send_rate` per second per user with bursts of `send_burst`.
-    pub fn new(send_rate: u32, send_burst: u32) -> Self {
+    /// Sends at `send_rate` per second per user with bursts of `send_burst`; sign-ups at
+    /// `signups_per_minute` per source address (the same number at once).
+    pub fn new(send_rate: u32, send_burst: u32, signups_per_minute: u32) -> Self {
         Limits {
             sends: KeyedBuckets::new(f64::from(send_rate), f64::from(send_burst), MAX_KEYS),
             failed_logins_by_username: KeyedBuckets::new(
@@ -40,6 +42,11 @@ impl Limits {
                 MAX_KEYS,
             ),
             failed_logins_by_address: KeyedBuckets::new(1.0, ADDRESS_FAILURES, MAX_KEYS),
+            signups_by_address: KeyedBuckets::new(
+                f64::from(signups_per_minute) / 60.0,
+                f64::from(signups_per_minute),
+                MAX_KEYS,
+            ),
         }
     }
 
@@ -48,6 +55,14 @@ impl Limits {
         self.sends.take(user_id).map_err(|wait| {
             metrics::counter!("ringchat_rate_limited_total", "limit" => "send").increment(1);
             rate_limited("too many messages; slow down", wait)
+        })
+    }
+
+    /// One sign-up from `address` (each costs the node an argon2 hash), or `rate_limited`.
+    pub fn signup(&self, address: IpAddr) -> Result<(), ApiError> {
+        self.signups_by_address.take(&address.to_string()).map_err(|wait| {
+            metrics::counter!("ringchat_rate_limited_total", "limit" => "signup").increment(1);
+            rate_limited("too many sign-ups from this address; wait before trying again", wait)
         })
     }
 

@@ -49,8 +49,9 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// Sends per second per user in test nodes: the workloads send as fast as a node commits, and
-/// the tests of the limit itself set their own (`hardening.rs`, `websocket.rs`).
+/// Sends per second per user (and sign-ups per minute per address) in test nodes: the
+/// workloads send as fast as a node commits and sign up many users from 127.0.0.1; the tests
+/// of the limits themselves set their own (`hardening.rs`, `websocket.rs`).
 pub const TEST_SEND_RATE: u32 = 100_000;
 
 /// A node configuration for tests: fresh ports, small partition count, given data dir, send
@@ -63,6 +64,7 @@ pub fn test_config(data_dir: &Path) -> Config {
         partitions: 8,
         send_rate: TEST_SEND_RATE,
         send_burst: TEST_SEND_RATE,
+        signups_per_minute: TEST_SEND_RATE,
         ..Config::default()
     }
 }

@@ -403,3 +403,28 @@ async fn look_alike_usernames_and_hidden_characters_in_names_are_refused() {
     }
     node.stop().await;
 }
+
+#[tokio::test]
+async fn sign_ups_are_limited_per_source_address() {
+    let node = InProcessNode::start_with(|c| c.signups_per_minute = 3).await;
+    let http = node.http();
+    for i in 0..3 {
+        http.signup(&unique_name(&format!("burst{i}_")), PASSWORD)
+            .await
+            .expect("within the allowance");
+    }
+    let (status, retry_after, code) = post_json(
+        &node.base,
+        "/v1/users",
+        None,
+        serde_json::json!({"username": unique_name("over"), "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (429, "rate_limited"));
+    // Three a minute: the next one is ~20 s away.
+    assert!(
+        retry_after.is_some_and(|s| (10..=20).contains(&s)),
+        "Retry-After {retry_after:?}"
+    );
+    node.stop().await;
+}

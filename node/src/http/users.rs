@@ -1,8 +1,9 @@
 //! `POST /v1/users`, `GET /v1/users/by-name/{username}`, `GET /v1/users/{uid}/presence`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -19,11 +20,13 @@ pub struct SignupBody {
     password: String,
 }
 
-/// 201 `{user_id, username}`; 409 if taken.
+/// 201 `{user_id, username}`; 409 if taken; 429 beyond the source address's sign-ups.
 pub async fn signup(
     State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     JsonBody(b): JsonBody<SignupBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    app.limits.signup(peer.ip())?;
     let user = app.chat.signup(&b.username, &b.password).await?;
     Ok((
         StatusCode::CREATED,
