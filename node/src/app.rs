@@ -40,7 +40,7 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Presence.
     pub presence: Arc<Presence>,
-    /// Send and login limits.
+    /// Send, login and sign-up limits.
     pub limits: Limits,
     /// Metrics renderer.
     pub metrics: PrometheusHandle,

@@ -1,5 +1,5 @@
-//! The node's request limits (PROTOCOL v1.1): sends per user across HTTP and WebSocket, and
-//! failed logins per username and per source address.
+//! The node's request limits (PROTOCOL v1.1): sends per user across HTTP and WebSocket,
+//! failed logins per username and per source address, sign-ups per source address.
 //!
 //! Limits are per node: a user spread over two nodes gets each node's rate. That bounds what
 //! one account can push through one node (finding 3 of the hardening issue: 25 MB/s to disk

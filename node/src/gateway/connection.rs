@@ -226,7 +226,7 @@ async fn read_loop(
             }
         };
         if let ClientFrame::Send { r#ref, .. } = &frame {
-            if app.limits.send(&auth.user_id).is_err() {
+            if let Err(refused) = app.limits.send(&auth.user_id) {
                 rate_limited_in_a_row += 1;
                 if rate_limited_in_a_row > 100 {
                     conn.close(CLOSE_TOO_SLOW);
@@ -234,7 +234,7 @@ async fn read_loop(
                 }
                 reply(
                     conn,
-                    frames::error_frame(r#ref, "rate_limited", "too many messages; slow down"),
+                    frames::error_frame(r#ref, refused.code.as_str(), &refused.message),
                 );
                 continue;
             }
