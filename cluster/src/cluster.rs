@@ -38,6 +38,8 @@ pub struct ClusterConfig {
     pub advertise: String,
     /// Client address, published in the member list.
     pub client_addr: String,
+    /// Client URL advertised in `GET /v1/nodes` (empty: `http://<client_addr>`).
+    pub public_url: String,
     /// Source address of outgoing cluster connections (`None`: the kernel picks).
     pub source_ip: Option<std::net::IpAddr>,
     /// Cluster address of a member to join; `None` bootstraps (or restarts) alone.
@@ -61,6 +63,9 @@ pub struct Cluster {
     pub(crate) replication: usize,
     pub(crate) advertise: String,
     pub(crate) client_addr: String,
+    pub(crate) public_url: String,
+    /// This node's live client connection count, for `GET /v1/nodes` (`meta/nodes.rs`).
+    pub(crate) connection_count: OnceLock<Arc<dyn Fn() -> u64 + Send + Sync>>,
     pub(crate) store: Store,
     /// The partition groups running here (`hosting.rs`).
     pub(crate) hosted: HostedGroups,
@@ -192,6 +197,8 @@ impl Cluster {
             replication: cfg.replication.max(1),
             advertise: cfg.advertise.clone(),
             client_addr: cfg.client_addr.clone(),
+            public_url: cfg.public_url.clone(),
+            connection_count: OnceLock::new(),
             store,
             hosted: HostedGroups::new(partitions, groups),
             opener,
@@ -376,5 +383,6 @@ fn self_info(cfg: &ClusterConfig, state: NodeState) -> NodeInfo {
         cluster_addr: cfg.advertise.clone(),
         client_addr: cfg.client_addr.clone(),
         state,
+        public_url: cfg.public_url.clone(),
     }
 }

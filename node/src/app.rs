@@ -90,6 +90,11 @@ fn private_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The client URL this node advertises: `--public-url`, else `http://<bound client address>`.
+fn public_url(config: &Config, bound: SocketAddr) -> String {
+    config.public_url.clone().unwrap_or_else(|| format!("http://{bound}"))
+}
+
 /// Longest wait on shutdown for this node's leaderships to move to other voters.
 const LEADER_HANDOFF: Duration = Duration::from_secs(3);
 
@@ -141,6 +146,7 @@ impl App {
             replication: config.replication as usize,
             advertise: config.advertise.clone(),
             client_addr: addr.to_string(),
+            public_url: public_url(&config, addr),
             // Outgoing cluster connections leave from the address the node listens on.
             source_ip: Some(config.cluster_listen.ip()).filter(|ip| !ip.is_unspecified()),
             join: config.join.clone(),
@@ -172,6 +178,8 @@ impl App {
             _ => None,
         };
         let registry = Arc::new(Registry::default());
+        let counted = Arc::downgrade(&registry);
+        cluster.set_connection_count(Arc::new(move || counted.upgrade().map_or(0, |r| r.count())));
         let fanout = Arc::new(Fanout::new(
             cluster.clone(),
             registry.clone(),
@@ -254,7 +262,15 @@ impl App {
             }
             tracing::info!("stopped");
         });
-        tracing::info!(%addr, "ringchat node serving");
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            node_id = state.config.node_id,
+            data_dir = %state.config.data_dir.display(),
+            client = %addr,
+            public_url = %public_url(&state.config, addr),
+            cluster = %if state.config.cluster_secret.is_some() { state.config.advertise.as_str() } else { "off (no --cluster-secret)" },
+            "ringchat node serving"
+        );
         Ok(RunningApp { addr, state, handle })
     }
 }

@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// Cluster address other nodes use (default: cluster-listen).
     #[arg(long, env = "RINGCHAT_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Client URL this node advertises in `GET /v1/nodes` (default http://<listen>).
+    #[arg(long, env = "RINGCHAT_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Cluster address of any member to join.
     #[arg(long, env = "RINGCHAT_JOIN")]
     pub join: Option<String>,
@@ -96,6 +99,8 @@ pub struct Config {
     pub cluster_listen: SocketAddr,
     /// Advertised cluster address.
     pub advertise: String,
+    /// Client URL advertised in `GET /v1/nodes` (`None`: `http://<bound listen address>`).
+    pub public_url: Option<String>,
     /// Member to join, if any.
     pub join: Option<String>,
     /// Replication factor.
@@ -145,6 +150,7 @@ impl Default for Config {
             listen: "127.0.0.1:7070".parse().expect("literal"),
             cluster_listen: "127.0.0.1:7071".parse().expect("literal"),
             advertise: "127.0.0.1:7071".into(),
+            public_url: None,
             join: None,
             replication: 3,
             partitions: 64,
@@ -191,6 +197,7 @@ impl Config {
             listen: pick!(listen).unwrap_or(d.listen),
             cluster_listen,
             advertise: pick!(advertise).unwrap_or_else(|| cluster_listen.to_string()),
+            public_url: pick!(public_url).filter(|s| !s.is_empty()),
             join: pick!(join),
             replication: pick!(replication).unwrap_or(d.replication),
             partitions: pick!(partitions).unwrap_or(d.partitions),
@@ -251,6 +258,15 @@ impl Config {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("--log-format must be text or json");
         }
+        if let Some(url) = &self.public_url {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                bail!("--public-url must be an http(s) URL");
+            }
+        }
+        // Checked here, before the data dir is created, rather than when the RPC server starts.
+        if let Some(secret) = &self.cluster_secret {
+            ringchat_cluster::rpc::ClusterSecret::new(secret).map_err(|e| anyhow::anyhow!("--cluster-secret: {e}"))?;
+        }
         if self.join.is_some() && self.cluster_secret.is_none() {
             bail!("--join needs --cluster-secret (nodes refuse cluster RPCs without it)");
         }
@@ -299,6 +315,17 @@ mod tests {
         assert_eq!(cfg.listen.port(), 9000);
         assert_eq!(cfg.partitions, 64);
         assert_eq!(cfg.advertise, "127.0.0.1:7071");
+    }
+
+    #[test]
+    fn a_too_short_cluster_secret_is_refused_by_validation() {
+        let args = ServeArgs {
+            cluster_secret: Some("short".into()),
+            ..Default::default()
+        };
+        let err = Config::from_args(args).unwrap_err().to_string();
+        assert!(err.contains("--cluster-secret"), "{err}");
+        assert!(!err.contains("short"), "the secret itself is not echoed: {err}");
     }
 
     #[test]

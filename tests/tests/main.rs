@@ -6,6 +6,7 @@ mod durability;
 mod hardening;
 mod http_api;
 mod leader_delivery;
+mod operability;
 mod partition;
 mod power_loss;
 mod push;

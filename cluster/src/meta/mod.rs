@@ -11,10 +11,12 @@ pub mod leader_handoff;
 pub mod membership;
 mod meta_voters;
 pub mod model;
+pub mod nodes;
 pub mod operator;
 pub mod wire;
 
 pub use model::{Layout, NodeInfo, NodeState};
+pub use nodes::NodeEndpoint;
 pub use wire::{ClusterStatus, Delivery, DeliveryBatch, JoinReply, MemberStatus, PartitionStatus, ReplicaChange};
 
 /// Partition id of the meta group. Data partitions are `0..P` with P at most a few thousand,

@@ -94,6 +94,10 @@ impl MemberService for MemberRpcService {
         json(&())
     }
 
+    async fn endpoint(&self, _request: Request<Json>) -> Result<Response<Json>, Status> {
+        json(&self.cluster.local_endpoint())
+    }
+
     async fn deliver(&self, request: Request<Json>) -> Result<Response<Json>, Status> {
         let batch: DeliveryBatch = payload(request)?;
         if let Some(delivery) = self.cluster.delivery.get() {

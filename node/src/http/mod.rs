@@ -5,6 +5,7 @@ pub mod channels;
 pub mod extract;
 pub mod health;
 pub mod messages;
+pub mod nodes;
 pub mod serve;
 pub mod sessions;
 pub mod users;
@@ -26,6 +27,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/v1/nodes", get(nodes::list))
         .route("/v1/users", post(users::signup))
         .route("/v1/users/by-name/{username}", get(users::by_name))
         .route("/v1/users/{uid}/presence", get(users::presence))
