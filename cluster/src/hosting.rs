@@ -168,7 +168,7 @@ impl Cluster {
         }
         match self.opener.open(p).await {
             Ok(raft) => {
-                tracing::info!(partition = p, "partition group opened for a replica moving here");
+                crate::group_events::GROUPS_OPENED.record(p);
                 self.hosted.insert(p, raft.clone());
                 Some(raft)
             }
@@ -211,7 +211,7 @@ impl Cluster {
                 if let Err(e) = raft.shutdown().await {
                     tracing::warn!(partition = p, error = %e, "closing a partition group");
                 }
-                tracing::info!(partition = p, "partition group closed: no replica here any more");
+                crate::group_events::GROUPS_CLOSED.record(p);
                 closed += 1;
             }
         }

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod command;
 pub mod delivery;
 pub mod error;
+pub mod group_events;
 pub mod hosting;
 pub mod local;
 pub mod log_throttle;

@@ -366,6 +366,7 @@ async fn single_node_cluster_without_peers_routes_everything_locally() {
         replication: 1,
         advertise: "127.0.0.1:1".into(),
         client_addr: "127.0.0.1:2".into(),
+        public_url: String::new(),
         source_ip: None,
         join: None,
         cluster_secret: None,

@@ -115,6 +115,7 @@ async fn run_membership(cluster: Arc<Cluster>, fanout: Arc<Fanout>, shutdown: Ca
         }
         cluster.balance_leaders_once().await;
         cluster.release_idle_groups().await;
+        ringchat_cluster::group_events::flush_group_events();
         fanout.refresh_links();
     }
 }
@@ -263,7 +264,7 @@ impl App {
             tracing::info!("stopped");
         });
         tracing::info!(
-            version = env!("CARGO_PKG_VERSION"),
+            version = %env!("CARGO_PKG_VERSION"),
             node_id = state.config.node_id,
             data_dir = %state.config.data_dir.display(),
             client = %addr,

@@ -126,8 +126,10 @@ async fn operate(cmd: ClusterCommand) -> anyhow::Result<()> {
 
 fn init_logs(format: &str) {
     let filter = EnvFilter::try_from_env("RINGCHAT_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    // Colours only on a terminal: a log file or journald gets plain text to grep.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();

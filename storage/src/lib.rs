@@ -10,7 +10,7 @@ pub mod record;
 pub mod store;
 pub mod syncer;
 
-pub use error::StorageError;
+pub use error::{AtPath, StorageError};
 pub use keys::{KeyBuf, KeyReader};
 pub use record::{decode_record, encode_record, RECORD_VERSION};
 pub use store::Store;

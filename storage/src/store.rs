@@ -4,7 +4,7 @@ use std::path::Path;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use crate::{StorageError, Syncer};
+use crate::{AtPath, StorageError, Syncer};
 
 /// One fjall database per node. Cheap to clone (handles are reference counted).
 #[derive(Clone)]
@@ -19,6 +19,8 @@ pub struct Store {
     pub sm: Keyspace,
     /// Group-commit thread: one fsync covers every append written before it.
     pub syncer: Syncer,
+    /// fjall's folder, named in errors.
+    fjall_dir: std::path::PathBuf,
 }
 
 impl Store {
@@ -29,26 +31,29 @@ impl Store {
 
     /// Opens the database in `dir` with fsyncs starting at least `spacing` apart.
     pub fn open_with_fsync_spacing(dir: &Path, spacing: std::time::Duration) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).at_path(dir)?;
         let fjall_dir = dir.join("fjall");
-        let db = Database::builder(&fjall_dir).open()?;
-        let log = db.keyspace("log", KeyspaceCreateOptions::default)?;
-        let raft = db.keyspace("raft", KeyspaceCreateOptions::default)?;
-        let sm = db.keyspace("sm", KeyspaceCreateOptions::default)?;
+        let db = Database::builder(&fjall_dir).open().at_path(&fjall_dir)?;
+        let log = db.keyspace("log", KeyspaceCreateOptions::default).at_path(&fjall_dir)?;
+        let raft = db
+            .keyspace("raft", KeyspaceCreateOptions::default)
+            .at_path(&fjall_dir)?;
+        let sm = db.keyspace("sm", KeyspaceCreateOptions::default).at_path(&fjall_dir)?;
         // fjall keeps its journals (`<id>.jnl`) directly in its database folder.
-        let syncer = Syncer::start(db.clone(), fjall_dir, spacing);
+        let syncer = Syncer::start(db.clone(), fjall_dir.clone(), spacing);
         Ok(Store {
             db,
             log,
             raft,
             sm,
             syncer,
+            fjall_dir,
         })
     }
 
     /// Flushes and fsyncs everything written so far (used on shutdown and for votes).
     pub fn sync(&self) -> Result<(), StorageError> {
-        self.db.persist(PersistMode::SyncAll)?;
+        self.db.persist(PersistMode::SyncAll).at_path(&self.fjall_dir)?;
         Ok(())
     }
 }

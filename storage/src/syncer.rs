@@ -109,6 +109,12 @@ impl JournalSync {
     }
 
     fn sync(&mut self, db: &Database) -> io::Result<()> {
+        let dir = self.dir.clone();
+        self.sync_unnamed(db)
+            .map_err(|e| io::Error::new(e.kind(), format!("fsync of the journal in {}: {e}", dir.display())))
+    }
+
+    fn sync_unnamed(&mut self, db: &Database) -> io::Result<()> {
         db.persist(PersistMode::Buffer).map_err(io::Error::other)?;
         match self.newest() {
             Ok(file) => file.sync_all(),

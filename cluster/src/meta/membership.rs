@@ -51,6 +51,9 @@ pub(crate) fn member_client(
     )
 }
 
+/// How often a join that keeps failing is logged again.
+const JOIN_REPORT_EVERY: Duration = Duration::from_secs(5);
+
 /// Sends `Join` for `me` to `addr`, following not-leader answers to the meta leader, for at
 /// most 30 s.
 pub async fn request_join(peers: &PeerChannels, addr: &str, me: &NodeInfo) -> Result<JoinReply, ClusterError> {
@@ -58,7 +61,15 @@ pub async fn request_join(peers: &PeerChannels, addr: &str, me: &NodeInfo) -> Re
     let payload = encode(me).map_err(|e| ClusterError::Internal(e.to_string()))?;
     let mut target = addr.to_string();
     let mut last_error = String::new();
+    let started = tokio::time::Instant::now();
+    let mut reported: Option<tokio::time::Instant> = None;
     while tokio::time::Instant::now() < deadline {
+        // The first failure and then one line per JOIN_REPORT_EVERY: a dead --join address is
+        // not silent for the whole 30 s.
+        if !last_error.is_empty() && reported.is_none_or(|at| at.elapsed() >= JOIN_REPORT_EVERY) {
+            tracing::warn!(via = %target, error = %last_error, waited_secs = started.elapsed().as_secs(), "join not accepted yet; retrying");
+            reported = Some(tokio::time::Instant::now());
+        }
         let mut client = member_client(peers, &target)?;
         match client
             .join(Json {
@@ -539,7 +550,8 @@ impl Cluster {
                 tracing::warn!(partition = change.partition, error = %e, "voter change failed");
                 ClusterError::Unavailable(e.to_string())
             })?;
-        tracing::info!(partition = change.partition, voters = ?change.voters, "replica set changed");
+        tracing::debug!(partition = change.partition, voters = ?change.voters, "replica set changed");
+        crate::group_events::REPLICA_SETS_CHANGED.record(change.partition);
         Ok(())
     }
 

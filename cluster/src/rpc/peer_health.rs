@@ -20,6 +20,10 @@ pub const GRACE: Duration = Duration::from_secs(2);
 pub struct PeerHealth {
     addr: String,
     state: Mutex<State>,
+    /// Per-peer metrics, their handles made once (a call costs one atomic add, no lookup).
+    answered_calls: metrics::Counter,
+    failed_calls: metrics::Counter,
+    up: metrics::Gauge,
 }
 
 #[derive(Default)]
@@ -52,9 +56,15 @@ pub enum Change {
 impl PeerHealth {
     /// Health of the peer at `addr`, taken as reachable until a call fails.
     pub fn new(addr: &str) -> Self {
+        let peer = addr.to_string();
+        let up = metrics::gauge!("ringchat_peer_up", "peer" => peer.clone());
+        up.set(1.0);
         PeerHealth {
-            addr: addr.to_string(),
+            addr: peer.clone(),
             state: Mutex::new(State::default()),
+            answered_calls: metrics::counter!("ringchat_peer_calls_total", "peer" => peer.clone(), "outcome" => "answered"),
+            failed_calls: metrics::counter!("ringchat_peer_calls_total", "peer" => peer, "outcome" => "failed"),
+            up,
         }
     }
 
@@ -64,16 +74,22 @@ impl PeerHealth {
 
     /// A call reached the peer and was answered (whatever the handler said).
     pub fn answered(&self) {
+        self.answered_calls.increment(1);
         let change = self.answered_at(Instant::now());
         if let Change::Back { after_secs } = change {
+            self.up.set(1.0);
             tracing::info!(peer = %self.addr, after_secs, "peer reachable again");
         }
     }
 
     /// A call did not reach the peer or got no answer in time.
     pub fn failed(&self, reason: &str) {
+        self.failed_calls.increment(1);
         match self.failed_at(Instant::now()) {
-            Change::Unreachable => tracing::warn!(peer = %self.addr, reason, "peer unreachable"),
+            Change::Unreachable => {
+                self.up.set(0.0);
+                tracing::warn!(peer = %self.addr, reason, "peer unreachable")
+            }
             Change::StillUnreachable { for_secs, failed } => tracing::warn!(
                 peer = %self.addr,
                 for_secs,

@@ -2,3 +2,4 @@
 //! (`GET /v1/nodes`), the node's logs, its metrics, and `cluster status`.
 
 mod discovery;
+mod logs;
