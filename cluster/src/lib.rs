@@ -20,6 +20,7 @@ pub mod network;
 pub mod partition;
 pub mod placement;
 pub mod query;
+pub mod raft_health;
 pub mod reads;
 pub mod router;
 pub mod rpc;

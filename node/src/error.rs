@@ -103,8 +103,9 @@ impl ApiError {
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Forbidden, message)
     }
-    /// `unauthorized`.
+    /// `unauthorized` (counted in `ringchat_auth_failures_total`: every refused token ends here).
     pub fn unauthorized() -> Self {
+        metrics::counter!("ringchat_auth_failures_total").increment(1);
         Self::new(ErrorCode::Unauthorized, "missing, invalid or revoked token")
     }
     /// `internal`, logging the cause (never shown to the client).

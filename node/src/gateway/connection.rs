@@ -127,6 +127,7 @@ fn is_too_big(e: axum::Error) -> bool {
 /// which for a slow reader (4008) can be megabytes: it gets `CLOSE_FRAME_TIMEOUT` before the
 /// socket is dropped without one.
 async fn close_now(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &'static str) {
+    metrics::counter!("ringchat_ws_closes_total", "code" => code.to_string()).increment(1);
     let frame = CloseFrame {
         code,
         reason: Utf8Bytes::from_static(reason),

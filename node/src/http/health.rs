@@ -25,6 +25,6 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> (StatusCode, &'static s
 pub async fn metrics(State(app): State<Arc<AppState>>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(),
+        crate::metrics::render(&app.metrics, &app.cluster),
     )
 }

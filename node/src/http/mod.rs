@@ -6,6 +6,7 @@ pub mod extract;
 pub mod health;
 pub mod messages;
 pub mod nodes;
+pub mod request_metrics;
 pub mod serve;
 pub mod sessions;
 pub mod users;
@@ -46,5 +47,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/ws", get(ws::upgrade))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::invalid("method not allowed on this endpoint") })
+        .route_layer(axum::middleware::from_fn(request_metrics::record))
         .with_state(state)
 }
