@@ -383,6 +383,5 @@ fn self_info(cfg: &ClusterConfig, state: NodeState) -> NodeInfo {
         cluster_addr: cfg.advertise.clone(),
         client_addr: cfg.client_addr.clone(),
         state,
-        public_url: cfg.public_url.clone(),
     }
 }

@@ -206,7 +206,6 @@ impl Cluster {
             cluster_addr: self.advertise.clone(),
             client_addr: self.client_addr.clone(),
             state: NodeState::Active,
-            public_url: self.public_url.clone(),
         };
         self.write_meta(Command::MetaUpsertNode { node: me }).await?;
         let layout = Layout {

@@ -116,7 +116,6 @@ mod tests {
             cluster_addr: format!("127.0.0.1:{}", 7000 + id),
             client_addr: format!("127.0.0.1:{}", 8000 + id),
             state,
-            public_url: String::new(),
         }
     }
 

@@ -42,21 +42,6 @@ pub struct NodeInfo {
     pub client_addr: String,
     /// Lifecycle state.
     pub state: NodeState,
-    /// Client URL it advertises in `GET /v1/nodes` (`--public-url`). Empty in records written
-    /// before it existed (older data dirs): `public_url()` then falls back to the client address.
-    #[serde(default)]
-    pub public_url: String,
-}
-
-impl NodeInfo {
-    /// The client URL to advertise: `--public-url`, or `http://<client_addr>` when unset.
-    pub fn public_url(&self) -> String {
-        if self.public_url.is_empty() {
-            format!("http://{}", self.client_addr)
-        } else {
-            self.public_url.clone()
-        }
-    }
 }
 
 /// The committed partition layout: which nodes replicate each partition.
@@ -68,19 +53,3 @@ pub struct Layout {
     pub replicas: Vec<Vec<NodeId>>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_member_record_without_a_public_url_still_decodes_and_falls_back_to_its_client_address() {
-        let old = br#"{"node_id":2,"cluster_addr":"127.0.0.1:7071","client_addr":"127.0.0.1:7070","state":"active"}"#;
-        let node: NodeInfo = serde_json::from_slice(old).unwrap();
-        assert_eq!(node.public_url(), "http://127.0.0.1:7070");
-        let set = NodeInfo {
-            public_url: "https://chat.example".into(),
-            ..node
-        };
-        assert_eq!(set.public_url(), "https://chat.example");
-    }
-}

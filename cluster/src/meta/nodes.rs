@@ -1,10 +1,10 @@
 //! Service discovery (`GET /v1/nodes`, PROTOCOL v1.1): every active member's public client URL
 //! and live connection count, so a client or load balancer can pick the least loaded node.
 //!
-//! The URL is carried in the member record (`NodeInfo::public_url`), so every node knows it
-//! from its meta replica. Connection counts change every second, so they are not replicated:
-//! each active peer is asked over the member RPC (`Endpoint`) with a short timeout, all at
-//! once, and answers with its own URL and count. A peer that does not answer in time is left
+//! Which nodes are active comes from the meta replica; each active peer is then asked over the
+//! member RPC (`Endpoint`) with a short timeout, all at once, and answers with its own current
+//! URL and connection count (neither is replicated: the count changes every second, and the
+//! member record's binary shape is part of the data format). A peer that does not answer in time is left
 //! out: a node that cannot be reached is no node to send a client to. docs/discovery.md.
 
 use std::sync::Arc;
