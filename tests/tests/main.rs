@@ -9,4 +9,5 @@ mod leader_delivery;
 mod partition;
 mod power_loss;
 mod push;
+mod upgrade;
 mod websocket;
