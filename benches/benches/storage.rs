@@ -1,5 +1,5 @@
 //! Storage append and history read on a real fjall store in a temp dir, with the keys and
-//! record codec the partition state machine uses (`tables::message`, `encode_record`).
+//! record codec the partition state machine uses (`tables::message`, `codec::encode`).
 //!
 //! Appends are measured two ways: the write alone (what a Raft apply costs before its fsync)
 //! and a batch of 100 writes made durable by one group-commit fsync (`Syncer::after_sync`),
@@ -14,9 +14,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use ringchat_cluster::codec::{decode, encode};
 use ringchat_cluster::partition::tables;
 use ringchat_cluster::MessageRecord;
-use ringchat_storage::{decode_record, encode_record, Store};
+use ringchat_storage::Store;
 
 const PARTITION: u16 = 7;
 
@@ -44,7 +45,7 @@ fn storage(c: &mut Criterion) {
             let m = message("c-append", seq);
             store
                 .sm
-                .insert(tables::message(PARTITION, &m.channel_id, seq), encode_record(&m))
+                .insert(tables::message(PARTITION, &m.channel_id, seq), encode(&m))
                 .expect("insert");
         })
     });
@@ -59,7 +60,7 @@ fn storage(c: &mut Criterion) {
                     let m = message("c-append", seq);
                     store
                         .sm
-                        .insert(tables::message(PARTITION, &m.channel_id, seq), encode_record(&m))
+                        .insert(tables::message(PARTITION, &m.channel_id, seq), encode(&m))
                         .expect("insert");
                 }
                 let (tx, rx) = mpsc::channel();
@@ -76,7 +77,7 @@ fn storage(c: &mut Criterion) {
         let m = message("c-history", s);
         store
             .sm
-            .insert(tables::message(PARTITION, "c-history", s), encode_record(&m))
+            .insert(tables::message(PARTITION, "c-history", s), encode(&m))
             .expect("insert");
     }
     g.throughput(Throughput::Elements(50));
@@ -87,7 +88,7 @@ fn storage(c: &mut Criterion) {
             let mut n = 0;
             for item in store.sm.range(from..=to) {
                 let (_, v) = item.into_inner().expect("read");
-                let m: MessageRecord = decode_record(&v).expect("decode");
+                let m: MessageRecord = decode(&v).expect("decode");
                 n += black_box(m).seq;
             }
             n

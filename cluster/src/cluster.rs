@@ -361,7 +361,9 @@ fn stored_partition_count(store: &Store) -> Result<Option<u16>, ClusterError> {
         .get(PARTITIONS_KEY)
         .map_err(ringchat_storage::StorageError::from)?
     {
-        Some(v) => Ok(Some(ringchat_storage::decode_record(&v)?)),
+        Some(v) => Ok(Some(
+            crate::codec::decode(&v).map_err(ringchat_storage::StorageError::from)?,
+        )),
         None => Ok(None),
     }
 }
@@ -370,7 +372,7 @@ fn stored_partition_count(store: &Store) -> Result<Option<u16>, ClusterError> {
 fn store_partition_count(store: &Store, partitions: u16) -> Result<(), ClusterError> {
     store
         .raft
-        .insert(PARTITIONS_KEY, ringchat_storage::encode_record(&partitions))
+        .insert(PARTITIONS_KEY, crate::codec::encode(&partitions))
         .map_err(ringchat_storage::StorageError::from)?;
     store.sync()?;
     Ok(())

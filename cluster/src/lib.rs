@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod cluster;
+pub mod codec;
 pub mod command;
 pub mod delivery;
 pub mod error;

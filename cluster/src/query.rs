@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use ringchat_storage::{decode_record, KeyReader, StorageError, Store};
+use ringchat_storage::{KeyReader, StorageError, Store};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -166,7 +166,7 @@ pub fn execute(store: &Store, p: u16, query: &Query) -> Result<QueryResult, Stor
             let mut out = Vec::new();
             for item in store.sm.prefix(t::push_outbox_all(p)) {
                 let (_, v) = item.into_inner().map_err(StorageError::from)?;
-                out.push(decode_record(&v)?);
+                out.push(crate::codec::decode(&v)?);
             }
             QueryResult::PushOutbox(out)
         }
@@ -175,7 +175,7 @@ pub fn execute(store: &Store, p: u16, query: &Query) -> Result<QueryResult, Stor
 
 fn get<T: DeserializeOwned>(store: &Store, key: Vec<u8>) -> Result<Option<T>, StorageError> {
     match store.sm.get(key).map_err(StorageError::from)? {
-        Some(v) => Ok(Some(decode_record(&v)?)),
+        Some(v) => Ok(Some(crate::codec::decode(&v)?)),
         None => Ok(None),
     }
 }
@@ -197,7 +197,7 @@ fn scan<T: DeserializeOwned>(
                 None => return Err(StorageError::Corrupt("bad key".into())),
             }
         }
-        out.push((parts.split_off(skip.min(parts.len())), decode_record(&v)?));
+        out.push((parts.split_off(skip.min(parts.len())), crate::codec::decode(&v)?));
     }
     Ok(out)
 }
@@ -214,7 +214,7 @@ fn messages(store: &Store, p: u16, channel_id: &str, from: u64, to: u64) -> Resu
         .range(t::message(p, channel_id, from)..=t::message(p, channel_id, to))
     {
         let (_, v) = item.into_inner().map_err(StorageError::from)?;
-        out.push(decode_record(&v)?);
+        out.push(crate::codec::decode(&v)?);
     }
     Ok(out)
 }
@@ -224,14 +224,12 @@ mod tests {
     use super::*;
 
     fn round_trip_query(q: Query) {
-        let bytes = serde_json::to_vec(&q).expect("encode");
-        let back: Query = serde_json::from_slice(&bytes).expect("decode");
+        let back: Query = crate::codec::decode(&crate::codec::encode(&q)).expect("decode");
         assert_eq!(back, q);
     }
 
     fn round_trip_result(r: QueryResult) {
-        let bytes = serde_json::to_vec(&r).expect("encode");
-        let back: QueryResult = serde_json::from_slice(&bytes).expect("decode");
+        let back: QueryResult = crate::codec::decode(&crate::codec::encode(&r)).expect("decode");
         assert_eq!(back, r);
     }
 
@@ -290,10 +288,12 @@ mod tests {
 
     #[test]
     fn malformed_query_bytes_are_an_error_not_a_panic() {
-        assert!(serde_json::from_slice::<Query>(b"{\"Nope\":{}}").is_err());
-        assert!(serde_json::from_slice::<Query>(b"\xff\x00").is_err());
-        assert!(
-            serde_json::from_slice::<Query>(b"{\"Messages\":{\"channel_id\":\"g\",\"from\":-1,\"to\":2}}").is_err()
-        );
+        use crate::codec::{decode, FORMAT_BINARY, FORMAT_JSON};
+        assert!(decode::<Query>(b"\x01{\"Nope\":{}}").is_err());
+        assert!(decode::<Query>(b"\xff\x00").is_err());
+        assert!(decode::<Query>(&[FORMAT_BINARY, 200]).is_err());
+        assert!(decode::<Query>(&[FORMAT_BINARY]).is_err());
+        let negative = b"{\"Messages\":{\"channel_id\":\"g\",\"from\":-1,\"to\":2}}";
+        assert!(decode::<Query>(&[&[FORMAT_JSON][..], &negative[..]].concat()).is_err());
     }
 }

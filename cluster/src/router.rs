@@ -19,13 +19,13 @@ use ringchat_storage::Store;
 use tokio::time::Instant;
 
 use crate::cluster::Cluster;
+use crate::codec::{decode, encode};
 use crate::command::{Command, Response};
 use crate::error::ClusterError;
 use crate::local::{self, known_leader, LeaderHint, LocalFailure, LocalPartitions};
 use crate::query::{Query, QueryResult};
 use crate::rpc::node_server::leader_hint;
 use crate::rpc::proto::node::{ReadReply, ReadRequest, WriteReply, WriteRequest};
-use crate::rpc::wire::{decode, encode};
 use crate::rpc::{Method, PeerChannels};
 use crate::types::{NodeId, PartitionRaft};
 
@@ -365,18 +365,18 @@ impl Router {
         let pipe = peers.pipe(addr).map_err(|e| Failure::Retry(e.to_string()))?;
         let partition = u32::from(p);
         let internal =
-            |what: &str, e: crate::rpc::RpcError| Failure::Fail(ClusterError::Internal(format!("{what}: {e}")));
+            |what: &str, e: crate::codec::CodecError| Failure::Fail(ClusterError::Internal(format!("{what}: {e}")));
         let call = async {
             match op {
                 Op::Write(cmd) => {
-                    let command = encode(cmd).map_err(|e| internal("encoding command", e))?;
+                    let command = encode(cmd);
                     let request = WriteRequest { partition, command };
                     let reply: WriteReply = pipe.call(Method::Write, &request, budget).await.map_err(classify)?;
                     let response = decode(&reply.response).map_err(|e| internal("leader's response", e))?;
                     Ok(Answer::Write(response))
                 }
                 Op::Read(query) => {
-                    let query = encode(query).map_err(|e| internal("encoding query", e))?;
+                    let query = encode(query);
                     let request = ReadRequest { partition, query };
                     let reply: ReadReply = pipe.call(Method::Read, &request, budget).await.map_err(classify)?;
                     let result = decode(&reply.result).map_err(|e| internal("leader's result", e))?;

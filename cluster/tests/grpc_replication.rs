@@ -12,6 +12,7 @@ use std::time::Duration;
 use openraft::alias::SnapshotMetaOf;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::Config;
+use ringchat_cluster::codec::decode;
 use ringchat_cluster::partition::tables;
 use ringchat_cluster::rpc::client::SNAPSHOT_CHUNK_BYTES;
 use ringchat_cluster::rpc::proto::raft_service_client::RaftServiceClient;
@@ -19,7 +20,6 @@ use ringchat_cluster::rpc::proto::snapshot_chunk::Part;
 use ringchat_cluster::rpc::proto::{RaftReply, RaftRequest, SnapshotChunk, SnapshotHeader};
 use ringchat_cluster::rpc::{ClusterSecret, GroupRegistry, Method, PeerChannels, RaftRpcService, SECRET_METADATA_KEY};
 use ringchat_cluster::{Command, NodeId, TypeConfig, UserRecord};
-use ringchat_storage::decode_record;
 
 use crate::common::{elect, raft_config, Replica, SECRET, WAIT};
 
@@ -67,7 +67,7 @@ impl TestNode {
 
     fn user(&self, user_id: &str) -> Option<UserRecord> {
         let bytes = self.store.sm.get(tables::user(PARTITION, user_id)).expect("read sm")?;
-        Some(decode_record(&bytes).expect("decode user"))
+        Some(decode(&bytes).expect("decode user"))
     }
 
     async fn stop(self) {

@@ -6,12 +6,12 @@
 
 pub mod error;
 pub mod keys;
-pub mod record;
+
 pub mod store;
 pub mod syncer;
 
 pub use error::{AtPath, StorageError};
 pub use keys::{KeyBuf, KeyReader};
-pub use record::{decode_record, encode_record, RECORD_VERSION};
+
 pub use store::Store;
 pub use syncer::Syncer;

@@ -10,4 +10,5 @@ mod operability;
 mod partition;
 mod power_loss;
 mod push;
+mod upgrade;
 mod websocket;

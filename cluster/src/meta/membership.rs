@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::{BasicNode, ChangeMembers, Instant as _};
-use ringchat_storage::{decode_record, KeyReader, StorageError};
+use ringchat_storage::{KeyReader, StorageError};
 
 use super::model::{Layout, NodeInfo, NodeState};
 use super::wire::{ClusterStatus, JoinReply, MemberStatus, PartitionStatus, ReplicaChange};
 use super::META_PARTITION;
 use crate::cluster::Cluster;
+use crate::codec::{decode, encode};
 use crate::command::{Command, Response};
 use crate::error::ClusterError;
 use crate::partition::tables as t;
@@ -25,7 +26,6 @@ use crate::placement::replica_sets;
 use crate::rpc::auth::SecretAttach;
 use crate::rpc::member_proto::member_service_client::MemberServiceClient;
 use crate::rpc::member_proto::Json;
-use crate::rpc::wire::{decode, encode};
 use crate::rpc::LEADER_ADDR_METADATA_KEY;
 use crate::rpc::{Method, PeerChannels, MAX_MESSAGE_BYTES};
 use crate::types::{NodeId, PartitionRaft};
@@ -58,7 +58,7 @@ const JOIN_REPORT_EVERY: Duration = Duration::from_secs(5);
 /// most 30 s.
 pub async fn request_join(peers: &PeerChannels, addr: &str, me: &NodeInfo) -> Result<JoinReply, ClusterError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let payload = encode(me).map_err(|e| ClusterError::Internal(e.to_string()))?;
+    let payload = encode(me);
     let mut target = addr.to_string();
     let mut last_error = String::new();
     let started = tokio::time::Instant::now();
@@ -135,7 +135,7 @@ impl Cluster {
             let (k, v) = item.into_inner().map_err(StorageError::from)?;
             // Keys are checked only for shape; the record carries its own id.
             KeyReader::after_header(&k).ok_or_else(|| StorageError::Corrupt("short meta key".into()))?;
-            out.push(decode_record::<NodeInfo>(&v)?);
+            out.push(crate::codec::decode::<NodeInfo>(&v).map_err(StorageError::from)?);
         }
         Ok(out)
     }
@@ -148,7 +148,7 @@ impl Cluster {
             .get(t::meta_layout(META_PARTITION))
             .map_err(StorageError::from)?
         {
-            Some(v) => Ok(decode_record(&v)?),
+            Some(v) => Ok(crate::codec::decode(&v).map_err(StorageError::from)?),
             None => Ok(Layout::default()),
         }
     }
@@ -487,7 +487,7 @@ impl Cluster {
             .peers
             .as_ref()
             .ok_or_else(|| ClusterError::Unavailable("no peers".into()))?;
-        let payload = encode(change).map_err(|e| ClusterError::Internal(e.to_string()))?;
+        let payload = encode(change);
         let mut last = String::from("no replica answered");
         for addr in targets {
             let mut client = member_client(peers, &addr)?;
@@ -560,7 +560,7 @@ impl Cluster {
             .peers
             .as_ref()
             .ok_or_else(|| ClusterError::Unavailable("no peers".into()))?;
-        let payload = encode(batch).map_err(|e| ClusterError::Internal(e.to_string()))?;
+        let payload = encode(batch);
         let pipe = peers.pipe(addr).map_err(|e| ClusterError::Unavailable(e.to_string()))?;
         pipe.call::<_, Json>(Method::Deliver, &Json { payload }, Duration::from_secs(5))
             .await

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use super::membership::member_client;
 use super::wire::ClusterStatus;
+use crate::codec::{decode, encode};
 use crate::error::ClusterError;
 use crate::rpc::member_proto::Json;
-use crate::rpc::wire::{decode, encode};
 use crate::rpc::{ClusterSecret, PeerChannels};
 use crate::types::NodeId;
 
@@ -35,7 +35,7 @@ pub async fn fetch_status(addr: &str, secret: &str) -> Result<ClusterStatus, Clu
 /// Asks the meta leader (found from `addr`) to drain and remove `node`.
 pub async fn request_removal(addr: &str, secret: &str, node: NodeId) -> Result<(), ClusterError> {
     let peers = peers(secret)?;
-    let payload = encode(&node).map_err(|e| ClusterError::Internal(e.to_string()))?;
+    let payload = encode(&node);
     let mut target = addr.to_string();
     for _ in 0..5 {
         let mut client = member_client(&peers, &target)?;

@@ -1,4 +1,4 @@
-//! Payloads of the member RPCs (`proto/member.proto`), serde_json on the wire. `ClusterStatus`
+//! Payloads of the member RPCs (`proto/member.proto`), encoded by `codec.rs` on the wire. `ClusterStatus`
 //! is also exactly the `ringchat cluster status --json` object of PROTOCOL §4.
 
 use serde::{Deserialize, Serialize};

@@ -298,7 +298,7 @@ fn send_message(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringchat_storage::{decode_record, Store};
+    use ringchat_storage::Store;
 
     fn group(members: &[&str]) -> ChannelRecord {
         ChannelRecord {
@@ -475,7 +475,7 @@ mod tests {
             ov_cached.commit(&cached.db).unwrap();
         }
         let key = t::channel(3, "g_1");
-        let stored: ChannelRecord = decode_record(&cached.sm.get(&key).unwrap().unwrap()).unwrap();
+        let stored: ChannelRecord = crate::codec::decode(&cached.sm.get(&key).unwrap().unwrap()).unwrap();
         assert_eq!(
             cache.get(generation, &key),
             Some(stored.clone()),

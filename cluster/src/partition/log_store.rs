@@ -14,7 +14,7 @@ use openraft::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
-use ringchat_storage::{decode_record, encode_record, KeyBuf, Store};
+use ringchat_storage::{KeyBuf, Store};
 
 use super::log_tail::LogTail;
 use crate::types::TypeConfig;
@@ -64,7 +64,7 @@ impl LogStore {
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, name: &[u8]) -> io::Result<Option<T>> {
         match self.store.raft.get(self.meta_key(name)).map_err(io::Error::other)? {
-            Some(v) => Ok(Some(decode_record(&v)?)),
+            Some(v) => Ok(Some(crate::codec::decode(&v)?)),
             None => Ok(None),
         }
     }
@@ -110,7 +110,7 @@ impl RaftLogReader<C> for LogStore {
             .range::<Vec<u8>, _>((Bound::Included(self.log_key(start)), end))
         {
             let (_, v) = item.into_inner().map_err(io::Error::other)?;
-            out.push(decode_record(&v)?);
+            out.push(crate::codec::decode(&v)?);
         }
         Ok(out)
     }
@@ -132,7 +132,7 @@ impl RaftLogStorage<C> for LogStore {
         {
             Some(item) => {
                 let (_, v) = item.into_inner().map_err(io::Error::other)?;
-                let entry: EntryOf<C> = decode_record(&v)?;
+                let entry: EntryOf<C> = crate::codec::decode(&v)?;
                 Some(entry.log_id())
             }
             None => None,
@@ -151,7 +151,7 @@ impl RaftLogStorage<C> for LogStore {
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
         self.store
             .raft
-            .insert(self.meta_key(b"vote"), encode_record(vote))
+            .insert(self.meta_key(b"vote"), crate::codec::encode(vote))
             .map_err(io::Error::other)?;
         self.sync().await
     }
@@ -171,7 +171,7 @@ impl RaftLogStorage<C> for LogStore {
         }
         self.store
             .raft
-            .insert(self.meta_key(b"committed"), encode_record(&committed))
+            .insert(self.meta_key(b"committed"), crate::codec::encode(&committed))
             .map_err(io::Error::other)
     }
 
@@ -187,7 +187,7 @@ impl RaftLogStorage<C> for LogStore {
         let mut batch = self.store.db.batch();
         let mut written = Vec::new();
         for entry in entries {
-            let bytes = encode_record(&entry);
+            let bytes = crate::codec::encode(&entry);
             let size = bytes.len();
             batch.insert(&self.store.log, self.log_key(entry.index()), bytes);
             written.push((entry, size));
@@ -215,7 +215,11 @@ impl RaftLogStorage<C> for LogStore {
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
         self.tail.purged_through(log_id.index());
         let mut batch = self.store.db.batch();
-        batch.insert(&self.store.raft, self.meta_key(b"purged"), encode_record(&log_id));
+        batch.insert(
+            &self.store.raft,
+            self.meta_key(b"purged"),
+            crate::codec::encode(&log_id),
+        );
         for item in self.store.log.range(self.log_key(0)..=self.log_key(log_id.index())) {
             let key = item.key().map_err(io::Error::other)?;
             batch.remove(&self.store.log, key);

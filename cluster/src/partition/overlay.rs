@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use fjall::{Database, Keyspace, PersistMode};
-use ringchat_storage::{decode_record, encode_record, StorageError};
+use ringchat_storage::StorageError;
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::channel_cache::ChannelCache;
@@ -78,13 +78,15 @@ impl<'a> Overlay<'a> {
 
     /// Reads and decodes a record.
     pub fn get_record<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
-        self.get(key)?.map(|b| decode_record(&b)).transpose()
+        self.get(key)?
+            .map(|b| crate::codec::decode(&b).map_err(StorageError::from))
+            .transpose()
     }
 
     /// Stages a record write.
     pub fn put_record<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
         self.channels.remove(&key);
-        self.writes.insert(key, Some(encode_record(value)));
+        self.writes.insert(key, Some(crate::codec::encode(value)));
     }
 
     /// Stages a delete.

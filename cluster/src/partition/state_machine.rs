@@ -10,7 +10,7 @@ use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use ringchat_storage::keys::partition_prefix;
-use ringchat_storage::{decode_record, encode_record, StorageError, Store};
+use ringchat_storage::{StorageError, Store};
 use serde::{Deserialize, Serialize};
 
 use super::apply::apply_command;
@@ -51,11 +51,11 @@ impl StateMachine {
     pub fn open(store: Store, partition: u16, snapshot_dir: PathBuf) -> Result<Self, StorageError> {
         std::fs::create_dir_all(&snapshot_dir)?;
         let applied = match store.sm.get(t::meta_applied(partition))? {
-            Some(v) => decode_record(&v)?,
+            Some(v) => crate::codec::decode(&v)?,
             None => None,
         };
         let membership = match store.sm.get(t::meta_membership(partition))? {
-            Some(v) => decode_record(&v)?,
+            Some(v) => crate::codec::decode(&v)?,
             None => StoredMembershipOf::<C>::default(),
         };
         Ok(StateMachine {
@@ -90,7 +90,7 @@ impl StateMachine {
 
     fn read_pointer(&self) -> io::Result<Option<SnapshotPointer>> {
         match self.store.raft.get(self.pointer_key()).map_err(io::Error::other)? {
-            Some(v) => Ok(Some(decode_record(&v)?)),
+            Some(v) => Ok(Some(crate::codec::decode(&v)?)),
             None => Ok(None),
         }
     }
@@ -117,7 +117,7 @@ impl RaftSnapshotBuilder<C> for SnapshotBuilder {
             .await
             .map_err(io::Error::other)??;
         let old = match self.store.raft.get(&self.pointer_key).map_err(io::Error::other)? {
-            Some(v) => Some(decode_record::<SnapshotPointer>(&v)?.path),
+            Some(v) => Some(crate::codec::decode::<SnapshotPointer>(&v)?.path),
             None => None,
         };
         let pointer = SnapshotPointer {
@@ -126,7 +126,7 @@ impl RaftSnapshotBuilder<C> for SnapshotBuilder {
         };
         self.store
             .raft
-            .insert(&self.pointer_key, encode_record(&pointer))
+            .insert(&self.pointer_key, crate::codec::encode(&pointer))
             .map_err(io::Error::other)?;
         if let Some(old) = old.filter(|o| *o != path) {
             let _ = std::fs::remove_file(old);
@@ -267,13 +267,17 @@ impl RaftStateMachine<C> for StateMachine {
             *generation = cache.new_generation();
         }
         let mut batch = self.store.db.batch().durability(Some(fjall::PersistMode::SyncAll));
-        batch.insert(&self.store.sm, t::meta_applied(p), encode_record(&self.applied));
-        batch.insert(&self.store.sm, t::meta_membership(p), encode_record(&self.membership));
+        batch.insert(&self.store.sm, t::meta_applied(p), crate::codec::encode(&self.applied));
+        batch.insert(
+            &self.store.sm,
+            t::meta_membership(p),
+            crate::codec::encode(&self.membership),
+        );
         let pointer = SnapshotPointer {
             meta: meta.clone(),
             path: dest,
         };
-        batch.insert(&self.store.raft, self.pointer_key(), encode_record(&pointer));
+        batch.insert(&self.store.raft, self.pointer_key(), crate::codec::encode(&pointer));
         batch.commit().map_err(io::Error::other)?;
         tracing::info!(partition = p, index, records, "snapshot installed");
         Ok(())

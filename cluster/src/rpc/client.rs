@@ -28,8 +28,8 @@ use super::pipe_proto::Method;
 use super::proto::raft_service_client::RaftServiceClient;
 use super::proto::snapshot_chunk::Part;
 use super::proto::{RaftReply, RaftRequest, SnapshotChunk, SnapshotHeader};
-use super::wire::{decode, encode};
 use super::MAX_MESSAGE_BYTES;
+use crate::codec::{decode, encode};
 use crate::partition::SnapshotFile;
 use crate::types::{NodeId, TypeConfig};
 
@@ -164,7 +164,7 @@ impl GrpcPeer {
     ) -> Result<Resp, RPCError<C>> {
         let result = async {
             let pipe = usable(&self.pipe)?;
-            let payload = encode(rpc).map_err(Failure::Network)?;
+            let payload = encode(rpc);
             let ttl = option.soft_ttl();
             let request = RaftRequest {
                 partition: u32::from(self.partition),
@@ -179,7 +179,7 @@ impl GrpcPeer {
                 .call(method, &request, ttl)
                 .await
                 .map_err(|status| Self::failure(ttl, status))?;
-            decode(&reply.payload).map_err(Failure::Network)
+            decode(&reply.payload).map_err(|e| Failure::Network(e.into()))
         }
         .await;
         result.map_err(|failure| self.rpc_error(action, failure))
@@ -233,8 +233,8 @@ impl RaftNetworkV2<C> for GrpcPeer {
         let action = RPCTypes::InstallSnapshot;
         let header = SnapshotHeader {
             partition: u32::from(self.partition),
-            vote: encode(&vote).map_err(|e| self.rpc_error(action, Failure::Network(e)))?,
-            meta: encode(&snapshot.meta).map_err(|e| self.rpc_error(action, Failure::Network(e)))?,
+            vote: encode(&vote),
+            meta: encode(&snapshot.meta),
             size,
         };
         let read_failure = Arc::new(Mutex::new(None));
@@ -250,7 +250,7 @@ impl RaftNetworkV2<C> for GrpcPeer {
             return Err(storage_error(e));
         }
         let reply = sent.map_err(|f| self.rpc_error(action, f))?;
-        decode(&reply.payload).map_err(|e| self.rpc_error(action, Failure::Network(e)).into())
+        decode(&reply.payload).map_err(|e| self.rpc_error(action, Failure::Network(e.into())).into())
     }
 }
 

@@ -40,7 +40,7 @@ pub enum RpcError {
     Timeout(Duration),
     /// A request or response could not be encoded or decoded.
     #[error("wire encoding: {0}")]
-    Encoding(#[from] serde_json::Error),
+    Encoding(#[from] crate::codec::CodecError),
     /// Reading or writing a snapshot file failed.
     #[error("snapshot file: {0}")]
     Io(#[from] std::io::Error),

@@ -9,8 +9,8 @@ use tonic::{Request, Response, Status};
 use super::member_proto::member_service_server::MemberService;
 use super::member_proto::Json;
 use super::node_server::LEADER_ADDR_METADATA_KEY;
-use super::wire::{decode, encode};
 use crate::cluster::Cluster;
+use crate::codec::{decode, encode};
 use crate::error::ClusterError;
 use crate::meta::membership::NotHere;
 use crate::meta::{DeliveryBatch, NodeInfo, ReplicaChange};
@@ -29,7 +29,7 @@ impl MemberRpcService {
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Result<Response<Json>, Status> {
-    let payload = encode(value).map_err(|e| Status::internal(e.to_string()))?;
+    let payload = encode(value);
     Ok(Response::new(Json { payload }))
 }
 

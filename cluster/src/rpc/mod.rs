@@ -16,7 +16,6 @@ pub mod pipe;
 pub mod pipe_server;
 pub mod registry;
 pub mod server;
-pub mod wire;
 
 /// Code generated from `proto/raft.proto` (and, in `node`, from `proto/node.proto`).
 #[allow(clippy::all, missing_docs)]
@@ -54,7 +53,7 @@ pub use registry::{GroupRegistry, PartitionGroups};
 pub use server::{spawn_server, NodeServices, RaftRpcService};
 
 /// Largest gRPC message either side accepts or sends. An AppendEntries batch carries up to
-/// openraft's `max_payload_entries` commands of up to ~1 MiB each once JSON-escaped; tonic's
+/// openraft's `max_payload_entries` commands of up to ~400 KiB each (100,000 characters of UTF-8); tonic's
 /// 4 MiB default would wedge replication on a burst of long messages.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 

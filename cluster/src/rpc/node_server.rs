@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::proto::node::node_service_server::NodeService;
 use super::proto::node::{ReadReply, ReadRequest, WriteReply, WriteRequest};
-use super::wire::{decode, encode};
+use crate::codec::{decode, encode};
 use crate::command::Command;
 use crate::local::{self, LeaderHint, LocalFailure, LocalPartitions};
 use crate::query::Query;
@@ -93,7 +93,7 @@ impl NodeService for NodeRpcService {
         let (p, raft, _) = self.replica(request.partition)?;
         let cmd: Command = decode(&request.command).map_err(|e| Status::invalid_argument(format!("command: {e}")))?;
         let response = local::write(&raft, cmd).await.map_err(|f| failure_status(p, f))?;
-        let response = encode(&response.for_forwarder()).map_err(|e| Status::internal(e.to_string()))?;
+        let response = encode(&response.for_forwarder());
         Ok(Response::new(WriteReply { response }))
     }
 
@@ -104,7 +104,7 @@ impl NodeService for NodeRpcService {
         let result = local::read(&raft, &store, p, &query, true)
             .await
             .map_err(|f| failure_status(p, f))?;
-        let result = encode(&result).map_err(|e| Status::internal(e.to_string()))?;
+        let result = encode(&result);
         Ok(Response::new(ReadReply { result }))
     }
 }

@@ -27,8 +27,8 @@ use super::proto::raft_service_server::{RaftService, RaftServiceServer};
 use super::proto::snapshot_chunk::Part;
 use super::proto::{RaftReply, RaftRequest, SnapshotChunk, SnapshotReply};
 use super::registry::PartitionGroups;
-use super::wire::{decode, encode};
 use super::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, PIPE_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
+use crate::codec::{decode, encode};
 use crate::partition::SnapshotFile;
 use crate::types::{PartitionRaft, TypeConfig};
 
@@ -61,7 +61,7 @@ impl RaftRpcService {
     }
 }
 
-fn bad_request(what: &str, e: RpcError) -> Status {
+fn bad_request(what: &str, e: crate::codec::CodecError) -> Status {
     Status::invalid_argument(format!("{what}: {e}"))
 }
 
@@ -70,7 +70,7 @@ fn raft_stopped(p: u16, e: impl std::fmt::Display) -> Status {
 }
 
 fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftReply>, Status> {
-    let payload = encode(value).map_err(|e| Status::internal(e.to_string()))?;
+    let payload = encode(value);
     Ok(Response::new(RaftReply { payload }))
 }
 
@@ -164,7 +164,7 @@ impl RaftService for RaftRpcService {
             .install_full_snapshot(vote, snapshot)
             .await
             .map_err(|e| raft_stopped(p, e))?;
-        let payload = encode(&response).map_err(|e| Status::internal(e.to_string()))?;
+        let payload = encode(&response);
         Ok(Response::new(SnapshotReply { payload }))
     }
 }
