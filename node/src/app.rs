@@ -98,14 +98,27 @@ fn public_url(config: &Config, bound: SocketAddr) -> String {
 /// Longest wait on shutdown for this node's leaderships to move to other voters.
 const LEADER_HANDOFF: Duration = Duration::from_secs(3);
 
+/// Every this many membership ticks (seconds), a node asks a peer whether it was removed.
+const REMOVAL_CHECK_EVERY_TICKS: u64 = 5;
+
 /// Membership upkeep, once a second until shutdown: the meta leader's rebalancing pass (a no-op
 /// on other nodes), handing leaderships to their preferred replicas, closing the groups of
 /// partitions no longer replicated here, and links to new peers.
 async fn run_membership(cluster: Arc<Cluster>, fanout: Arc<Fanout>, shutdown: CancellationToken) {
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        ticks += 1;
+        if ticks.is_multiple_of(REMOVAL_CHECK_EVERY_TICKS) && !cluster.is_meta_leader() && cluster.was_removed().await {
+            tracing::error!(
+                node_id = cluster.node_id(),
+                "this node was removed from the cluster (ringchat cluster remove); stopping. Start it with an empty data dir and --join to add it again"
+            );
+            shutdown.cancel();
+            return;
         }
         if let Err(e) = cluster.rebalance_once().await {
             static INCOMPLETE: LogThrottle = LogThrottle::new(EVERY_30_S);

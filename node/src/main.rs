@@ -34,9 +34,13 @@ enum ClusterCommand {
         /// Cluster address of any member.
         #[arg(long)]
         node: String,
-        /// Print exactly one JSON object.
+        /// Print exactly one JSON object (the PROTOCOL fields, and more beside them).
         #[arg(long)]
         json: bool,
+        /// Also print one line per partition (target replicas, actual voters and learners,
+        /// leader).
+        #[arg(long)]
+        partitions: bool,
         /// The cluster secret.
         #[arg(long, env = "RINGCHAT_CLUSTER_SECRET", hide_env_values = true)]
         cluster_secret: String,
@@ -78,18 +82,21 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn operate(cmd: ClusterCommand) -> anyhow::Result<()> {
-    use ringchat_cluster::meta::operator::{fetch_status, request_removal};
+    use ringchat_cluster::meta::operator::{fetch_detail, fetch_status, request_removal};
     match cmd {
         ClusterCommand::Status {
             node,
             json,
+            partitions,
             cluster_secret,
         } => {
             let status = fetch_status(&node, &cluster_secret).await?;
+            let detail = fetch_detail(&node, &cluster_secret).await?;
+            let report = ringchat_node::status_text::StatusReport::new(status, detail);
             if json {
-                println!("{}", serde_json::to_string(&status)?);
+                println!("{}", serde_json::to_string(&report.to_json())?);
             } else {
-                print!("{}", ringchat_node::status_text::render(&status));
+                print!("{}", report.render(partitions));
             }
             Ok(())
         }

@@ -33,14 +33,12 @@ use crate::types::{NodeId, PartitionRaft};
 /// How long a new replica may take to catch up before the move is retried on a later pass.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A member RPC client with the cluster secret attached.
+pub(crate) type MemberClient =
+    MemberServiceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, SecretAttach>>;
+
 /// A member RPC client for `addr` over the shared channels.
-pub(crate) fn member_client(
-    peers: &PeerChannels,
-    addr: &str,
-) -> Result<
-    MemberServiceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, SecretAttach>>,
-    ClusterError,
-> {
+pub(crate) fn member_client(peers: &PeerChannels, addr: &str) -> Result<MemberClient, ClusterError> {
     let channel = peers
         .channel(addr)
         .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
@@ -625,7 +623,7 @@ impl Cluster {
                 continue;
             };
             let request = tonic::Request::new(Json {
-                payload: b"{\"local_only\":true}".to_vec(),
+                payload: encode(&super::status_detail::StatusRequest { local_only: true }),
             });
             let asked = tokio::time::timeout(Duration::from_secs(2), client.status(request)).await;
             let Ok(Ok(reply)) = asked else { continue };

@@ -13,6 +13,8 @@ mod meta_voters;
 pub mod model;
 pub mod nodes;
 pub mod operator;
+pub mod removal;
+pub mod status_detail;
 pub mod wire;
 
 pub use model::{Layout, NodeInfo, NodeState};

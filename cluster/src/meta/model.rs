@@ -52,4 +52,3 @@ pub struct Layout {
     /// `replicas[p]`: the voters of partition `p`, preferred leader first.
     pub replicas: Vec<Vec<NodeId>>,
 }
-

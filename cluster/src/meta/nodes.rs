@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::membership::member_client;
 use super::model::NodeState;
 use crate::cluster::Cluster;
+use crate::codec::decode;
 use crate::rpc::member_proto::Json;
-use crate::rpc::wire::decode;
 use crate::types::NodeId;
 
 /// How long one peer may take to report its connection count.

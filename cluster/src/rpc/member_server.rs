@@ -13,6 +13,7 @@ use crate::cluster::Cluster;
 use crate::codec::{decode, encode};
 use crate::error::ClusterError;
 use crate::meta::membership::NotHere;
+use crate::meta::status_detail::StatusRequest;
 use crate::meta::{DeliveryBatch, NodeInfo, ReplicaChange};
 use crate::types::NodeId;
 
@@ -67,12 +68,7 @@ impl MemberService for MemberRpcService {
     }
 
     async fn status(&self, request: Request<Json>) -> Result<Response<Json>, Status> {
-        #[derive(serde::Deserialize, Default)]
-        struct Ask {
-            #[serde(default)]
-            local_only: bool,
-        }
-        let ask: Ask = decode(&request.into_inner().payload).unwrap_or_default();
+        let ask: StatusRequest = decode(&request.into_inner().payload).unwrap_or_default();
         let status = if ask.local_only {
             self.cluster.local_status()
         } else {
@@ -92,6 +88,15 @@ impl MemberService for MemberRpcService {
         let node: NodeId = payload(request)?;
         self.cluster.begin_removal(node).await.map_err(not_here)?;
         json(&())
+    }
+
+    async fn detail(&self, request: Request<Json>) -> Result<Response<Json>, Status> {
+        let ask: StatusRequest = decode(&request.into_inner().payload).unwrap_or_default();
+        if ask.local_only {
+            json(&self.cluster.local_detail())
+        } else {
+            json(&self.cluster.status_detail().await)
+        }
     }
 
     async fn endpoint(&self, _request: Request<Json>) -> Result<Response<Json>, Status> {

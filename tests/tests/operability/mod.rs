@@ -4,3 +4,4 @@
 mod discovery;
 mod logs;
 mod metrics;
+mod status;
