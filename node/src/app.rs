@@ -44,6 +44,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Metrics renderer.
     pub metrics: PrometheusHandle,
+    /// The last `GET /v1/nodes` answer (`http/nodes.rs`).
+    pub nodes_cache: crate::http::nodes::EndpointsCache,
     /// Cancelled on shutdown.
     pub shutdown: CancellationToken,
     /// Tracks connection and worker tasks so shutdown can wait for them.
@@ -249,6 +251,7 @@ impl App {
             presence,
             limits,
             metrics,
+            nodes_cache: Default::default(),
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
         });
