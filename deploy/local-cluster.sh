@@ -35,9 +35,9 @@ start() {
   done
   # Replicas move to the new nodes within seconds; wait (bounded) until every partition has 3.
   for _ in $(seq 1 120); do
-    status=$("$BIN" cluster status --node 127.0.0.1:7201 2>/dev/null || true)
-    total=$(grep -cE '^ +[0-9]+ +replicas' <<<"$status" || true)
-    full=$(grep -cE 'replicas \[[0-9]+,[0-9]+,[0-9]+\]' <<<"$status" || true)
+    status=$("$BIN" cluster status --partitions --node 127.0.0.1:7201 2>/dev/null || true)
+    total=$(grep -cE '^ +[0-9]+ +target \[' <<<"$status" || true)
+    full=$(grep -cE 'target \[[0-9]+,[0-9]+,[0-9]+\]' <<<"$status" || true)
     [ "$total" -gt 0 ] && [ "$total" = "$full" ] && break
     sleep 0.5
   done
