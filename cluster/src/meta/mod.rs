@@ -15,7 +15,9 @@ pub mod operator;
 pub mod wire;
 
 pub use model::{Layout, NodeInfo, NodeState};
-pub use wire::{ClusterStatus, Delivery, DeliveryBatch, JoinReply, MemberStatus, PartitionStatus, ReplicaChange};
+pub use wire::{
+    ClusterStatus, Delivery, DeliveryBatch, JoinReply, MemberStatus, PartitionStatus, ReplicaChange, StatusRequest,
+};
 
 /// Partition id of the meta group. Data partitions are `0..P` with P at most a few thousand,
 /// and `u16::MAX` prefixes node-wide settings in the `raft` keyspace, so this id is free.

@@ -23,7 +23,7 @@ pub async fn fetch_status(addr: &str, secret: &str) -> Result<ClusterStatus, Clu
     let reply = tokio::time::timeout(
         Duration::from_secs(15),
         client.status(Json {
-            payload: b"{}".to_vec(),
+            payload: encode(&super::wire::StatusRequest::default()),
         }),
     )
     .await
