@@ -334,7 +334,7 @@ async fn presence_events_stop_once_two_users_no_longer_share_a_channel() {
     let bob = new_user(&node.base, "bob").await;
     let mallory = new_user(&node.base, "mallory").await;
     // Mallory puts Bob in a group (no consent needed) and watches him; Alice shares a DM.
-    let group = mallory.http.create_group("g", &[bob.user_id.clone()]).await.unwrap();
+    let group = mallory.http.create_group("g", std::slice::from_ref(&bob.user_id)).await.unwrap();
     alice.http.open_dm(&bob.user_id).await.unwrap();
     let subscribe = json!({"type": "presence_subscribe", "ref": "p", "user_ids": [bob.user_id]});
     let mut m = connect(&node.base, &mallory).await;
