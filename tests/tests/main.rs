@@ -9,4 +9,6 @@ mod leader_delivery;
 mod partition;
 mod power_loss;
 mod push;
+mod user_lookup;
+mod web_client;
 mod websocket;
