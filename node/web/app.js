@@ -20,7 +20,7 @@ const MAX_TEXT_CHARS = 100000;
 const S = {
   token: null, me: null, myName: null, deviceId: null,
   ws: null, conn: "offline", attempts: 0, retryTimer: null, retryAt: 0, countdown: null,
-  caughtUp: false, heartbeatMs: 15000, pingTimer: null, readyTimer: null,
+  caughtUp: false, heartbeatMs: 15000, pingTimer: null, readyTimer: null, showBanner: null,
   channels: new Map(),        // channel_id -> summary
   activity: new Map(),        // channel_id -> ts of the newest message seen (list order)
   messages: new Map(),        // channel_id -> Map(seq -> message)
@@ -294,13 +294,14 @@ function scheduleReconnect() {
       (queued ? " " + queued + " message" + (queued > 1 ? "s" : "") + " waiting to send." : ""), "offline", true);
   };
   show();
+  S.showBanner = show;
   clearInterval(S.countdown);
   S.countdown = setInterval(show, 1000);
 }
 
 function setBanner(text, kind, retry) {
   const b = $("banner");
-  if (!text) { b.hidden = true; b.dataset.state = "online"; return; }
+  if (!text) { b.hidden = true; b.dataset.state = "online"; S.showBanner = null; return; }
   b.hidden = false;
   b.className = kind || "";
   b.dataset.state = kind || "";
@@ -512,6 +513,7 @@ function queueMessage(text) {
   S.outbox.push(item);
   saveOutbox();
   renderMessages(true);
+  if (S.showBanner) S.showBanner();          // the banner counts the messages waiting
   flushOutbox();
 }
 

@@ -207,6 +207,8 @@ async function run() {
     await a.waitForFunction(() => [...document.querySelectorAll("#message-list .msg.pending")].some((m) =>
       m.querySelector(".text").textContent === "sent while offline" && /Pending/.test(m.querySelector(".state").textContent)));
     assert.equal(await countOf(a, "sent while offline"), 0, "not shown as sent while the node is down");
+    await a.waitForFunction(() => /1 message waiting/.test(document.getElementById("banner").textContent));
+    assert.equal(await a.locator("#channels .dot.online, #title .dot.online").count(), 0, "nobody shown online while disconnected");
     await shot(a, "offline-pending");
     log("banner shown, message pending");
 
