@@ -10,4 +10,6 @@ mod partition;
 mod power_loss;
 mod push;
 mod upgrade;
+mod user_lookup;
+mod web_client;
 mod websocket;
