@@ -76,6 +76,25 @@ impl HttpClient {
         self.call(Method::GET, &path, None).await.map(|(_, v)| v)
     }
 
+    /// `GET /v1/users/{user_id}` (v1.1): the user's name.
+    pub async fn user(&self, user_id: &str) -> Result<UserInfo, ClientError> {
+        let path = format!("/v1/users/{}", segment(user_id));
+        self.call(Method::GET, &path, None).await.map(|(_, v)| v)
+    }
+
+    /// `GET /v1/users?ids=…` (v1.1): the names of up to 100 users in one call; unknown ids are
+    /// left out of the answer.
+    pub async fn users(&self, user_ids: &[&str]) -> Result<Vec<UserInfo>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Users {
+            users: Vec<UserInfo>,
+        }
+        let ids: Vec<String> = user_ids.iter().map(|id| segment(id)).collect();
+        let path = format!("/v1/users?ids={}", ids.join(","));
+        let (_, list): (_, Users) = self.call(Method::GET, &path, None).await?;
+        Ok(list.users)
+    }
+
     /// `POST /v1/dms`: the one DM channel with `user_id`.
     pub async fn open_dm(&self, user_id: &str) -> Result<ChannelSummary, ClientError> {
         let body = json!({"user_id": user_id});

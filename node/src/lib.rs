@@ -14,6 +14,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod presence;
+pub mod presence_gate;
 pub mod push;
 pub mod rate_limit;
 pub mod status_text;

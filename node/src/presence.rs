@@ -8,12 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use ringchat_cluster::meta::Delivery;
 use ringchat_cluster::{Cluster, Command, NodeId};
-use serde_json::json;
 
 use crate::chat::{now_ms, PresenceState};
 use crate::fanout::Fanout;
-use crate::gateway::frames;
 use crate::gateway::{ConnHandle, Registry};
+use crate::presence_gate::PresenceGate;
 
 /// How long a user's first connection here waits for the peers to learn of it; a peer that
 /// does not confirm in time is unreachable and gets the user in its next presence snapshot.
@@ -27,18 +26,51 @@ pub struct Presence {
     cluster: Arc<Cluster>,
     registry: Arc<Registry>,
     fanout: Arc<Fanout>,
-    watchers: Mutex<HashMap<String, HashMap<u64, ConnHandle>>>,
+    watchers: Arc<Watchers>,
+    gate: PresenceGate,
+}
+
+/// Local connections watching each user, by user id and connection id.
+#[derive(Default)]
+pub struct Watchers(Mutex<HashMap<String, HashMap<u64, ConnHandle>>>);
+
+impl Watchers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<u64, ConnHandle>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connections watching `user_id` now.
+    pub fn of(&self, user_id: &str) -> Vec<ConnHandle> {
+        self.lock()
+            .get(user_id)
+            .map(|set| set.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Drops connection `conn_id` from the watchers of `user_id`.
+    pub fn remove(&self, conn_id: u64, user_id: &str) {
+        let mut w = self.lock();
+        if let Some(set) = w.get_mut(user_id) {
+            set.remove(&conn_id);
+            if set.is_empty() {
+                w.remove(user_id);
+            }
+        }
+    }
 }
 
 impl Presence {
     /// Presence over `registry`, persisting `last_seen` through `cluster` and telling other
     /// nodes through `fanout`.
+    /// Starts the task that sends presence events (`presence_gate.rs`); it ends with this.
     pub fn new(cluster: Arc<Cluster>, registry: Arc<Registry>, fanout: Arc<Fanout>) -> Self {
+        let watchers = Arc::new(Watchers::default());
         Presence {
+            gate: PresenceGate::start(cluster.clone(), watchers.clone()),
             cluster,
             registry,
             fanout,
-            watchers: Mutex::new(HashMap::new()),
+            watchers,
         }
     }
 
@@ -142,7 +174,7 @@ impl Presence {
 
     /// Registers `conn` as a watcher of `users`.
     pub fn watch(&self, conn: &ConnHandle, users: &[String]) {
-        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.watchers.lock();
         for u in users {
             w.entry(u.clone()).or_default().insert(conn.id, conn.clone());
         }
@@ -150,30 +182,13 @@ impl Presence {
 
     /// Drops `conn_id` from the watchers of `users`.
     pub fn unwatch(&self, conn_id: u64, users: &[String]) {
-        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
         for u in users {
-            if let Some(set) = w.get_mut(u) {
-                set.remove(&conn_id);
-                if set.is_empty() {
-                    w.remove(u);
-                }
-            }
+            self.watchers.remove(conn_id, u);
         }
     }
 
+    /// Sends `state` to the user's watchers that still share a channel with it.
     fn announce(&self, state: &PresenceState) {
-        let targets: Vec<ConnHandle> = {
-            let w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-            match w.get(&state.user_id) {
-                Some(set) => set.values().cloned().collect(),
-                None => return,
-            }
-        };
-        let mut v = state.to_json();
-        v["type"] = json!("presence");
-        let frame = frames::text(&v);
-        for t in targets {
-            t.push(frame.clone());
-        }
+        self.gate.announce(state.clone());
     }
 }

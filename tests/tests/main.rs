@@ -11,4 +11,6 @@ mod partition;
 mod power_loss;
 mod push;
 mod upgrade;
+mod user_lookup;
+mod web_client;
 mod websocket;

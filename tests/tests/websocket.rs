@@ -328,6 +328,42 @@ async fn presence_subscribe_reports_state_and_changes_only_for_shared_channels()
 }
 
 #[tokio::test]
+async fn presence_events_stop_once_two_users_no_longer_share_a_channel() {
+    let node = InProcessNode::start().await;
+    let alice = new_user(&node.base, "alice").await;
+    let bob = new_user(&node.base, "bob").await;
+    let mallory = new_user(&node.base, "mallory").await;
+    // Mallory puts Bob in a group (no consent needed) and watches him; Alice shares a DM.
+    let group = mallory
+        .http
+        .create_group("g", std::slice::from_ref(&bob.user_id))
+        .await
+        .unwrap();
+    alice.http.open_dm(&bob.user_id).await.unwrap();
+    let subscribe = json!({"type": "presence_subscribe", "ref": "p", "user_ids": [bob.user_id]});
+    let mut m = connect(&node.base, &mallory).await;
+    assert_eq!(m.request(subscribe.clone(), T).await.unwrap()["type"], "presence_state");
+    let mut a = connect(&node.base, &alice).await;
+    assert_eq!(a.request(subscribe, T).await.unwrap()["type"], "presence_state");
+    let b = connect(&node.base, &bob).await;
+    assert_eq!(m.recv_type("presence", T).await.unwrap()["status"], "online");
+    assert_eq!(a.recv_type("presence", T).await.unwrap()["status"], "online");
+
+    // Bob leaves the group: from then on Mallory learns nothing of him, Alice still does.
+    bob.http.remove_member(&group.channel_id, &bob.user_id).await.unwrap();
+    drop(b);
+    assert_eq!(a.recv_type("presence", T).await.unwrap()["status"], "offline");
+    let b = connect(&node.base, &bob).await;
+    assert_eq!(a.recv_type("presence", T).await.unwrap()["status"], "online");
+    drop(b);
+    assert_eq!(a.recv_type("presence", T).await.unwrap()["status"], "offline");
+    // Alice has seen both later events, so they were sent; Mallory got neither.
+    let leaked = m.recv_type("presence", Duration::from_millis(500)).await;
+    assert!(leaked.is_err(), "presence after leaving the group: {leaked:?}");
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn missed_heartbeats_close_the_connection_and_presence_follows() {
     let node = InProcessNode::start_with(|c| c.heartbeat_ms = 300).await;
     let alice = new_user(&node.base, "alice").await;

@@ -15,7 +15,7 @@ use openraft::{BasicNode, ChangeMembers, Instant as _};
 use ringchat_storage::{KeyReader, StorageError};
 
 use super::model::{Layout, NodeInfo, NodeState};
-use super::wire::{ClusterStatus, JoinReply, MemberStatus, PartitionStatus, ReplicaChange};
+use super::wire::{ClusterStatus, JoinReply, MemberStatus, PartitionStatus, ReplicaChange, StatusRequest};
 use super::META_PARTITION;
 use crate::cluster::Cluster;
 use crate::codec::{decode, encode};
@@ -623,7 +623,7 @@ impl Cluster {
                 continue;
             };
             let request = tonic::Request::new(Json {
-                payload: encode(&super::status_detail::StatusRequest { local_only: true }),
+                payload: encode(&StatusRequest { local_only: true }),
             });
             let asked = tokio::time::timeout(Duration::from_secs(2), client.status(request)).await;
             let Ok(Ok(reply)) = asked else { continue };

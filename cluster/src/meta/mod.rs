@@ -19,7 +19,9 @@ pub mod wire;
 
 pub use model::{Layout, NodeInfo, NodeState};
 pub use nodes::NodeEndpoint;
-pub use wire::{ClusterStatus, Delivery, DeliveryBatch, JoinReply, MemberStatus, PartitionStatus, ReplicaChange};
+pub use wire::{
+    ClusterStatus, Delivery, DeliveryBatch, JoinReply, MemberStatus, PartitionStatus, ReplicaChange, StatusRequest,
+};
 
 /// Partition id of the meta group. Data partitions are `0..P` with P at most a few thousand,
 /// and `u16::MAX` prefixes node-wide settings in the `raft` keyspace, so this id is free.

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::membership::member_client;
 use super::model::NodeState;
+pub use super::wire::StatusRequest;
 use super::META_PARTITION;
 use crate::cluster::Cluster;
 use crate::codec::{decode, encode};
@@ -22,13 +23,6 @@ use crate::types::NodeId;
 
 /// How long one member may take to report its detail.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The request payload of `Status` and `Detail`.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-pub struct StatusRequest {
-    /// Only what the answering node knows itself (no asking its peers).
-    pub local_only: bool,
-}
 
 /// One partition group as its leader sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

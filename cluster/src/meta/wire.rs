@@ -105,3 +105,11 @@ pub struct DeliveryBatch {
     /// In the order they were produced.
     pub items: Vec<Delivery>,
 }
+
+/// What a `status` call asks for: the whole cluster's view (the operator CLI), or only what
+/// the answering node knows itself (one member asking the others while building the former).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct StatusRequest {
+    /// Answer from local state only, asking no other member.
+    pub local_only: bool,
+}

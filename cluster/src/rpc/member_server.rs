@@ -13,8 +13,7 @@ use crate::cluster::Cluster;
 use crate::codec::{decode, encode};
 use crate::error::ClusterError;
 use crate::meta::membership::NotHere;
-use crate::meta::status_detail::StatusRequest;
-use crate::meta::{DeliveryBatch, NodeInfo, ReplicaChange};
+use crate::meta::{DeliveryBatch, NodeInfo, ReplicaChange, StatusRequest};
 use crate::types::NodeId;
 
 /// `MemberService` of one node.
@@ -68,7 +67,7 @@ impl MemberService for MemberRpcService {
     }
 
     async fn status(&self, request: Request<Json>) -> Result<Response<Json>, Status> {
-        let ask: StatusRequest = decode(&request.into_inner().payload).unwrap_or_default();
+        let ask: StatusRequest = payload(request)?;
         let status = if ask.local_only {
             self.cluster.local_status()
         } else {

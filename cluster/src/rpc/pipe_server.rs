@@ -2,7 +2,8 @@
 //! the unary RPC of that name, concurrently, and sends results back in batches as they finish.
 //!
 //! Calls run concurrently because one peer's calls span many partitions, and a slow one (a
-//! write waiting for its commit) must not hold up the heartbeats behind it. Each stream has
+//! write waiting for its commit) must not hold up the heartbeats behind it; deliveries, which
+//! never wait, are served in order on the stream's reader. Each stream has
 //! at most `CALLS_IN_FLIGHT` calls running; beyond that it stops reading, and h2 flow control
 //! pushes back on the sender.
 
@@ -170,6 +171,15 @@ async fn read_calls(
             },
         };
         for call in batch.calls {
+            if call.method == Method::Deliver as i32 {
+                // A delivery never waits (it queues frames on local sockets), so it is served
+                // here: a task per call would add a hand-off to every delivery.
+                let result = handlers.answer(call).await;
+                if results.send(result).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 permit = in_flight.clone().acquire_owned() => match permit {
