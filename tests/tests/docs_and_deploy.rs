@@ -193,7 +193,8 @@ impl Drop for Podman {
                 let logs = self.run(20, &["logs", "--tail", "30", name]);
                 eprintln!("--- logs of {name}:\n{}", output_text(&logs));
             }
-            self.run(60, &["rm", "-f", "-t", "5", name]);
+            // `-v`: the data dir's anonymous volume goes too.
+            self.run(60, &["rm", "-f", "-v", "-t", "5", name]);
         }
         for image in &self.images {
             self.run(60, &["rmi", "-f", image]);
@@ -239,7 +240,7 @@ async fn send_retrying(from: &TestUser, channel: &str, text: &str, client_msg_id
 /// The image from deploy/Dockerfile (built on a base made from this host's files), three
 /// containers of it on host networking and loopback ports chosen now, started through the
 /// StatefulSet entrypoint (node id from the pod ordinal, ordinal 0 bootstraps, the others
-/// join): they form a cluster, pass the image's HEALTHCHECK, carry a conversation across
+/// join) with a read-only root filesystem: they form a cluster, pass the image's HEALTHCHECK, carry a conversation across
 /// nodes, and keep carrying it after one container is stopped (SIGTERM, clean exit).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_container() {
@@ -298,6 +299,8 @@ async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_contai
             &name,
             "--network",
             "host",
+            // As `readOnlyRootFilesystem` in the StatefulSet: only the data volume is written.
+            "--read-only",
             "--ulimit",
             "nofile=1024:1024",
             "--ulimit",
