@@ -190,14 +190,14 @@ impl Drop for Podman {
     fn drop(&mut self) {
         for name in &self.containers {
             if std::thread::panicking() {
-                let logs = self.run(20, &["logs", "--tail", "30", name]);
+                let logs = self.run(20, &["logs", "--tail", "30", name.as_str()]);
                 eprintln!("--- logs of {name}:\n{}", output_text(&logs));
             }
             // `-v`: the data dir's anonymous volume goes too.
-            self.run(60, &["rm", "-f", "-v", "-t", "5", name]);
+            self.run(60, &["rm", "-f", "-v", "-t", "5", name.as_str()]);
         }
         for image in &self.images {
-            self.run(60, &["rmi", "-f", image]);
+            self.run(60, &["rmi", "-f", image.as_str()]);
         }
     }
 }
@@ -252,7 +252,7 @@ async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_contai
     }
     for tool in ["podman", "runc"] {
         if !Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
+            .args(["-c", format!("command -v {tool}").as_str()])
             .output()
             .is_ok_and(|o| o.status.success())
         {
@@ -272,13 +272,14 @@ async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_contai
         &[
             build_script.to_str().expect("utf-8 path"),
             ringchat_bin().to_str().expect("utf-8 path"),
-            &image,
+            image.as_str(),
         ],
     );
     assert!(built.status.success(), "image build failed:\n{}", output_text(&built));
 
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let seed = format!("127.0.0.1:{}", ports[0].1);
+    // Host names, as the StatefulSet's headless-Service names would be: advertised and joined.
+    let seed = format!("localhost:{}", ports[0].1);
     let mut bases = Vec::new();
     for (ordinal, (client, cluster)) in ports.iter().enumerate() {
         let name = format!("ringchat-test-{run_id}-{ordinal}");
@@ -286,6 +287,7 @@ async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_contai
             format!("POD_NAME=ringchat-{ordinal}"),
             format!("RINGCHAT_LISTEN=127.0.0.1:{client}"),
             format!("RINGCHAT_CLUSTER_LISTEN=127.0.0.1:{cluster}"),
+            format!("RINGCHAT_ADVERTISE=localhost:{cluster}"),
             format!("RINGCHAT_CLUSTER_SECRET={CLUSTER_SECRET}"),
             "RINGCHAT_PARTITIONS=8".to_string(),
         ];
@@ -296,7 +298,7 @@ async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_contai
             "run",
             "-d",
             "--name",
-            &name,
+            name.as_str(),
             "--network",
             "host",
             // As `readOnlyRootFilesystem` in the StatefulSet: only the data volume is written.
@@ -310,9 +312,9 @@ async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_contai
         ];
         for e in &env {
             args.push("-e");
-            args.push(e);
+            args.push(e.as_str());
         }
-        args.push(&image);
+        args.push(image.as_str());
         let started = podman.run(60, &args);
         podman.containers.push(name.clone());
         assert!(started.status.success(), "podman run failed:\n{}", output_text(&started));
@@ -324,7 +326,7 @@ async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_contai
     // One cluster: three active members, every partition with three replicas and a leader.
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     let status = loop {
-        if let Some(s) = status_via(&seed).filter(|s| settled(s, 3, 3)) {
+        if let Some(s) = status_via(&format!("127.0.0.1:{}", ports[0].1)).filter(|s| settled(s, 3, 3)) {
             break s;
         }
         assert!(std::time::Instant::now() < deadline, "the containers did not form a cluster");
@@ -344,7 +346,7 @@ async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_contai
 
     // The image's HEALTHCHECK (GET /healthz) passes in every container.
     for name in &podman.containers {
-        let health = podman.run(30, &["healthcheck", "run", name]);
+        let health = podman.run(30, &["healthcheck", "run", name.as_str()]);
         assert!(health.status.success(), "healthcheck of {name}:\n{}", output_text(&health));
     }
 
@@ -360,9 +362,9 @@ async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_contai
     assert_eq!((live["seq"].as_u64(), live["text"].as_str()), (Some(first), Some("before the stop")));
 
     // Stop the third container: SIGTERM, a clean exit well within the grace period.
-    let stopped = podman.run(60, &["stop", "-t", "30", &podman.containers[2]]);
+    let stopped = podman.run(60, &["stop", "-t", "30", podman.containers[2].as_str()]);
     assert!(stopped.status.success(), "podman stop:\n{}", output_text(&stopped));
-    let exit = podman.run(30, &["inspect", "--format", "{{.State.ExitCode}}", &podman.containers[2]]);
+    let exit = podman.run(30, &["inspect", "--format", "{{.State.ExitCode}}", podman.containers[2].as_str()]);
     assert_eq!(
         String::from_utf8_lossy(&exit.stdout).trim(),
         "0",
