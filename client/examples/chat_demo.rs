@@ -78,7 +78,9 @@ pub async fn run(url: &str) -> Result<DemoReport, DemoError> {
     // Sign up, then log in: each login is a device with its own token.
     anonymous.signup(&alice_name, password).await?;
     anonymous.signup(&bob_name, password).await?;
-    let alice_session = anonymous.login(&alice_name, password, Some("demo laptop"), None).await?;
+    let alice_session = anonymous
+        .login(&alice_name, password, Some("demo laptop"), None)
+        .await?;
     let bob_session = anonymous.login(&bob_name, password, Some("demo phone"), None).await?;
     let alice = anonymous.with_token(&alice_session.token);
     let bob = anonymous.with_token(&bob_session.token);

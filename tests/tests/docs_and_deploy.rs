@@ -77,10 +77,7 @@ fn serve_help_flags() -> BTreeMap<String, String> {
         }
     }
     flags.remove("--help");
-    assert!(
-        flags.len() > 10,
-        "parsed too few flags from --help: {flags:?}\n{help}"
-    );
+    assert!(flags.len() > 10, "parsed too few flags from --help: {flags:?}\n{help}");
     flags
 }
 
@@ -94,10 +91,15 @@ fn operations_md_flags() -> BTreeMap<String, String> {
         .expect("a Configuration reference section");
     let mut flags = BTreeMap::new();
     for line in section.lines() {
-        let Some(row) = line.strip_prefix("| `--") else { continue };
+        let Some(row) = line.strip_prefix("| `--") else {
+            continue;
+        };
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         let flag = format!("--{}", cells[0].trim_end_matches('`'));
-        let env = cells.get(1).map(|c| c.trim_matches('`').to_string()).unwrap_or_default();
+        let env = cells
+            .get(1)
+            .map(|c| c.trim_matches('`').to_string())
+            .unwrap_or_default();
         assert!(flags.insert(flag.clone(), env).is_none(), "{flag} listed twice");
     }
     flags
@@ -156,7 +158,10 @@ fn deploy_files_pass_their_validators() {
     let tools = std::env::var("RINGCHAT_DEPLOY_TOOLS").unwrap_or_default();
     let have_tools = !tools.is_empty() && std::path::Path::new(&tools).join("bin/hadolint").exists();
     if !have_tools {
-        return skip_or_fail_deploy(test, "RINGCHAT_DEPLOY_TOOLS names no installed validators (deploy/check.sh install DIR)");
+        return skip_or_fail_deploy(
+            test,
+            "RINGCHAT_DEPLOY_TOOLS names no installed validators (deploy/check.sh install DIR)",
+        );
     }
     let script = repo_root().join("deploy/check.sh");
     let out = Command::new("timeout")
@@ -217,7 +222,10 @@ async fn wait_ready(base: &str, within: std::time::Duration) {
     let http = ringchat_client::HttpClient::new(base);
     let deadline = std::time::Instant::now() + within;
     while http.readyz().await.ok() != Some(200) {
-        assert!(std::time::Instant::now() < deadline, "{base} not ready within {within:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{base} not ready within {within:?}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
@@ -317,7 +325,11 @@ async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_contai
         args.push(image.as_str());
         let started = podman.run(60, &args);
         podman.containers.push(name.clone());
-        assert!(started.status.success(), "podman run failed:\n{}", output_text(&started));
+        assert!(
+            started.status.success(),
+            "podman run failed:\n{}",
+            output_text(&started)
+        );
         let base = format!("http://127.0.0.1:{client}");
         wait_ready(&base, Duration::from_secs(60)).await;
         bases.push(base);
@@ -329,7 +341,10 @@ async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_contai
         if let Some(s) = status_via(&format!("127.0.0.1:{}", ports[0].1)).filter(|s| settled(s, 3, 3)) {
             break s;
         }
-        assert!(std::time::Instant::now() < deadline, "the containers did not form a cluster");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the containers did not form a cluster"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let ids: Vec<u64> = status["members"]
@@ -347,7 +362,11 @@ async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_contai
     // The image's HEALTHCHECK (GET /healthz) passes in every container.
     for name in &podman.containers {
         let health = podman.run(30, &["healthcheck", "run", name.as_str()]);
-        assert!(health.status.success(), "healthcheck of {name}:\n{}", output_text(&health));
+        assert!(
+            health.status.success(),
+            "healthcheck of {name}:\n{}",
+            output_text(&health)
+        );
     }
 
     // A conversation across containers: Alice on node 1, Bob live on node 2.
@@ -358,13 +377,27 @@ async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_contai
     bob_ws.hello(&bob.token).await.expect("hello");
     bob_ws.catch_up(Duration::from_secs(10)).await.expect("catch-up");
     let first = send_retrying(&alice, &dm.channel_id, "before the stop", "k-1").await;
-    let live = bob_ws.recv_type("message", Duration::from_secs(10)).await.expect("live message");
-    assert_eq!((live["seq"].as_u64(), live["text"].as_str()), (Some(first), Some("before the stop")));
+    let live = bob_ws
+        .recv_type("message", Duration::from_secs(10))
+        .await
+        .expect("live message");
+    assert_eq!(
+        (live["seq"].as_u64(), live["text"].as_str()),
+        (Some(first), Some("before the stop"))
+    );
 
     // Stop the third container: SIGTERM, a clean exit well within the grace period.
     let stopped = podman.run(60, &["stop", "-t", "30", podman.containers[2].as_str()]);
     assert!(stopped.status.success(), "podman stop:\n{}", output_text(&stopped));
-    let exit = podman.run(30, &["inspect", "--format", "{{.State.ExitCode}}", podman.containers[2].as_str()]);
+    let exit = podman.run(
+        30,
+        &[
+            "inspect",
+            "--format",
+            "{{.State.ExitCode}}",
+            podman.containers[2].as_str(),
+        ],
+    );
     assert_eq!(
         String::from_utf8_lossy(&exit.stdout).trim(),
         "0",
@@ -374,9 +407,19 @@ async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_contai
     // The other two carry on: a new message goes through and arrives live; history is whole.
     let second = send_retrying(&alice, &dm.channel_id, "after the stop", "k-2").await;
     assert_eq!(second, first + 1);
-    let live = bob_ws.recv_type("message", Duration::from_secs(15)).await.expect("live message");
-    assert_eq!((live["seq"].as_u64(), live["text"].as_str()), (Some(second), Some("after the stop")));
-    let history = bob.http.history(&dm.channel_id, None, None, None).await.expect("history");
+    let live = bob_ws
+        .recv_type("message", Duration::from_secs(15))
+        .await
+        .expect("live message");
+    assert_eq!(
+        (live["seq"].as_u64(), live["text"].as_str()),
+        (Some(second), Some("after the stop"))
+    );
+    let history = bob
+        .http
+        .history(&dm.channel_id, None, None, None)
+        .await
+        .expect("history");
     let texts: Vec<&str> = history.messages.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(texts, ["before the stop", "after the stop"]);
     for base in &bases[..2] {
