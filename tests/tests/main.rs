@@ -2,6 +2,7 @@
 
 mod cluster;
 mod cluster_chat;
+mod docs_and_deploy;
 mod durability;
 mod hardening;
 mod http_api;

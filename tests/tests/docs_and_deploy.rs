@@ -1,0 +1,435 @@
+//! The documentation and packaging for users and operators, checked against the real thing:
+//! the SDK example runs against a node, docs/operations.md lists exactly the flags of
+//! `ringchat serve --help`, and the files in deploy/ pass their validators (`deploy/check.sh`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use ringchat_tests::*;
+
+/// The SDK's example, compiled into this test so CI runs the file users are told to run.
+#[allow(dead_code)]
+#[path = "../../client/examples/chat_demo.rs"]
+mod chat_demo;
+
+/// The repository's root directory.
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+#[tokio::test]
+async fn sdk_chat_demo_example_runs_a_conversation_against_a_node() {
+    let node = InProcessNode::start().await;
+    let report = chat_demo::run(&node.base).await.expect("the example runs");
+    assert_eq!(report.bob_received.seq, 1);
+    assert_eq!(report.bob_received.text, "hi Bob, this is Alice");
+    assert_eq!(report.bob_received.channel_id, report.channel_id);
+    assert_eq!(
+        (report.retry_status, report.retry_seq),
+        (200, 1),
+        "a retry returns the original"
+    );
+    assert_eq!(report.alice_received.seq, 2);
+    assert_eq!(report.alice_received.text, "hello Alice!");
+    let texts: Vec<(u64, &str)> = report.history.iter().map(|m| (m.seq, m.text.as_str())).collect();
+    assert_eq!(
+        texts,
+        vec![(1, "hi Bob, this is Alice"), (2, "hello Alice!")],
+        "the retry committed nothing new"
+    );
+    node.stop().await;
+}
+
+/// `--flag` → its `[env: …]` name, from `ringchat serve --help`.
+fn serve_help_flags() -> BTreeMap<String, String> {
+    let out = Command::new(ringchat_bin())
+        .args(["serve", "--help"])
+        .env_remove("RINGCHAT_CLUSTER_SECRET")
+        .output()
+        .expect("run ringchat serve --help");
+    assert!(out.status.success(), "serve --help failed");
+    let help = String::from_utf8(out.stdout).expect("utf-8 help");
+    let mut flags = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix("--").or_else(|| {
+            // `-h, --help` style lines.
+            trimmed.split_once(", --").map(|(_, r)| r)
+        }) {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            current = Some(format!("--{name}"));
+            flags.insert(format!("--{name}"), String::new());
+        }
+        if let (Some(flag), Some(at)) = (&current, line.find("[env: ")) {
+            let env: String = line[at + 6..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            flags.insert(flag.clone(), env);
+        }
+    }
+    flags.remove("--help");
+    assert!(flags.len() > 10, "parsed too few flags from --help: {flags:?}\n{help}");
+    flags
+}
+
+/// `--flag` → its environment column, from the configuration table of docs/operations.md.
+fn operations_md_flags() -> BTreeMap<String, String> {
+    let doc = std::fs::read_to_string(repo_root().join("docs/operations.md")).expect("docs/operations.md");
+    let section = doc
+        .split("## Configuration reference")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Configuration reference section");
+    let mut flags = BTreeMap::new();
+    for line in section.lines() {
+        let Some(row) = line.strip_prefix("| `--") else {
+            continue;
+        };
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let flag = format!("--{}", cells[0].trim_end_matches('`'));
+        let env = cells
+            .get(1)
+            .map(|c| c.trim_matches('`').to_string())
+            .unwrap_or_default();
+        assert!(flags.insert(flag.clone(), env).is_none(), "{flag} listed twice");
+    }
+    flags
+}
+
+#[test]
+fn operations_md_lists_exactly_the_flags_of_serve_help() {
+    let help = serve_help_flags();
+    let doc = operations_md_flags();
+    let missing: Vec<&String> = help.keys().filter(|f| !doc.contains_key(*f)).collect();
+    let stale: Vec<&String> = doc.keys().filter(|f| !help.contains_key(*f)).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "docs/operations.md's configuration table is out of step with `ringchat serve --help`: \
+         missing {missing:?}, not in --help {stale:?}"
+    );
+    for (flag, env) in &help {
+        assert_eq!(&doc[flag], env, "environment variable of {flag}");
+    }
+}
+
+/// True when the packaging tests must run and fail rather than skip (`.ci/run` sets it).
+fn deploy_tests_required() -> bool {
+    std::env::var_os("RINGCHAT_REQUIRE_DEPLOY_TESTS").is_some()
+}
+
+/// Skips (with a loud note) or panics when `why` prevents a packaging test.
+fn skip_or_fail_deploy(test: &str, why: &str) {
+    assert!(!deploy_tests_required(), "{test} cannot run: {why}");
+    eprintln!("SKIPPED {test}: {why} (set RINGCHAT_REQUIRE_DEPLOY_TESTS=1 to make this a failure)");
+}
+
+/// Runs `program args` for at most `secs` seconds (coreutils `timeout`).
+fn run_bounded(secs: u64, program: &str, args: &[&str]) -> std::process::Output {
+    Command::new("timeout")
+        .arg("--kill-after=5")
+        .arg(secs.to_string())
+        .arg(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"))
+}
+
+/// stdout and stderr of `out`, for assertion messages.
+fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn deploy_files_pass_their_validators() {
+    let test = "deploy_files_pass_their_validators";
+    let tools = std::env::var("RINGCHAT_DEPLOY_TOOLS").unwrap_or_default();
+    let have_tools = !tools.is_empty() && std::path::Path::new(&tools).join("bin/hadolint").exists();
+    if !have_tools {
+        return skip_or_fail_deploy(
+            test,
+            "RINGCHAT_DEPLOY_TOOLS names no installed validators (deploy/check.sh install DIR)",
+        );
+    }
+    let script = repo_root().join("deploy/check.sh");
+    let out = Command::new("timeout")
+        .args(["--kill-after=5", "240", "bash"])
+        .arg(&script)
+        .arg(&tools)
+        .env("RINGCHAT_BIN", ringchat_bin())
+        .output()
+        .expect("run deploy/check.sh");
+    assert!(out.status.success(), "deploy/check.sh failed:\n{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
+}
+
+/// Containers and images of one test run, removed on drop (also when the test fails, after
+/// printing the containers' logs).
+struct Podman {
+    containers: Vec<String>,
+    images: Vec<String>,
+}
+
+impl Podman {
+    /// `podman --runtime runc ARGS`, bounded.
+    fn run(&self, secs: u64, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["--runtime", "runc"];
+        all.extend_from_slice(args);
+        run_bounded(secs, "podman", &all)
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        for name in &self.containers {
+            if std::thread::panicking() {
+                let logs = self.run(20, &["logs", "--tail", "30", name.as_str()]);
+                eprintln!("--- logs of {name}:\n{}", output_text(&logs));
+            }
+            // `-v`: the data dir's anonymous volume goes too.
+            self.run(60, &["rm", "-f", "-v", "-t", "5", name.as_str()]);
+        }
+        for image in &self.images {
+            self.run(60, &["rmi", "-f", image.as_str()]);
+        }
+    }
+}
+
+/// `ringchat cluster status --json` against the cluster address `node`.
+fn status_via(node: &str) -> Option<serde_json::Value> {
+    let out = Command::new(ringchat_bin())
+        .args(["cluster", "status", "--json", "--node", node])
+        .env("RINGCHAT_CLUSTER_SECRET", CLUSTER_SECRET)
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Waits (≤ `within`) until the node at `base` answers `/readyz` with 200.
+async fn wait_ready(base: &str, within: std::time::Duration) {
+    let http = ringchat_client::HttpClient::new(base);
+    let deadline = std::time::Instant::now() + within;
+    while http.readyz().await.ok() != Some(200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{base} not ready within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Sends `text` as `from`, retrying `unavailable` (the same `client_msg_id`) for ≤ 20 s.
+async fn send_retrying(from: &TestUser, channel: &str, text: &str, client_msg_id: &str) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match from.http.send_message(channel, text, client_msg_id).await {
+            Ok((_, sent)) => return sent.seq,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("send failed, retrying: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("send of {text:?} failed for 20 s: {e}"),
+        }
+    }
+}
+
+/// The image from deploy/Dockerfile (built on a base made from this host's files), three
+/// containers of it on host networking and loopback ports chosen now, started through the
+/// StatefulSet entrypoint (node id from the pod ordinal, ordinal 0 bootstraps, the others
+/// join) with a read-only root filesystem: they form a cluster, pass the image's HEALTHCHECK, carry a conversation across
+/// nodes, and keep carrying it after one container is stopped (SIGTERM, clean exit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_container() {
+    use std::time::Duration;
+    let test = "container_image_runs_a_cluster_that_chats_and_survives_a_stopped_container";
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return skip_or_fail_deploy(test, "podman containers need root here");
+    }
+    for tool in ["podman", "runc"] {
+        if !Command::new("sh")
+            .args(["-c", format!("command -v {tool}").as_str()])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return skip_or_fail_deploy(test, &format!("{tool} is not installed"));
+        }
+    }
+    let run_id = format!("{}-{}", std::process::id(), free_port());
+    let image = format!("localhost/ringchat-test:{run_id}");
+    let mut podman = Podman {
+        containers: Vec::new(),
+        images: vec![image.clone(), format!("localhost/ringchat-test-base:{run_id}")],
+    };
+    let build_script = repo_root().join("deploy/build-local-image.sh");
+    let built = run_bounded(
+        180,
+        "bash",
+        &[
+            build_script.to_str().expect("utf-8 path"),
+            ringchat_bin().to_str().expect("utf-8 path"),
+            image.as_str(),
+        ],
+    );
+    assert!(built.status.success(), "image build failed:\n{}", output_text(&built));
+
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    // Host names, as the StatefulSet's headless-Service names would be: advertised and joined.
+    let seed = format!("localhost:{}", ports[0].1);
+    let mut bases = Vec::new();
+    for (ordinal, (client, cluster)) in ports.iter().enumerate() {
+        let name = format!("ringchat-test-{run_id}-{ordinal}");
+        let mut env = vec![
+            format!("POD_NAME=ringchat-{ordinal}"),
+            format!("RINGCHAT_LISTEN=127.0.0.1:{client}"),
+            format!("RINGCHAT_CLUSTER_LISTEN=127.0.0.1:{cluster}"),
+            format!("RINGCHAT_ADVERTISE=localhost:{cluster}"),
+            format!("RINGCHAT_CLUSTER_SECRET={CLUSTER_SECRET}"),
+            "RINGCHAT_PARTITIONS=8".to_string(),
+        ];
+        if ordinal > 0 {
+            env.push(format!("RINGCHAT_SEED={seed}"));
+        }
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            name.as_str(),
+            "--network",
+            "host",
+            // As `readOnlyRootFilesystem` in the StatefulSet: only the data volume is written.
+            "--read-only",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "--entrypoint",
+            "/usr/local/bin/ringchat-statefulset",
+        ];
+        for e in &env {
+            args.push("-e");
+            args.push(e.as_str());
+        }
+        args.push(image.as_str());
+        let started = podman.run(60, &args);
+        podman.containers.push(name.clone());
+        assert!(
+            started.status.success(),
+            "podman run failed:\n{}",
+            output_text(&started)
+        );
+        let base = format!("http://127.0.0.1:{client}");
+        wait_ready(&base, Duration::from_secs(60)).await;
+        bases.push(base);
+    }
+
+    // One cluster: three active members, every partition with three replicas and a leader.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(s) = status_via(&format!("127.0.0.1:{}", ports[0].1)).filter(|s| settled(s, 3, 3)) {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the containers did not form a cluster"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let ids: Vec<u64> = status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["node_id"].as_u64())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(
+        [1, 2, 3].iter().all(|id| ids.contains(id)),
+        "node ids come from the pod ordinals: {ids:?}"
+    );
+
+    // The image's HEALTHCHECK (GET /healthz) passes in every container.
+    for name in &podman.containers {
+        let health = podman.run(30, &["healthcheck", "run", name.as_str()]);
+        assert!(
+            health.status.success(),
+            "healthcheck of {name}:\n{}",
+            output_text(&health)
+        );
+    }
+
+    // A conversation across containers: Alice on node 1, Bob live on node 2.
+    let alice = new_user(&bases[0], "alice").await;
+    let bob = new_user(&bases[1], "bob").await;
+    let dm = alice.http.open_dm(&bob.user_id).await.expect("open DM");
+    let mut bob_ws = ringchat_client::WsClient::connect(&bases[1]).await.expect("connect");
+    bob_ws.hello(&bob.token).await.expect("hello");
+    bob_ws.catch_up(Duration::from_secs(10)).await.expect("catch-up");
+    let first = send_retrying(&alice, &dm.channel_id, "before the stop", "k-1").await;
+    let live = bob_ws
+        .recv_type("message", Duration::from_secs(10))
+        .await
+        .expect("live message");
+    assert_eq!(
+        (live["seq"].as_u64(), live["text"].as_str()),
+        (Some(first), Some("before the stop"))
+    );
+
+    // Stop the third container: SIGTERM, a clean exit well within the grace period.
+    let stopped = podman.run(60, &["stop", "-t", "30", podman.containers[2].as_str()]);
+    assert!(stopped.status.success(), "podman stop:\n{}", output_text(&stopped));
+    let exit = podman.run(
+        30,
+        &[
+            "inspect",
+            "--format",
+            "{{.State.ExitCode}}",
+            podman.containers[2].as_str(),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&exit.stdout).trim(),
+        "0",
+        "the stopped node exits cleanly"
+    );
+
+    // The other two carry on: a new message goes through and arrives live; history is whole.
+    let second = send_retrying(&alice, &dm.channel_id, "after the stop", "k-2").await;
+    assert_eq!(second, first + 1);
+    // A partition leader that took over from the stopped node delivers its recent commits
+    // again (at-least-once): Bob drops what he has, by (channel_id, seq), as clients must.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let live = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let m = bob_ws.recv_type("message", left).await.expect("live message");
+        if m["seq"].as_u64().is_some_and(|seq| seq > first) {
+            break m;
+        }
+    };
+    assert_eq!(
+        (live["seq"].as_u64(), live["text"].as_str()),
+        (Some(second), Some("after the stop"))
+    );
+    let history = bob
+        .http
+        .history(&dm.channel_id, None, None, None)
+        .await
+        .expect("history");
+    let texts: Vec<&str> = history.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["before the stop", "after the stop"]);
+    for base in &bases[..2] {
+        wait_ready(base, Duration::from_secs(10)).await;
+    }
+    drop(podman);
+}
