@@ -483,3 +483,12 @@ pub async fn until_closed(ws: &mut ringchat_client::WsClient, within: Duration) 
         }
     }
 }
+
+/// The HTTP status and PROTOCOL error code of a failed API call (panics on any other failure:
+/// the test expected the server to answer with an error).
+pub fn api_error(e: &ringchat_client::ClientError) -> (u16, String) {
+    match e {
+        ringchat_client::ClientError::Api { status, code, .. } => (*status, code.clone()),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}

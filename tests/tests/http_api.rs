@@ -1,15 +1,8 @@
 //! The HTTP API, one test per row of PROTOCOL §2 and its error cases, against a real node over
 //! real sockets.
 
-use ringchat_client::{ClientError, HttpClient};
+use ringchat_client::HttpClient;
 use ringchat_tests::*;
-
-fn code(e: &ClientError) -> (u16, String) {
-    match e {
-        ClientError::Api { status, code, .. } => (*status, code.clone()),
-        other => panic!("expected an API error, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn signup_creates_users_and_refuses_taken_or_bad_names() {
@@ -20,22 +13,22 @@ async fn signup_creates_users_and_refuses_taken_or_bad_names() {
     assert_eq!(u.username, name.to_lowercase(), "usernames are stored lowercase");
     assert!(!u.user_id.is_empty() && u.user_id.len() <= 64);
     assert_eq!(
-        code(&http.signup(&name.to_uppercase(), PASSWORD).await.unwrap_err()),
+        api_error(&http.signup(&name.to_uppercase(), PASSWORD).await.unwrap_err()),
         (409, "conflict".into())
     );
     for bad in ["ab", "has space", "ünïcode", &"x".repeat(33)] {
         assert_eq!(
-            code(&http.signup(bad, PASSWORD).await.unwrap_err()),
+            api_error(&http.signup(bad, PASSWORD).await.unwrap_err()),
             (400, "invalid".into()),
             "{bad}"
         );
     }
     assert_eq!(
-        code(&http.signup(&unique_name("p"), "short").await.unwrap_err()).1,
+        api_error(&http.signup(&unique_name("p"), "short").await.unwrap_err()).1,
         "invalid"
     );
     assert_eq!(
-        code(&http.signup(&unique_name("p"), &"x".repeat(1025)).await.unwrap_err()).1,
+        api_error(&http.signup(&unique_name("p"), &"x".repeat(1025)).await.unwrap_err()).1,
         "invalid"
     );
     node.stop().await;
@@ -62,7 +55,7 @@ async fn login_makes_a_device_and_relogin_with_device_id_keeps_it() {
         "a login without device_id is a new device"
     );
     assert_eq!(
-        code(
+        api_error(
             &http
                 .login(&alice.username, "wrong password", None, None)
                 .await
@@ -71,11 +64,11 @@ async fn login_makes_a_device_and_relogin_with_device_id_keeps_it() {
         (401, "unauthorized".into())
     );
     assert_eq!(
-        code(&http.login("nobody_here", PASSWORD, None, None).await.unwrap_err()),
+        api_error(&http.login("nobody_here", PASSWORD, None, None).await.unwrap_err()),
         (401, "unauthorized".into())
     );
     assert_eq!(
-        code(
+        api_error(
             &http
                 .login(&alice.username, PASSWORD, None, Some("dv_nope"))
                 .await
@@ -93,15 +86,15 @@ async fn logout_revokes_the_token() {
     assert!(alice.http.channels().await.is_ok());
     alice.http.logout().await.unwrap();
     assert_eq!(
-        code(&alice.http.channels().await.unwrap_err()),
+        api_error(&alice.http.channels().await.unwrap_err()),
         (401, "unauthorized".into())
     );
     assert_eq!(
-        code(&node.http().channels().await.unwrap_err()),
+        api_error(&node.http().channels().await.unwrap_err()),
         (401, "unauthorized".into())
     );
     assert_eq!(
-        code(&node.http().with_token("garbage").channels().await.unwrap_err()).0,
+        api_error(&node.http().with_token("garbage").channels().await.unwrap_err()).0,
         401
     );
     node.stop().await;
@@ -116,7 +109,7 @@ async fn users_are_found_by_name() {
     assert_eq!(found.user_id, bob.user_id);
     assert_eq!(found.username, bob.username);
     assert_eq!(
-        code(&alice.http.user_by_name("no_such_user").await.unwrap_err()),
+        api_error(&alice.http.user_by_name("no_such_user").await.unwrap_err()),
         (404, "not_found".into())
     );
     node.stop().await;
@@ -140,21 +133,21 @@ async fn a_pair_has_exactly_one_dm() {
     want.sort();
     assert_eq!(members, want);
     assert_eq!(
-        code(&alice.http.open_dm(&alice.user_id).await.unwrap_err()).1,
+        api_error(&alice.http.open_dm(&alice.user_id).await.unwrap_err()).1,
         "invalid"
     );
     assert_eq!(
-        code(&alice.http.open_dm("u_nobody").await.unwrap_err()),
+        api_error(&alice.http.open_dm("u_nobody").await.unwrap_err()),
         (404, "not_found".into())
     );
     // DM members are fixed.
     let carol = new_user(&node.base, "carol").await;
     assert_eq!(
-        code(&alice.http.add_member(&a.channel_id, &carol.user_id).await.unwrap_err()),
+        api_error(&alice.http.add_member(&a.channel_id, &carol.user_id).await.unwrap_err()),
         (400, "invalid".into())
     );
     assert_eq!(
-        code(&alice.http.remove_member(&a.channel_id, &bob.user_id).await.unwrap_err()),
+        api_error(&alice.http.remove_member(&a.channel_id, &bob.user_id).await.unwrap_err()),
         (400, "invalid".into())
     );
     node.stop().await;
@@ -170,7 +163,7 @@ async fn groups_hold_100_members_counting_the_creator_and_refuse_the_101st() {
         ids.push(http.signup(&unique_name("m"), PASSWORD).await.unwrap().user_id);
     }
     assert_eq!(
-        code(&owner.http.create_group("too big", &ids).await.unwrap_err()),
+        api_error(&owner.http.create_group("too big", &ids).await.unwrap_err()),
         (400, "group_full".into())
     );
     let g = owner.http.create_group("just right", &ids[..99]).await.unwrap();
@@ -179,7 +172,7 @@ async fn groups_hold_100_members_counting_the_creator_and_refuse_the_101st() {
     assert_eq!(g.members.len(), 100);
     assert_eq!(g.members[0], owner.user_id, "the creator is a member");
     assert_eq!(
-        code(&owner.http.add_member(&g.channel_id, &ids[99]).await.unwrap_err()),
+        api_error(&owner.http.add_member(&g.channel_id, &ids[99]).await.unwrap_err()),
         (400, "group_full".into())
     );
     node.stop().await;
@@ -200,12 +193,12 @@ async fn member_rules_any_member_adds_self_or_creator_removes() {
     // Any member may add; non-members may not.
     bob.http.add_member(&g.channel_id, &carol.user_id).await.unwrap();
     assert_eq!(
-        code(&dave.http.add_member(&g.channel_id, &dave.user_id).await.unwrap_err()),
+        api_error(&dave.http.add_member(&g.channel_id, &dave.user_id).await.unwrap_err()),
         (403, "forbidden".into())
     );
     // A member cannot remove someone else; the creator can; anyone can leave.
     assert_eq!(
-        code(&bob.http.remove_member(&g.channel_id, &carol.user_id).await.unwrap_err()),
+        api_error(&bob.http.remove_member(&g.channel_id, &carol.user_id).await.unwrap_err()),
         (403, "forbidden".into())
     );
     owner.http.remove_member(&g.channel_id, &carol.user_id).await.unwrap();
@@ -222,28 +215,31 @@ async fn member_rules_any_member_adds_self_or_creator_removes() {
         .all(|c| c.channel_id != g.channel_id));
     // Removed members can no longer read or post.
     assert_eq!(
-        code(&bob.http.history(&g.channel_id, None, None, None).await.unwrap_err()).0,
+        api_error(&bob.http.history(&g.channel_id, None, None, None).await.unwrap_err()).0,
         403
     );
     assert_eq!(
-        code(&bob.http.send_message(&g.channel_id, "hi", "x").await.unwrap_err()).0,
+        api_error(&bob.http.send_message(&g.channel_id, "hi", "x").await.unwrap_err()).0,
         403
     );
     // Unknown ids.
     // A channel that does not exist is answered like one the caller is not in (v1.1).
     assert_eq!(
-        code(&owner.http.add_member("g_nope", &bob.user_id).await.unwrap_err()).0,
+        api_error(&owner.http.add_member("g_nope", &bob.user_id).await.unwrap_err()).0,
         403
     );
     assert_eq!(
-        code(&owner.http.add_member(&g.channel_id, "u_nope").await.unwrap_err()).0,
+        api_error(&owner.http.add_member(&g.channel_id, "u_nope").await.unwrap_err()).0,
         404
     );
     assert_eq!(
-        code(&owner.http.create_group("x", &["u_nope".to_string()]).await.unwrap_err()).0,
+        api_error(&owner.http.create_group("x", &["u_nope".to_string()]).await.unwrap_err()).0,
         404
     );
-    assert_eq!(code(&owner.http.create_group("", &[]).await.unwrap_err()).1, "invalid");
+    assert_eq!(
+        api_error(&owner.http.create_group("", &[]).await.unwrap_err()).1,
+        "invalid"
+    );
     node.stop().await;
 }
 
@@ -326,7 +322,7 @@ async fn text_limits_count_characters_not_bytes() {
     assert_eq!(page.messages[0].text, max);
     let over = "é".repeat(100_001);
     assert_eq!(
-        code(
+        api_error(
             &alice
                 .http
                 .send_message(&dm.channel_id, &over, "over")
@@ -336,11 +332,11 @@ async fn text_limits_count_characters_not_bytes() {
         (413, "too_large".into())
     );
     assert_eq!(
-        code(&alice.http.send_message(&dm.channel_id, "", "empty").await.unwrap_err()),
+        api_error(&alice.http.send_message(&dm.channel_id, "", "empty").await.unwrap_err()),
         (400, "invalid".into())
     );
     assert_eq!(
-        code(
+        api_error(
             &alice
                 .http
                 .send_message(&dm.channel_id, "x", &"k".repeat(65))
@@ -351,7 +347,7 @@ async fn text_limits_count_characters_not_bytes() {
         "invalid"
     );
     assert_eq!(
-        code(&alice.http.send_message("d_nope", "x", "k").await.unwrap_err()),
+        api_error(&alice.http.send_message("d_nope", "x", "k").await.unwrap_err()),
         (403, "forbidden".into())
     );
     node.stop().await;
@@ -399,20 +395,20 @@ async fn history_pages_before_after_and_limit_exactly() {
     assert_eq!(all.messages.len(), 120);
     assert!(h.history(cid, None, Some(120), None).await.unwrap().messages.is_empty());
     assert_eq!(
-        code(&h.history(cid, None, None, Some(501)).await.unwrap_err()).1,
+        api_error(&h.history(cid, None, None, Some(501)).await.unwrap_err()).1,
         "invalid"
     );
     assert_eq!(
-        code(&h.history(cid, None, None, Some(0)).await.unwrap_err()).1,
+        api_error(&h.history(cid, None, None, Some(0)).await.unwrap_err()).1,
         "invalid"
     );
     assert_eq!(
-        code(&carol.http.history(cid, None, None, None).await.unwrap_err()),
+        api_error(&carol.http.history(cid, None, None, None).await.unwrap_err()),
         (403, "forbidden".into())
     );
     assert_eq!(
-        code(&h.history("d_nope", None, None, None).await.unwrap_err()),
-        code(&carol.http.history(cid, None, None, None).await.unwrap_err()),
+        api_error(&h.history("d_nope", None, None, None).await.unwrap_err()),
+        api_error(&carol.http.history(cid, None, None, None).await.unwrap_err()),
         "a missing channel and someone else's get the same answer"
     );
     let (status, body) = node
@@ -442,7 +438,7 @@ async fn presence_is_visible_only_to_users_sharing_a_channel() {
     assert_eq!(p.status, "offline");
     assert_eq!(p.last_seen, None);
     assert_eq!(
-        code(&eve.http.presence(&bob.user_id).await.unwrap_err()),
+        api_error(&eve.http.presence(&bob.user_id).await.unwrap_err()),
         (403, "forbidden".into())
     );
     let mut ws = ringchat_client::WsClient::connect(&node.base).await.unwrap();
@@ -470,14 +466,17 @@ async fn push_registration_validates_platform() {
         alice.http.register_push(platform, "token-1").await.unwrap();
     }
     assert_eq!(
-        code(&alice.http.register_push("pager", "t").await.unwrap_err()),
+        api_error(&alice.http.register_push("pager", "t").await.unwrap_err()),
         (400, "invalid".into())
     );
     assert_eq!(
-        code(&alice.http.register_push("fcm", "").await.unwrap_err()),
+        api_error(&alice.http.register_push("fcm", "").await.unwrap_err()),
         (400, "invalid".into())
     );
-    assert_eq!(code(&node.http().register_push("fcm", "t").await.unwrap_err()).0, 401);
+    assert_eq!(
+        api_error(&node.http().register_push("fcm", "t").await.unwrap_err()).0,
+        401
+    );
     node.stop().await;
 }
 

@@ -5,16 +5,9 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use ringchat_client::{ClientError, HttpClient};
+use ringchat_client::HttpClient;
 use ringchat_cluster::placement::partition_of;
 use ringchat_tests::*;
-
-fn status_code(e: &ClientError) -> (u16, String) {
-    match e {
-        ClientError::Api { status, code, .. } => (*status, code.clone()),
-        other => panic!("expected an API error, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn a_user_is_found_by_id_and_an_unknown_id_is_not_found() {
@@ -29,14 +22,14 @@ async fn a_user_is_found_by_id_and_an_unknown_id_is_not_found() {
     assert_eq!(alice.http.user(&alice.user_id).await.unwrap().username, alice.username);
     for unknown in ["u_nobody", &"x".repeat(65), "by-name"] {
         assert_eq!(
-            status_code(&alice.http.user(unknown).await.unwrap_err()),
+            api_error(&alice.http.user(unknown).await.unwrap_err()),
             (404, "not_found".into()),
             "{unknown}"
         );
     }
     // A token is needed, as for every other user call.
     assert_eq!(
-        status_code(&node.http().user(&bob.user_id).await.unwrap_err()),
+        api_error(&node.http().user(&bob.user_id).await.unwrap_err()),
         (401, "unauthorized".into())
     );
     let (status, _) = node
@@ -101,7 +94,7 @@ async fn a_batch_lookup_takes_at_most_a_hundred_ids() {
     ids.push("u_onemore".into());
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     assert_eq!(
-        status_code(&alice.http.users(&refs).await.unwrap_err()),
+        api_error(&alice.http.users(&refs).await.unwrap_err()),
         (400, "invalid".into())
     );
     for bad in ["/v1/users", "/v1/users?limit=3", "/v1/users?ids=a&x=1"] {
