@@ -158,7 +158,16 @@ pub enum Command {
         /// The new layout.
         layout: Layout,
     },
+    /// Store the cluster's DM id key if none is stored yet; answers `Key` with the stored one
+    /// (the partition of `DM_ID_KEY_ROUTE`). Appended last: variants are numbered by position.
+    EnsureDmIdKey {
+        /// A fresh random key, kept only if the cluster has none.
+        key: Vec<u8>,
+    },
 }
+
+/// The routing key of the partition that holds the DM id key.
+pub const DM_ID_KEY_ROUTE: &str = "cluster:dm-id-key";
 
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -182,6 +191,7 @@ impl fmt::Display for Command {
             Command::PushDone { .. } => "PushDone",
             Command::MetaUpsertNode { .. } => "MetaUpsertNode",
             Command::MetaSetLayout { .. } => "MetaSetLayout",
+            Command::EnsureDmIdKey { .. } => "EnsureDmIdKey",
         };
         f.write_str(name)
     }
@@ -236,6 +246,8 @@ pub enum Response {
     Position(u64),
     /// The command broke a rule.
     Rejected(ApplyError),
+    /// A stored secret key (`EnsureDmIdKey`). Appended last, like its command.
+    Key(Vec<u8>),
 }
 
 impl Response {

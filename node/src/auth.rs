@@ -157,9 +157,9 @@ pub fn new_id(prefix: &str) -> String {
     )
 }
 
-/// The one DM channel id of a pair: derived from the sorted pair, so asking twice (or from
-/// either side, or on any node) names the same channel without coordination.
-pub fn dm_channel_id(a: &str, b: &str) -> String {
+/// The DM channel id of a pair in releases before keyed ids: an unkeyed hash of the sorted
+/// pair, which anyone can compute. Still looked up, so DMs opened before keep their ids.
+pub fn legacy_dm_channel_id(a: &str, b: &str) -> String {
     let (x, y) = if a <= b { (a, b) } else { (b, a) };
     let mut h = Sha256::new();
     h.update(x.as_bytes());
@@ -172,15 +172,49 @@ pub fn dm_channel_id(a: &str, b: &str) -> String {
     )
 }
 
+/// The one DM channel id of a pair: HMAC-SHA-256 under the cluster's DM id key of the sorted
+/// pair, so asking twice (or from either side, or on any node) names the same channel without
+/// coordination, while nobody without the key can compute it (who talks to whom stays hidden).
+pub fn dm_channel_id(key: &[u8], a: &str, b: &str) -> String {
+    use hmac::Mac;
+    let (x, y) = if a <= b { (a, b) } else { (b, a) };
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    // Length-prefixed, so no two pairs feed the MAC the same bytes.
+    mac.update(&(x.len() as u64).to_be_bytes());
+    mac.update(x.as_bytes());
+    mac.update(y.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    format!(
+        "d_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..18])
+    )
+}
+
+/// A fresh DM id key (32 random bytes), kept by the cluster only if it has none yet.
+pub fn new_dm_id_key() -> Vec<u8> {
+    let mut key = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn dm_id_is_symmetric_and_distinct() {
-        assert_eq!(dm_channel_id("u_a", "u_b"), dm_channel_id("u_b", "u_a"));
-        assert_ne!(dm_channel_id("u_a", "u_b"), dm_channel_id("u_a", "u_c"));
-        assert!(dm_channel_id("u_a", "u_b").len() <= 64);
+        let k = b"0123456789abcdef0123456789abcdef";
+        assert_eq!(dm_channel_id(k, "u_a", "u_b"), dm_channel_id(k, "u_b", "u_a"));
+        assert_ne!(dm_channel_id(k, "u_a", "u_b"), dm_channel_id(k, "u_a", "u_c"));
+        assert_ne!(dm_channel_id(k, "u_ab", "u_c"), dm_channel_id(k, "u_a", "u_bc"));
+        assert!(dm_channel_id(k, "u_a", "u_b").len() <= 64);
+        // Another key, another id; and neither is the unkeyed one anyone can compute.
+        assert_ne!(
+            dm_channel_id(k, "u_a", "u_b"),
+            dm_channel_id(b"another key", "u_a", "u_b")
+        );
+        assert_ne!(dm_channel_id(k, "u_a", "u_b"), legacy_dm_channel_id("u_a", "u_b"));
+        assert_eq!(legacy_dm_channel_id("u_a", "u_b"), legacy_dm_channel_id("u_b", "u_a"));
     }
 
     #[test]

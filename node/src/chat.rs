@@ -10,7 +10,9 @@ use ringchat_cluster::{
 };
 use serde_json::{json, Value};
 
-use crate::auth::{dm_channel_id, new_id, new_token, token_hash, PasswordHasherPool};
+use crate::auth::{
+    dm_channel_id, legacy_dm_channel_id, new_dm_id_key, new_id, new_token, token_hash, PasswordHasherPool,
+};
 use crate::error::{ApiError, ErrorCode};
 use crate::fanout::Fanout;
 use crate::gateway::frames;
@@ -86,6 +88,8 @@ pub struct Chat {
     max_group_members: usize,
     /// A push gateway is configured: sends leave push outbox entries.
     push_enabled: bool,
+    /// The cluster's DM id key, read (or created) on the first DM opened here.
+    dm_id_key: tokio::sync::OnceCell<Vec<u8>>,
 }
 
 /// Current time, Unix ms.
@@ -108,6 +112,7 @@ impl Chat {
             hasher: PasswordHasherPool::new(cores),
             max_group_members,
             push_enabled,
+            dm_id_key: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -327,7 +332,7 @@ impl Chat {
         if other == auth.user_id {
             return Err(ApiError::invalid("cannot open a DM with yourself"));
         }
-        let channel_id = dm_channel_id(&auth.user_id, other);
+        let channel_id = self.dm_id(&auth.user_id, other).await?;
         let channel = ChannelRecord {
             channel_id: channel_id.clone(),
             kind: ChannelKind::Dm,
@@ -351,6 +356,32 @@ impl Chat {
             self.channel_event(&channel.members, "joined", &channel);
         }
         Ok(channel)
+    }
+
+    /// The pair's DM id: the one it was opened with before keyed ids if that DM exists, else
+    /// the keyed id.
+    async fn dm_id(&self, a: &str, b: &str) -> Result<String, ApiError> {
+        let legacy = legacy_dm_channel_id(a, b);
+        if let Some(c) = self.cluster.get_channel(&legacy).await? {
+            if c.kind == ChannelKind::Dm && c.members.iter().any(|m| m == a) && c.members.iter().any(|m| m == b) {
+                return Ok(legacy);
+            }
+        }
+        let key = self
+            .dm_id_key
+            .get_or_try_init(|| async {
+                let cmd = Command::EnsureDmIdKey { key: new_dm_id_key() };
+                match self
+                    .cluster
+                    .write(ringchat_cluster::command::DM_ID_KEY_ROUTE, cmd)
+                    .await?
+                {
+                    Response::Key(key) => Ok(key),
+                    _ => Err(ApiError::internal("unexpected response to EnsureDmIdKey")),
+                }
+            })
+            .await?;
+        Ok(dm_channel_id(key, a, b))
     }
 
     /// `POST /v1/groups`.

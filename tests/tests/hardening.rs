@@ -428,3 +428,26 @@ async fn sign_ups_are_limited_per_source_address() {
     );
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_dm_ids_are_keyed_and_stay_the_same_for_the_pair_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = NodeProcess::start(&dir.path().join("n1"), &[]).await;
+    let alice = new_user(&node.base, "alice").await;
+    let bob = new_user(&node.base, "bob").await;
+    let carol = new_user(&node.base, "carol").await;
+    let ab = alice.http.open_dm(&bob.user_id).await.unwrap().channel_id;
+    // An outsider cannot compute the id from the two user ids any more.
+    assert_ne!(
+        ab,
+        ringchat_node::auth::legacy_dm_channel_id(&alice.user_id, &bob.user_id)
+    );
+    assert!(ab.starts_with("d_"), "{ab}");
+    assert_eq!(bob.http.open_dm(&alice.user_id).await.unwrap().channel_id, ab);
+    assert_ne!(alice.http.open_dm(&carol.user_id).await.unwrap().channel_id, ab);
+    // The key is stored by the cluster: the same pair names the same DM after a restart.
+    node.restart().await;
+    let alice = node.http().with_token(&alice.token);
+    assert_eq!(alice.open_dm(&bob.user_id).await.unwrap().channel_id, ab);
+    node.terminate();
+}

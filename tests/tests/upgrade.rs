@@ -53,6 +53,10 @@ async fn a_data_dir_written_before_the_binary_codec_opens_and_carries_on() {
         .map(|(i, t)| (i as u64 + 1, t.to_string()))
         .collect();
     assert_eq!(texts(&alice_http, &dm.channel_id).await, old_dm);
+    // Opening the pair's DM again finds the one opened before keyed DM ids, not a new one.
+    let bob_id = dm.members.iter().find(|m| **m != alice.user_id).expect("bob in the DM");
+    let again = alice_http.open_dm(bob_id).await.expect("open the DM again");
+    assert_eq!((again.channel_id.as_str(), again.last_seq), (dm.channel_id.as_str(), 4));
     assert_eq!(
         texts(&alice_http, &group.channel_id).await,
         vec![(1, "group 1".to_string()), (2, "group 2".to_string())]

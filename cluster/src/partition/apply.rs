@@ -191,6 +191,16 @@ pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Resp
             }
             Response::Done
         }
+        Command::EnsureDmIdKey { key } => {
+            let at = t::dm_id_key(p);
+            match ov.get_record::<Vec<u8>>(&at)? {
+                Some(stored) => Response::Key(stored),
+                None => {
+                    ov.put_record(at, key);
+                    Response::Key(key.clone())
+                }
+            }
+        }
     })
 }
 

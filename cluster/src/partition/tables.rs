@@ -33,6 +33,8 @@ pub const PUSH_OUTBOX: u8 = 11;
 pub const META_NODE: u8 = 12;
 /// `layout` → `Layout` (meta group).
 pub const META_LAYOUT: u8 = 13;
+/// `dm-id-key` → the cluster's DM id key, 32 bytes (the partition of `DM_ID_KEY_ROUTE`).
+pub const DM_ID_KEY: u8 = 14;
 
 /// Meta key `applied`.
 pub fn meta_applied(p: u16) -> Vec<u8> {
@@ -121,4 +123,9 @@ pub fn meta_nodes(p: u16) -> Vec<u8> {
 /// The partition layout (meta group).
 pub fn meta_layout(p: u16) -> Vec<u8> {
     KeyBuf::new(p, META_LAYOUT).raw(b"layout").build()
+}
+
+/// The DM id key's key.
+pub fn dm_id_key(p: u16) -> Vec<u8> {
+    KeyBuf::new(p, DM_ID_KEY).raw(b"dm-id-key").build()
 }
