@@ -19,6 +19,7 @@ pub mod push;
 pub mod rate_limit;
 pub mod status_text;
 pub mod strict_json;
+pub mod terminal_chat;
 pub mod validate;
 
 pub use app::{App, RunningApp};

@@ -25,6 +25,19 @@ enum Commands {
     /// Operate a running cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// A terminal chat client: log in, open DMs and groups, send, see messages live, read
+    /// history (`/help` once running).
+    Chat {
+        /// Client URL of any node.
+        #[arg(long, default_value = "http://127.0.0.1:7070")]
+        url: String,
+        /// Username to log in as.
+        #[arg(long)]
+        user: String,
+        /// Password; prefer the environment (a command line is visible in `ps`).
+        #[arg(long, env = "RINGCHAT_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -77,6 +90,10 @@ fn main() -> anyhow::Result<()> {
         Commands::Cluster(cmd) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(operate(cmd))
+        }
+        Commands::Chat { url, user, password } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(ringchat_node::terminal_chat::run(&url, &user, &password))
         }
     }
 }

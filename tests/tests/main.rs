@@ -11,6 +11,7 @@ mod operability;
 mod partition;
 mod power_loss;
 mod push;
+mod terminal_chat;
 mod upgrade;
 mod user_lookup;
 mod web_client;
