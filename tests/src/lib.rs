@@ -202,9 +202,13 @@ impl NodeProcess {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                // The log lives in the test's temp dir, which is gone once the test fails.
+                let log = std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
                 panic!(
-                    "ringchat exited early with {status}; see {}",
-                    self.data_dir.with_extension("log").display()
+                    "ringchat exited early with {status}; the end of {}:\n{}",
+                    self.data_dir.with_extension("log").display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 );
             }
             assert!(Instant::now() < deadline, "node at {} not ready within 30 s", self.base);
