@@ -41,6 +41,8 @@ pub struct PeerPipe {
 
 struct Shared {
     channel: Channel,
+    /// The peer's cluster address: the `peer` label of this pipe's metrics.
+    addr: String,
     /// Whether the peer answers (logged once per change, `peer_health.rs`).
     health: PeerHealth,
     secret: ClusterSecret,
@@ -125,6 +127,7 @@ impl PeerPipe {
         PeerPipe {
             shared: Arc::new(Shared {
                 channel,
+                addr: addr.to_string(),
                 health: PeerHealth::new(addr),
                 secret,
                 session: Mutex::new(None),
@@ -158,8 +161,12 @@ impl PeerPipe {
                 return Err(Status::deadline_exceeded(format!("no answer within {ttl:?}")));
             }
         };
-        metrics::histogram!("ringchat_peer_call_seconds", "method" => method.as_str_name())
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!(
+            "ringchat_peer_call_seconds",
+            "method" => method.as_str_name(),
+            "peer" => self.shared.addr.clone()
+        )
+        .record(started.elapsed().as_secs_f64());
         if result.code != tonic::Code::Ok as i32 {
             return Err(status_of(result));
         }
