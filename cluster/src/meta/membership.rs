@@ -37,6 +37,34 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) type MemberClient =
     MemberServiceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, SecretAttach>>;
 
+/// Which member RPC `ask_local` makes.
+#[derive(Clone, Copy)]
+pub(crate) enum LocalAsk {
+    /// `status`: the member's `ClusterStatus`.
+    Status,
+    /// `detail`: the member's `StatusDetail`.
+    Detail,
+}
+
+/// What the member at `addr` knows itself (`local_only`: it asks nobody else), decoded as `T`,
+/// within `within`; `None` when it is unreachable, slow, or answers something undecodable.
+pub(crate) async fn ask_local<T: serde::de::DeserializeOwned>(
+    peers: &PeerChannels,
+    addr: &str,
+    ask: LocalAsk,
+    within: Duration,
+) -> Option<T> {
+    let mut client = member_client(peers, addr).ok()?;
+    let request = Json {
+        payload: encode(&StatusRequest { local_only: true }),
+    };
+    let reply = match ask {
+        LocalAsk::Status => tokio::time::timeout(within, client.status(request)).await,
+        LocalAsk::Detail => tokio::time::timeout(within, client.detail(request)).await,
+    };
+    decode(&reply.ok()?.ok()?.into_inner().payload).ok()
+}
+
 /// A member RPC client for `addr` over the shared channels.
 pub(crate) fn member_client(peers: &PeerChannels, addr: &str) -> Result<MemberClient, ClusterError> {
     let channel = peers
@@ -619,17 +647,9 @@ impl Cluster {
             if member.node_id == self.node_id || member.state == "dead" {
                 continue;
             }
-            let Ok(mut client) = member_client(peers, &member.cluster_addr) else {
-                continue;
-            };
-            let request = tonic::Request::new(Json {
-                payload: encode(&StatusRequest { local_only: true }),
-            });
-            let asked = tokio::time::timeout(Duration::from_secs(2), client.status(request)).await;
-            let Ok(Ok(reply)) = asked else { continue };
-            let Ok(theirs) = decode::<ClusterStatus>(&reply.into_inner().payload) else {
-                continue;
-            };
+            let asked =
+                ask_local::<ClusterStatus>(peers, &member.cluster_addr, LocalAsk::Status, Duration::from_secs(2));
+            let Some(theirs) = asked.await else { continue };
             for (mine, other) in status.partitions.iter_mut().zip(theirs.partitions) {
                 if mine.leader.is_none() {
                     mine.leader = other.leader;

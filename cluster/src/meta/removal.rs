@@ -10,13 +10,11 @@
 
 use std::time::Duration;
 
-use super::membership::member_client;
+use super::membership::{ask_local, LocalAsk};
 use super::model::NodeState;
-use super::status_detail::{StatusDetail, StatusRequest};
+use super::status_detail::StatusDetail;
 use super::wire::ClusterStatus;
 use crate::cluster::Cluster;
-use crate::codec::{decode, encode};
-use crate::rpc::member_proto::Json;
 
 /// How long one peer may take to answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -28,40 +26,15 @@ impl Cluster {
         let (Some(peers), Ok(members)) = (&self.peers, self.members()) else {
             return false;
         };
-        let payload = encode(&StatusRequest { local_only: true });
         for peer in members
             .iter()
             .filter(|n| n.node_id != self.node_id && n.state != NodeState::Dead)
         {
-            let Ok(mut client) = member_client(peers, &peer.cluster_addr) else {
+            let addr = &peer.cluster_addr;
+            let Some(status) = ask_local::<ClusterStatus>(peers, addr, LocalAsk::Status, ASK_TIMEOUT).await else {
                 continue;
             };
-            let status = tokio::time::timeout(
-                ASK_TIMEOUT,
-                client.status(Json {
-                    payload: payload.clone(),
-                }),
-            )
-            .await;
-            let Some(status) = status
-                .ok()
-                .and_then(|r| r.ok())
-                .and_then(|r| decode::<ClusterStatus>(&r.into_inner().payload).ok())
-            else {
-                continue;
-            };
-            let detail = tokio::time::timeout(
-                ASK_TIMEOUT,
-                client.detail(Json {
-                    payload: payload.clone(),
-                }),
-            )
-            .await;
-            let Some(detail) = detail
-                .ok()
-                .and_then(|r| r.ok())
-                .and_then(|r| decode::<StatusDetail>(&r.into_inner().payload).ok())
-            else {
+            let Some(detail) = ask_local::<StatusDetail>(peers, addr, LocalAsk::Detail, ASK_TIMEOUT).await else {
                 continue;
             };
             let recorded_dead = status

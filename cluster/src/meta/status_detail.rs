@@ -12,13 +12,11 @@ use std::time::Duration;
 use openraft::async_runtime::watch::WatchReceiver;
 use serde::{Deserialize, Serialize};
 
-use super::membership::member_client;
+use super::membership::{ask_local, LocalAsk};
 use super::model::NodeState;
 pub use super::wire::StatusRequest;
 use super::META_PARTITION;
 use crate::cluster::Cluster;
-use crate::codec::{decode, encode};
-use crate::rpc::member_proto::Json;
 use crate::types::NodeId;
 
 /// How long one member may take to report its detail.
@@ -116,24 +114,12 @@ impl Cluster {
         let (Some(peers), Ok(members)) = (&self.peers, self.members()) else {
             return detail;
         };
-        let payload = encode(&StatusRequest { local_only: true });
         let asks = members
             .into_iter()
             .filter(|n| n.node_id != self.node_id && n.state != NodeState::Dead)
-            .map(|n| {
-                let payload = payload.clone();
-                async move {
-                    let answer = async {
-                        let mut client = member_client(peers, &n.cluster_addr).ok()?;
-                        let reply = tokio::time::timeout(ASK_TIMEOUT, client.detail(Json { payload }))
-                            .await
-                            .ok()?
-                            .ok()?;
-                        decode::<StatusDetail>(&reply.into_inner().payload).ok()
-                    }
-                    .await;
-                    (n.node_id, answer)
-                }
+            .map(|n| async move {
+                let answer = ask_local::<StatusDetail>(peers, &n.cluster_addr, LocalAsk::Detail, ASK_TIMEOUT).await;
+                (n.node_id, answer)
             });
         for (node_id, answer) in futures_util::future::join_all(asks).await {
             detail.members.push(MemberReach {

@@ -90,7 +90,7 @@ impl MemberService for MemberRpcService {
     }
 
     async fn detail(&self, request: Request<Json>) -> Result<Response<Json>, Status> {
-        let ask: StatusRequest = decode(&request.into_inner().payload).unwrap_or_default();
+        let ask: StatusRequest = payload(request)?;
         if ask.local_only {
             json(&self.cluster.local_detail())
         } else {
