@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use ringchat_storage::Store;
+use tokio_util::sync::CancellationToken;
 
 use crate::command::{Command, Response};
 use crate::delivery::{CommitEvents, CommitSink};
 use crate::error::ClusterError;
 use crate::hosting::{GroupOpener, HostedGroups};
+use crate::liveness::Liveness;
 use crate::message_cache::MessageCache;
 use crate::meta::{DeliveryBatch, NodeInfo, NodeState, META_PARTITION};
 use crate::partition::channel_cache::ChannelCache;
@@ -80,6 +82,10 @@ pub struct Cluster {
     pub(crate) meta_leader_since: std::sync::Mutex<Option<Instant>>,
     /// Sends writes and reads to partition leaders (`router.rs`); local-only until `set_peers`.
     pub(crate) router: Router,
+    /// Peers' beats, and the elections of leaderless groups (`liveness.rs`).
+    pub(crate) liveness: Liveness,
+    /// Stops the liveness task (`shutdown`).
+    liveness_stop: CancellationToken,
 }
 
 /// Where frames for this node's connections go (the node's connection registry).
@@ -135,23 +141,14 @@ impl Cluster {
         if partitions == 0 {
             return Err(ClusterError::Internal("--partitions must be at least 1".into()));
         }
-        let raft_config = Arc::new(
-            Config {
-                cluster_name: "ringchat".into(),
-                heartbeat_interval: 250,
-                election_timeout_min: 1000,
-                election_timeout_max: 2000,
-                install_snapshot_timeout: 60_000,
-                snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
-                max_in_snapshot_log_to_keep: 1000,
-                ..Default::default()
-            }
-            .validate()
-            .map_err(|e| ClusterError::Internal(e.to_string()))?,
-        );
+        let meta_config = raft_config(cfg, true)?;
+        // Data partitions are quiescent: no per-group heartbeats or election timers; node-level
+        // beats stand in for both (`liveness.rs`).
+        let partition_config = raft_config(cfg, false)?;
         let opener = GroupOpener {
             store: store.clone(),
-            raft_config,
+            meta_config,
+            partition_config,
             peers: peers.clone(),
             snapshots: cfg.data_dir.join("snapshots"),
             node_id: cfg.node_id,
@@ -209,7 +206,10 @@ impl Cluster {
             dead_after: cfg.dead_after,
             meta_leader_since: std::sync::Mutex::new(None),
             router: Router::new(cfg.node_id),
+            liveness: Liveness::default(),
+            liveness_stop: CancellationToken::new(),
         });
+        cluster.spawn_liveness(cluster.liveness_stop.clone());
         if let Some(peers) = peers {
             cluster.set_peers(peers);
             // Weak: the hints live inside the cluster they read from.
@@ -339,6 +339,7 @@ impl Cluster {
         // Held to the end: no group opens or closes while the rest stop.
         let _no_changes = self.hosted.changing.lock().await;
         self.hosted.stop_opening();
+        self.liveness_stop.cancel();
         let groups = self.hosted.all().into_iter().map(|(_, g)| g);
         for g in groups.chain(std::iter::once(self.meta.clone())) {
             if let Err(e) = g.shutdown().await {
@@ -376,6 +377,26 @@ fn store_partition_count(store: &Store, partitions: u16) -> Result<(), ClusterEr
         .map_err(ringchat_storage::StorageError::from)?;
     store.sync()?;
     Ok(())
+}
+
+/// The openraft settings of a group: with `timers`, openraft heartbeats it and runs its
+/// elections (the meta group); without, `liveness.rs` does (data partitions).
+fn raft_config(cfg: &ClusterConfig, timers: bool) -> Result<Arc<Config>, ClusterError> {
+    let config = Config {
+        cluster_name: "ringchat".into(),
+        heartbeat_interval: 250,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        enable_heartbeat: timers,
+        enable_elect: timers,
+        install_snapshot_timeout: 60_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| ClusterError::Internal(e.to_string()))?;
+    Ok(Arc::new(config))
 }
 
 /// This node as a member record.

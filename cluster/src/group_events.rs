@@ -21,10 +21,17 @@ pub static GROUPS_OPENED: GroupEvents = GroupEvents::new("partition groups opene
 pub static GROUPS_CLOSED: GroupEvents = GroupEvents::new("partition groups closed: their replicas moved away");
 /// Replica sets changed by this node as partition leader (`meta/membership.rs`).
 pub static REPLICA_SETS_CHANGED: GroupEvents = GroupEvents::new("partition replica sets changed");
+/// Elections this node started for groups without a live leader (`liveness.rs`).
+pub static ELECTIONS_STARTED: GroupEvents = GroupEvents::new("elections started: no live leader");
 
 /// Writes the line of every kind whose burst is over.
 pub fn flush_group_events() {
-    for events in [&GROUPS_OPENED, &GROUPS_CLOSED, &REPLICA_SETS_CHANGED] {
+    for events in [
+        &GROUPS_OPENED,
+        &GROUPS_CLOSED,
+        &REPLICA_SETS_CHANGED,
+        &ELECTIONS_STARTED,
+    ] {
         if let Some((count, partitions)) = events.take_finished(Instant::now()) {
             tracing::info!(count, partitions = %partitions, "{}", events.what);
         }

@@ -39,7 +39,10 @@ pub const IDLE_BEFORE_CLOSE: Duration = Duration::from_secs(10);
 /// Everything needed to open a partition group later than start-up.
 pub(crate) struct GroupOpener {
     pub store: Store,
-    pub raft_config: Arc<Config>,
+    /// openraft settings of the meta group (its own heartbeats and elections)...
+    pub meta_config: Arc<Config>,
+    /// ...and of data partitions (quiescent: `liveness.rs` beats and elects for them).
+    pub partition_config: Arc<Config>,
     pub peers: Option<PeerChannels>,
     pub snapshots: PathBuf,
     pub node_id: NodeId,
@@ -57,18 +60,16 @@ impl GroupOpener {
             .with_delivery(delivery.clone())
             .with_channel_cache(self.channels.clone());
         let log = LogStore::new(self.store.clone(), p);
+        let config = if p == crate::meta::META_PARTITION {
+            self.meta_config.clone()
+        } else {
+            self.partition_config.clone()
+        };
         let raft = match &self.peers {
             Some(peers) => {
-                PartitionRaft::new(
-                    self.node_id,
-                    self.raft_config.clone(),
-                    peers.network(self.node_id, p),
-                    log,
-                    sm,
-                )
-                .await
+                PartitionRaft::new(self.node_id, config.clone(), peers.network(self.node_id, p), log, sm).await
             }
-            None => PartitionRaft::new(self.node_id, self.raft_config.clone(), NoPeers, log, sm).await,
+            None => PartitionRaft::new(self.node_id, config.clone(), NoPeers, log, sm).await,
         };
         let raft = raft.map_err(|e| ClusterError::Internal(e.to_string()))?;
         leader_watch::spawn(&raft, self.node_id, p, delivery);

@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod error;
 pub mod group_events;
 pub mod hosting;
+pub mod liveness;
 pub mod local;
 pub mod log_throttle;
 pub mod message_cache;

@@ -5,8 +5,8 @@
 //! Anything that is not "done" is classified once: `NotLeader` (ask someone else, safe to
 //! retry), `Unavailable` (the group stopped, or a write's outcome is unknown), or a storage error.
 
-use openraft::error::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
-use openraft::ReadPolicy;
+use openraft::error::{ClientWriteError, ForwardReason, ForwardToLeader, LinearizableReadError, RaftError};
+use openraft::LinearizerOption;
 use ringchat_storage::{StorageError, Store};
 
 use crate::command::{Command, Response};
@@ -105,13 +105,45 @@ fn hint(raft: &PartitionRaft, f: &ForwardToLeader<TypeConfig>) -> Option<LeaderH
 /// is `Ok(Response::Rejected)`: it is data, decided by the leader). Only a leader's proposal is
 /// appended, so a message's `ts` is the leader's clock (`Command::stamped`).
 pub(crate) async fn write(raft: &PartitionRaft, cmd: Command) -> Result<Response, LocalFailure> {
-    match raft.client_write(cmd.stamped(crate::clock::unix_ms())).await {
+    let first = raft.client_write(cmd.clone().stamped(crate::clock::unix_ms())).await;
+    let result = match first {
+        // A quiescent group's leader has heard nothing from its voters for a while, so openraft
+        // refuses writes until a quorum acknowledges it again: one heartbeat round renews
+        // the lease (`liveness.rs`), then the write is proposed again.
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
+            if f.reason == ForwardReason::LeaseExpired && f.leader_id.is_none() =>
+        {
+            match renew_lease(raft).await {
+                Ok(()) => raft.client_write(cmd.stamped(crate::clock::unix_ms())).await,
+                Err(_) => Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))),
+            }
+        }
+        other => other,
+    };
+    match result {
         Ok(resp) => Ok(resp.data),
         // Refused before it was appended (not leader, lease not yet held after an election,
         // leadership transfer): nothing happened, so it is safe to send elsewhere.
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(LocalFailure::NotLeader(hint(raft, &f))),
         Err(e) => Err(LocalFailure::Unavailable(e.to_string())),
     }
+}
+
+/// Leader lease if fresh, otherwise one heartbeat round to a quorum first: data partitions
+/// are quiescent (`liveness.rs`), so an idle group's lease has always run out, and a plain
+/// `LeaseRead` would refuse every first read after a quiet spell.
+fn lease_or_heartbeat() -> LinearizerOption {
+    LinearizerOption::new(None, true)
+}
+
+/// Makes sure this leader's quorum lease is fresh, with one heartbeat round if it ran out; a
+/// quiescent group's leader needs it before openraft accepts a write or a membership change.
+/// An error if no quorum answered (this node may no longer lead).
+pub(crate) async fn renew_lease(raft: &PartitionRaft) -> Result<(), String> {
+    raft.ensure_linearizable(lease_or_heartbeat())
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Answers `q` from the local replica of `p` if `linearize` is false, or after confirming by
@@ -125,7 +157,7 @@ pub(crate) async fn read(
     linearize: bool,
 ) -> Result<QueryResult, LocalFailure> {
     if linearize {
-        match raft.ensure_linearizable(ReadPolicy::LeaseRead).await {
+        match raft.ensure_linearizable(lease_or_heartbeat()).await {
             Ok(_) => {}
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                 return Err(LocalFailure::NotLeader(hint(raft, &f)))

@@ -388,3 +388,83 @@ async fn sigterm_hands_leaderships_over_and_a_rolling_restart_under_load_loses_n
         history.max_unavailable
     );
 }
+
+/// Sum of the counter `name{method="METHOD",…}` over its label sets in node `base`'s `/metrics`.
+async fn peer_calls(base: &str, method: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let prefix = "ringchat_peer_call_seconds_count{";
+    text.lines()
+        .filter(|l| l.starts_with(prefix) && l.contains(&format!("method=\"{method}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_cluster_sends_no_raft_traffic_for_its_partitions_but_still_fails_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path(), 3, &[]).await;
+    wait_for_status(&nodes[0], Duration::from_secs(60), |s| settled(s, 3, 3)).await;
+    let alice = new_user(&nodes[0].base, "alice").await;
+    let bob = new_user(&nodes[1].base, "bob").await;
+    let dm = alice.http.open_dm(&bob.user_id).await.unwrap().channel_id;
+    alice.http.send_message(&dm, "before", "q-1").await.unwrap();
+    // Quiet: once replication has settled, the 8 partition groups send nothing; one beat per node pair
+    // every 250 ms carries liveness (with openraft's heartbeats: 8 × 4 AppendEntries a second
+    // to each peer from the groups a node leads).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (ae_before, beats_before) = (
+        peer_calls(&nodes[0].base, "APPEND_ENTRIES").await,
+        peer_calls(&nodes[0].base, "BEAT").await,
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let appends = peer_calls(&nodes[0].base, "APPEND_ENTRIES").await - ae_before;
+    let beats = peer_calls(&nodes[0].base, "BEAT").await - beats_before;
+    println!("idle 5 s on node 1: {appends} AppendEntries calls, {beats} beats");
+    // The meta group keeps openraft's heartbeats (one group); the 8 partitions add none.
+    assert!(appends <= 5.0 * 4.0 * 2.0 + 4.0, "{appends} AppendEntries in 5 idle s");
+    assert!(beats >= 2.0 * 5.0 * 3.0, "{beats} beats in 5 s to 2 peers");
+    // A quiet group's first write renews the leader's lease and goes through.
+    alice.http.send_message(&dm, "after the quiet", "q-2").await.unwrap();
+    // And a dead leader is still replaced: kill the node that leads the DM's partition.
+    let status = cluster_status(&nodes[2]).unwrap();
+    let p = status["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["leader"].as_u64() == Some(1))
+        .map(|p| p["partition"].as_u64().unwrap())
+        .expect("node 1 leads a partition");
+    nodes[0].kill9();
+    let started = Instant::now();
+    let moved = wait_for_status(&nodes[2], Duration::from_secs(20), |s| {
+        s["partitions"].as_array().is_some_and(|ps| {
+            ps.iter()
+                .any(|q| q["partition"].as_u64() == Some(p) && q["leader"].as_u64().is_some_and(|l| l != 1))
+        })
+    })
+    .await;
+    println!(
+        "partition {p} led by a survivor after {:?}: {}",
+        started.elapsed(),
+        moved["partitions"][p as usize]["leader"]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "failover took {:?}",
+        started.elapsed()
+    );
+    // Nothing acked was lost: both messages are in the history, read through a survivor.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match bob.http.history(&dm, None, None, Some(10)).await {
+            Ok(page) if page.messages.len() == 2 => break,
+            other => assert!(Instant::now() < deadline, "history after failover: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

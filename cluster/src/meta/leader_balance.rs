@@ -34,7 +34,8 @@ impl Cluster {
             let Some(&preferred) = layout.replicas.get(usize::from(p)).and_then(|r| r.first()) else {
                 continue;
             };
-            if preferred == self.node_id || !active(preferred) {
+            // A preferred replica that does not beat (still starting, say) would not take over.
+            if preferred == self.node_id || !active(preferred) || !self.liveness.is_alive(preferred) {
                 continue;
             }
             let Some(raft) = self.partition_group(p) else { continue };
@@ -50,7 +51,17 @@ impl Cluster {
                     && m.membership_config.membership().voter_ids().any(|v| v == preferred)
                     && caught_up
             };
-            if ready && raft.trigger().transfer_leader(preferred).await.is_ok() {
+            if !ready {
+                continue;
+            }
+            // A quiet group sends its followers nothing (`liveness.rs`), so one that restarted
+            // may not know this leader's vote yet and would ignore the hand-over: one heartbeat
+            // round first tells them (a pass later retries if it still did not arrive).
+            if crate::local::renew_lease(&raft).await.is_err() {
+                continue;
+            }
+            self.liveness.transfer_started(p);
+            if raft.trigger().transfer_leader(preferred).await.is_ok() {
                 tracing::info!(
                     partition = p,
                     to = preferred,

@@ -554,6 +554,10 @@ impl Cluster {
         if desired.is_empty() || voters == desired {
             return Ok(());
         }
+        // A quiet partition's leader must hear from a quorum before openraft takes a change.
+        crate::local::renew_lease(&raft)
+            .await
+            .map_err(ClusterError::Unavailable)?;
         for (id, addr) in &change.voters {
             if voters.contains(id) {
                 continue;
@@ -569,6 +573,9 @@ impl Cluster {
                     })?;
             }
         }
+        crate::local::renew_lease(&raft)
+            .await
+            .map_err(ClusterError::Unavailable)?;
         raft.change_membership(ChangeMembers::ReplaceAllVoters(desired), false)
             .await
             .map_err(|e| {

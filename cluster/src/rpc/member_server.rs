@@ -12,6 +12,7 @@ use super::node_server::LEADER_ADDR_METADATA_KEY;
 use crate::cluster::Cluster;
 use crate::codec::{decode, encode};
 use crate::error::ClusterError;
+use crate::liveness::Beat;
 use crate::meta::membership::NotHere;
 use crate::meta::{DeliveryBatch, NodeInfo, ReplicaChange, StatusRequest};
 use crate::types::NodeId;
@@ -100,6 +101,11 @@ impl MemberService for MemberRpcService {
 
     async fn endpoint(&self, _request: Request<Json>) -> Result<Response<Json>, Status> {
         json(&self.cluster.local_endpoint())
+    }
+
+    async fn beat(&self, request: Request<Json>) -> Result<Response<Json>, Status> {
+        let beat: Beat = payload(request)?;
+        json(&self.cluster.on_beat(&beat))
     }
 
     async fn deliver(&self, request: Request<Json>) -> Result<Response<Json>, Status> {

@@ -89,6 +89,10 @@ impl Handlers {
                 Some(member) => unary(body, |r| member.deliver(r)).await,
                 None => Err(unimplemented("deliveries")),
             },
+            Ok(Method::Beat) => match &self.member {
+                Some(member) => unary(body, |r| member.beat(r)).await,
+                None => Err(unimplemented("beats")),
+            },
             Ok(Method::Unspecified) | Err(_) => Err(Status::unimplemented(format!("unknown method {}", call.method))),
         }
     }
@@ -171,9 +175,9 @@ async fn read_calls(
             },
         };
         for call in batch.calls {
-            if call.method == Method::Deliver as i32 {
-                // A delivery never waits (it queues frames on local sockets), so it is served
-                // here: a task per call would add a hand-off to every delivery.
+            if call.method == Method::Deliver as i32 || call.method == Method::Beat as i32 {
+                // A delivery never waits (it queues frames on local sockets), nor does a beat,
+                // so they are served here: a task per call would add a hand-off to each.
                 let result = handlers.answer(call).await;
                 if results.send(result).await.is_err() {
                     return;
