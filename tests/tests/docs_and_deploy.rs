@@ -1,5 +1,6 @@
 //! The documentation and packaging for users and operators, checked against the real thing:
-//! the SDK example runs against a node, docs/operations.md lists exactly the flags of
+//! the SDK example runs against a node, every curl example of docs/protocol.md answers as
+//! documented, docs/operations.md lists exactly the flags of
 //! `ringchat serve --help`, and the files in deploy/ pass their validators (`deploy/check.sh`).
 
 use std::collections::BTreeMap;
@@ -639,4 +640,168 @@ async fn compose_file_starts_a_three_node_cluster_with_podman_compose() {
     let texts: Vec<&str> = history.messages.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(texts, ["through compose", "after stop node3"]);
     drop(project);
+}
+
+/// One `curl` example of docs/protocol.md: the command, and what the text after it says comes
+/// back (a status line like `` `201 Created` ``, and/or the JSON shown).
+struct CurlExample {
+    line: usize,
+    command: String,
+    status: Option<u16>,
+    json: Option<serde_json::Value>,
+}
+
+/// Every ```sh block with a `curl` in docs/protocol.md, with the status and JSON that follow it
+/// (up to the next block of commands or heading).
+fn protocol_md_curl_examples() -> Vec<CurlExample> {
+    let doc = std::fs::read_to_string(repo_root().join("docs/protocol.md")).expect("docs/protocol.md");
+    let lines: Vec<&str> = doc.lines().collect();
+    let mut examples = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i].trim() != "```sh" {
+            i += 1;
+            continue;
+        }
+        let start = i + 1;
+        let mut end = start;
+        while end < lines.len() && lines[end].trim() != "```" {
+            end += 1;
+        }
+        let command = lines[start..end].join("\n").replace("\\\n", " ");
+        let (mut status, mut json) = (None, None);
+        let mut j = end + 1;
+        while j < lines.len() && lines[j].trim() != "```sh" && !lines[j].starts_with('#') {
+            let l = lines[j].trim();
+            if status.is_none() {
+                if let Some(code) = l
+                    .strip_prefix('`')
+                    .and_then(|r| r.get(..3))
+                    .and_then(|c| c.parse::<u16>().ok())
+                {
+                    status = Some(code);
+                }
+            }
+            if l == "```json" && json.is_none() {
+                let mut k = j + 1;
+                let mut text = String::new();
+                while k < lines.len() && lines[k].trim() != "```" {
+                    text.push_str(lines[k]);
+                    text.push('\n');
+                    k += 1;
+                }
+                json = serde_json::from_str(&text).ok();
+                j = k;
+            }
+            j += 1;
+        }
+        if command.contains("curl") {
+            examples.push(CurlExample {
+                line: start,
+                command,
+                status,
+                json,
+            });
+        }
+        i = end + 1;
+    }
+    examples
+}
+
+/// Runs every `curl` example of docs/protocol.md, in order, against a real node: ids in the
+/// examples are mapped to the real ids of the same things (users made beforehand, and each
+/// channel or id the examples' own answers name), `$TOKEN` is a fresh session of alice for
+/// each (one example logs out), and the status (or error code) each one answers must be the
+/// one the document shows, as must the keys of the JSON it shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_curl_example_in_protocol_md_answers_as_documented() {
+    let node = InProcessNode::start().await;
+    let base = node.base.clone();
+    let http = ringchat_client::HttpClient::new(&base);
+    // The examples' people: alice (password "correct horse"), bob, and a third member to add.
+    let alice_name = unique_name("alice");
+    let bob_name = unique_name("bob");
+    let alice = http.signup(&alice_name, "correct horse").await.expect("alice");
+    let bob = http.signup(&bob_name, "correct horse").await.expect("bob");
+    let carol = http
+        .signup(&unique_name("carol"), "correct horse")
+        .await
+        .expect("carol");
+    let mut ids: Vec<(String, String)> = vec![
+        ("u_DjReDiLqLYpgklJe".into(), alice.user_id.clone()),
+        ("u_K6hdlZGBflXBhyOH".into(), bob.user_id.clone()),
+        ("u_Qm1c0cCkqzXh2T0a".into(), carol.user_id.clone()),
+        ("http://127.0.0.1:7070".into(), base.clone()),
+    ];
+    let examples = protocol_md_curl_examples();
+    assert!(examples.len() >= 15, "only {} curl examples found", examples.len());
+    let mut ran = 0;
+    for ex in &examples {
+        let mut command = ex.command.clone();
+        // The sign-up example makes a new user; every other one acts as the existing alice.
+        if command.contains("/v1/users -d") {
+            command = command.replace("\"alice\"", &format!("\"{}\"", unique_name("newcomer")));
+        }
+        command = command
+            .replace("\"username\":\"alice\"", &format!("\"username\":\"{alice_name}\""))
+            .replace("/by-name/bob", &format!("/by-name/{bob_name}"));
+        for (doc, real) in &ids {
+            command = command.replace(doc.as_str(), real);
+        }
+        let token = http
+            .login(&alice_name, "correct horse", None, None)
+            .await
+            .expect("login")
+            .token;
+        let out = Command::new("timeout")
+            .args(["20", "sh", "-c", &format!("{command} -w '\\n%{{http_code}}'")])
+            .env("TOKEN", &token)
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+        let code: u16 = code
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("line {}: no status from {command}: {text}", ex.line));
+        // With `-i` the headers come first; the JSON body is the last line before the status.
+        let body_json: Option<serde_json::Value> = body.lines().last().and_then(|l| serde_json::from_str(l).ok());
+        let what = format!("docs/protocol.md line {}: {command}\n→ {code} {body}", ex.line);
+        match (ex.status, &ex.json) {
+            (Some(want), _) => assert_eq!(code, want, "{what}"),
+            (None, Some(doc)) if doc.get("error").is_some() => {
+                assert!((400..500).contains(&code), "{what}");
+                assert_eq!(
+                    body_json.as_ref().and_then(|b| b["error"]["code"].as_str()),
+                    doc["error"]["code"].as_str(),
+                    "{what}"
+                );
+            }
+            _ => assert!((200..300).contains(&code), "{what}"),
+        }
+        if let (Some(doc), Some(got)) = (
+            ex.json.as_ref().filter(|d| d.get("error").is_none()),
+            body_json.as_ref(),
+        ) {
+            if let (Some(doc), Some(got)) = (doc.as_object(), got.as_object()) {
+                let missing: Vec<&String> = doc.keys().filter(|k| !got.contains_key(*k)).collect();
+                assert!(
+                    missing.is_empty(),
+                    "{what}\nkeys the doc shows but the answer lacks: {missing:?}"
+                );
+                // Later examples name the channels these answers made by the doc's ids.
+                for key in ["channel_id", "device_id"] {
+                    if let (Some(d), Some(g)) = (
+                        doc.get(key).and_then(|v| v.as_str()),
+                        got.get(key).and_then(|v| v.as_str()),
+                    ) {
+                        ids.push((d.to_string(), g.to_string()));
+                    }
+                }
+            }
+        }
+        ran += 1;
+    }
+    println!("ran {ran} curl examples from docs/protocol.md");
+    node.stop().await;
 }
