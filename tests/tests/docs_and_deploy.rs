@@ -176,6 +176,56 @@ fn deploy_files_pass_their_validators() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
 }
 
+/// Builds `image` from deploy/Dockerfile on a base made from this host's files, with the
+/// binary under test (`deploy/build-local-image.sh`).
+fn build_local_image(image: &str) {
+    let build_script = repo_root().join("deploy/build-local-image.sh");
+    let built = run_bounded(
+        180,
+        "bash",
+        &[
+            build_script.to_str().expect("utf-8 path"),
+            ringchat_bin().to_str().expect("utf-8 path"),
+            image,
+        ],
+    );
+    assert!(built.status.success(), "image build failed:\n{}", output_text(&built));
+}
+
+/// The texts of `channel`'s history as `user` reads it, oldest first.
+async fn history_texts(user: &TestUser, channel: &str) -> Vec<String> {
+    let page = user.http.history(channel, None, None, None).await.expect("history");
+    page.messages.into_iter().map(|m| m.text).collect()
+}
+
+/// Asserts that the stopped `container` exited with status 0 (a clean SIGTERM shutdown).
+fn assert_exited_cleanly(container: &str) {
+    let exit = run_bounded(30, "podman", &["inspect", "--format", "{{.State.ExitCode}}", container]);
+    assert_eq!(
+        String::from_utf8_lossy(&exit.stdout).trim(),
+        "0",
+        "{container} exits cleanly:\n{}",
+        output_text(&exit)
+    );
+}
+
+/// Why containers cannot run here (not root, podman or runc missing), if they cannot.
+fn containers_unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("podman containers need root here".into());
+    }
+    ["podman", "runc"]
+        .into_iter()
+        .find(|tool| {
+            !Command::new("sh")
+                .args(["-c", format!("command -v {tool}").as_str()])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|tool| format!("{tool} is not installed"))
+}
+
 /// Containers and images of one test run, removed on drop (also when the test fails, after
 /// printing the containers' logs).
 struct Podman {
@@ -246,6 +296,38 @@ async fn send_retrying(from: &TestUser, channel: &str, text: &str, client_msg_id
     }
 }
 
+/// Alice on the first node and Bob on the second, in a DM, Bob connected live.
+struct Conversation {
+    alice: TestUser,
+    bob: TestUser,
+    dm: ringchat_client::ChannelSummary,
+    bob_ws: ringchat_client::WsClient,
+    /// The seq of the first message, which Bob received live.
+    first: u64,
+}
+
+/// Starts a `Conversation` over `bases[0]` and `bases[1]`: Alice sends `text` (as
+/// `client_msg_id`) and Bob receives it live on the other node.
+async fn start_conversation(bases: &[String], text: &str, client_msg_id: &str) -> Conversation {
+    let wait = std::time::Duration::from_secs(10);
+    let alice = new_user(&bases[0], "alice").await;
+    let bob = new_user(&bases[1], "bob").await;
+    let dm = alice.http.open_dm(&bob.user_id).await.expect("open DM");
+    let mut bob_ws = ringchat_client::WsClient::connect(&bases[1]).await.expect("connect");
+    bob_ws.hello(&bob.token).await.expect("hello");
+    bob_ws.catch_up(wait).await.expect("catch-up");
+    let first = send_retrying(&alice, &dm.channel_id, text, client_msg_id).await;
+    let live = bob_ws.recv_type("message", wait).await.expect("live message");
+    assert_eq!((live["seq"].as_u64(), live["text"].as_str()), (Some(first), Some(text)));
+    Conversation {
+        alice,
+        bob,
+        dm,
+        bob_ws,
+        first,
+    }
+}
+
 /// The image from deploy/Dockerfile (built on a base made from this host's files), three
 /// containers of it on host networking and loopback ports chosen now, started through the
 /// StatefulSet entrypoint (node id from the pod ordinal, ordinal 0 bootstraps, the others
@@ -255,18 +337,8 @@ async fn send_retrying(from: &TestUser, channel: &str, text: &str, client_msg_id
 async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_container() {
     use std::time::Duration;
     let test = "container_image_runs_a_cluster_that_chats_and_survives_a_stopped_container";
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return skip_or_fail_deploy(test, "podman containers need root here");
-    }
-    for tool in ["podman", "runc"] {
-        if !Command::new("sh")
-            .args(["-c", format!("command -v {tool}").as_str()])
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return skip_or_fail_deploy(test, &format!("{tool} is not installed"));
-        }
+    if let Some(why) = containers_unavailable() {
+        return skip_or_fail_deploy(test, &why);
     }
     let run_id = format!("{}-{}", std::process::id(), free_port());
     let image = format!("localhost/ringchat-test:{run_id}");
@@ -274,17 +346,7 @@ async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_contai
         containers: Vec::new(),
         images: vec![image.clone(), format!("localhost/ringchat-test-base:{run_id}")],
     };
-    let build_script = repo_root().join("deploy/build-local-image.sh");
-    let built = run_bounded(
-        180,
-        "bash",
-        &[
-            build_script.to_str().expect("utf-8 path"),
-            ringchat_bin().to_str().expect("utf-8 path"),
-            image.as_str(),
-        ],
-    );
-    assert!(built.status.success(), "image build failed:\n{}", output_text(&built));
+    build_local_image(&image);
 
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
     // Host names, as the StatefulSet's headless-Service names would be: advertised and joined.
@@ -371,39 +433,18 @@ async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_contai
     }
 
     // A conversation across containers: Alice on node 1, Bob live on node 2.
-    let alice = new_user(&bases[0], "alice").await;
-    let bob = new_user(&bases[1], "bob").await;
-    let dm = alice.http.open_dm(&bob.user_id).await.expect("open DM");
-    let mut bob_ws = ringchat_client::WsClient::connect(&bases[1]).await.expect("connect");
-    bob_ws.hello(&bob.token).await.expect("hello");
-    bob_ws.catch_up(Duration::from_secs(10)).await.expect("catch-up");
-    let first = send_retrying(&alice, &dm.channel_id, "before the stop", "k-1").await;
-    let live = bob_ws
-        .recv_type("message", Duration::from_secs(10))
-        .await
-        .expect("live message");
-    assert_eq!(
-        (live["seq"].as_u64(), live["text"].as_str()),
-        (Some(first), Some("before the stop"))
-    );
+    let Conversation {
+        alice,
+        bob,
+        dm,
+        mut bob_ws,
+        first,
+    } = start_conversation(&bases, "before the stop", "k-1").await;
 
     // Stop the third container: SIGTERM, a clean exit well within the grace period.
     let stopped = podman.run(60, &["stop", "-t", "30", podman.containers[2].as_str()]);
     assert!(stopped.status.success(), "podman stop:\n{}", output_text(&stopped));
-    let exit = podman.run(
-        30,
-        &[
-            "inspect",
-            "--format",
-            "{{.State.ExitCode}}",
-            podman.containers[2].as_str(),
-        ],
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&exit.stdout).trim(),
-        "0",
-        "the stopped node exits cleanly"
-    );
+    assert_exited_cleanly(podman.containers[2].as_str());
 
     // The other two carry on: a new message goes through and arrives live; history is whole.
     let second = send_retrying(&alice, &dm.channel_id, "after the stop", "k-2").await;
@@ -422,12 +463,7 @@ async fn container_image_runs_a_cluster_that_chats_and_survives_a_stopped_contai
         (live["seq"].as_u64(), live["text"].as_str()),
         (Some(second), Some("after the stop"))
     );
-    let history = bob
-        .http
-        .history(&dm.channel_id, None, None, None)
-        .await
-        .expect("history");
-    let texts: Vec<&str> = history.messages.iter().map(|m| m.text.as_str()).collect();
+    let texts = history_texts(&bob, &dm.channel_id).await;
     assert_eq!(texts, ["before the stop", "after the stop"]);
     for base in &bases[..2] {
         wait_ready(base, Duration::from_secs(10)).await;
@@ -504,9 +540,8 @@ impl Drop for ComposeProject {
 async fn compose_file_starts_a_three_node_cluster_with_podman_compose() {
     use std::time::Duration;
     let test = "compose_file_starts_a_three_node_cluster_with_podman_compose";
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return skip_or_fail_deploy(test, "podman containers need root here");
+    if let Some(why) = containers_unavailable() {
+        return skip_or_fail_deploy(test, &why);
     }
     let tools = std::env::var("RINGCHAT_DEPLOY_TOOLS").unwrap_or_default();
     let tool = std::path::Path::new(&tools).join("bin/podman-compose");
@@ -518,17 +553,7 @@ async fn compose_file_starts_a_three_node_cluster_with_podman_compose() {
     }
     let run_id = format!("{}-{}", std::process::id(), free_port());
     let image = format!("localhost/ringchat-compose-test:{run_id}");
-    let build_script = repo_root().join("deploy/build-local-image.sh");
-    let built = run_bounded(
-        180,
-        "bash",
-        &[
-            build_script.to_str().expect("utf-8 path"),
-            ringchat_bin().to_str().expect("utf-8 path"),
-            image.as_str(),
-        ],
-    );
-    assert!(built.status.success(), "image build failed:\n{}", output_text(&built));
+    build_local_image(&image);
 
     let dir = tempfile::tempdir().unwrap();
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
@@ -595,18 +620,9 @@ async fn compose_file_starts_a_three_node_cluster_with_podman_compose() {
     }
 
     // Alice on node 1, Bob live on node 2.
-    let alice = new_user(&bases[0], "alice").await;
-    let bob = new_user(&bases[1], "bob").await;
-    let dm = alice.http.open_dm(&bob.user_id).await.expect("open DM");
-    let mut bob_ws = ringchat_client::WsClient::connect(&bases[1]).await.expect("connect");
-    bob_ws.hello(&bob.token).await.expect("hello");
-    bob_ws.catch_up(Duration::from_secs(10)).await.expect("catch-up");
-    let first = send_retrying(&alice, &dm.channel_id, "through compose", "c-1").await;
-    let live = bob_ws
-        .recv_type("message", Duration::from_secs(10))
-        .await
-        .expect("live message");
-    assert_eq!(live["seq"].as_u64(), Some(first));
+    let Conversation {
+        alice, bob, dm, first, ..
+    } = start_conversation(&bases, "through compose", "c-1").await;
 
     // `stop node3`: the service exits cleanly (SIGTERM) and the other two carry on.
     let stopped = project.run(90, &["stop", "node3"]);
@@ -615,29 +631,10 @@ async fn compose_file_starts_a_three_node_cluster_with_podman_compose() {
         "podman-compose stop:\n{}",
         output_text(&stopped)
     );
-    let exit = run_bounded(
-        30,
-        "podman",
-        &[
-            "inspect",
-            "--format",
-            "{{.State.ExitCode}}",
-            &project.container("node3"),
-        ],
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&exit.stdout).trim(),
-        "0",
-        "node 3 exits cleanly"
-    );
+    assert_exited_cleanly(&project.container("node3"));
     let second = send_retrying(&alice, &dm.channel_id, "after stop node3", "c-2").await;
     assert_eq!(second, first + 1);
-    let history = bob
-        .http
-        .history(&dm.channel_id, None, None, None)
-        .await
-        .expect("history");
-    let texts: Vec<&str> = history.messages.iter().map(|m| m.text.as_str()).collect();
+    let texts = history_texts(&bob, &dm.channel_id).await;
     assert_eq!(texts, ["through compose", "after stop node3"]);
     drop(project);
 }
