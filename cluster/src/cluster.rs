@@ -211,6 +211,10 @@ impl Cluster {
         });
         cluster.spawn_liveness(cluster.liveness_stop.clone());
         if let Some(peers) = peers {
+            let weak = Arc::downgrade(&cluster);
+            peers.set_groups_with(Arc::new(move |addr| {
+                weak.upgrade().map_or(0, |c| c.groups_replicated_with(addr))
+            }));
             cluster.set_peers(peers);
             // Weak: the hints live inside the cluster they read from.
             let weak = Arc::downgrade(&cluster);
@@ -222,6 +226,27 @@ impl Cluster {
             cluster.record_bootstrap().await?;
         }
         Ok(cluster)
+    }
+
+    /// How many groups running here (data partitions and meta) have the node at cluster
+    /// address `addr` as a voter or learner: what a peer-down line says is affected.
+    pub fn groups_replicated_with(&self, addr: &str) -> usize {
+        self.hosted
+            .all()
+            .into_iter()
+            .map(|(_, g)| g)
+            .chain(std::iter::once(self.meta.clone()))
+            .filter(|g| {
+                let metrics = g.metrics();
+                let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&metrics);
+                let shared = m
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .any(|(id, n)| *id != self.node_id && n.addr == addr);
+                shared
+            })
+            .count()
     }
 
     /// Sets where frames from other nodes go; the first call wins.

@@ -322,10 +322,18 @@ async fn a_surviving_node_writes_few_log_lines_while_a_peer_is_down() {
         "{} log lines in 60 s with one peer down: {by_message:#?}",
         lines.len()
     );
-    assert!(
-        lines.iter().any(|l| l.contains("peer unreachable")),
-        "the outage itself was not logged"
-    );
+    let outage = lines
+        .iter()
+        .find(|l| l.contains("peer unreachable") && l.contains("groups_affected="))
+        .unwrap_or_else(|| panic!("the outage itself was not logged: {by_message:#?}"));
+    // It says how much of this node the outage touches: every group it shares with the peer.
+    let affected: u64 = outage
+        .split("groups_affected=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(affected > 0, "no groups named as affected: {outage}");
 }
 
 /// Partitions that `status` says node `id` leads.

@@ -14,6 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 use super::auth::ClusterSecret;
 use super::client::GrpcNetwork;
 use super::error::RpcError;
+use super::peer_health::GroupsWith;
 use super::pipe::PeerPipe;
 use super::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
 use crate::types::NodeId;
@@ -36,6 +37,8 @@ pub struct PeerChannels {
     /// Source address of outgoing connections (the node's cluster listen address), so peers
     /// and packet filters see one address per node.
     local_ip: Option<IpAddr>,
+    /// Counts the groups shared with a peer, for its pipe's peer-down lines.
+    groups_with: GroupsWith,
 }
 
 impl PeerChannels {
@@ -45,6 +48,7 @@ impl PeerChannels {
             channels: Arc::new(Mutex::new(HashMap::new())),
             secret,
             local_ip: None,
+            groups_with: GroupsWith::default(),
         }
     }
 
@@ -57,6 +61,11 @@ impl PeerChannels {
     /// The Raft network factory of partition `partition` on node `local_id`, over these channels.
     pub fn network(&self, local_id: NodeId, partition: u16) -> GrpcNetwork {
         GrpcNetwork::new(self.clone(), local_id, partition)
+    }
+
+    /// Sets how many groups replicate with the peer at an address (the first call wins).
+    pub fn set_groups_with(&self, count: Arc<dyn Fn(&str) -> usize + Send + Sync>) {
+        let _ = self.groups_with.set(count);
     }
 
     /// The secret every request carries.
@@ -99,7 +108,7 @@ impl PeerChannels {
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .connect_lazy();
         let peer = Peer {
-            pipe: PeerPipe::new(addr, channel.clone(), self.secret.clone()),
+            pipe: PeerPipe::new(addr, channel.clone(), self.secret.clone(), self.groups_with.clone()),
             channel,
         };
         channels.insert(addr.to_string(), peer.clone());

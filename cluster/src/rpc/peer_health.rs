@@ -8,8 +8,12 @@
 //! once its calls have failed for `GRACE` with no answer in between, so one slow call among
 //! answered ones (a forwarded write waiting for its quorum) does not make the log flap.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// How many of this node's partition groups replicate with the peer at an address, for the
+/// peer-down lines ("64 groups affected"); set by the cluster once its groups exist.
+pub type GroupsWith = Arc<OnceLock<Arc<dyn Fn(&str) -> usize + Send + Sync>>>;
 
 /// How often a peer that stays unreachable is reported again.
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(30);
@@ -19,6 +23,7 @@ pub const GRACE: Duration = Duration::from_secs(2);
 /// The reachability of one peer address.
 pub struct PeerHealth {
     addr: String,
+    groups_with: GroupsWith,
     state: Mutex<State>,
     /// Per-peer metrics, their handles made once (a call costs one atomic add, no lookup).
     answered_calls: metrics::Counter,
@@ -55,12 +60,13 @@ pub enum Change {
 
 impl PeerHealth {
     /// Health of the peer at `addr`, taken as reachable until a call fails.
-    pub fn new(addr: &str) -> Self {
+    pub fn new(addr: &str, groups_with: GroupsWith) -> Self {
         let peer = addr.to_string();
         let up = metrics::gauge!("ringchat_peer_up", "peer" => peer.clone());
         up.set(1.0);
         PeerHealth {
             addr: peer.clone(),
+            groups_with,
             state: Mutex::new(State::default()),
             answered_calls: metrics::counter!("ringchat_peer_calls_total", "peer" => peer.clone(), "outcome" => "answered"),
             failed_calls: metrics::counter!("ringchat_peer_calls_total", "peer" => peer, "outcome" => "failed"),
@@ -85,15 +91,17 @@ impl PeerHealth {
     /// A call did not reach the peer or got no answer in time.
     pub fn failed(&self, reason: &str) {
         self.failed_calls.increment(1);
+        let groups_affected = || self.groups_with.get().map_or(0, |count| count(&self.addr));
         match self.failed_at(Instant::now()) {
             Change::Unreachable => {
                 self.up.set(0.0);
-                tracing::warn!(peer = %self.addr, reason, "peer unreachable")
+                tracing::warn!(peer = %self.addr, reason, groups_affected = groups_affected(), "peer unreachable")
             }
             Change::StillUnreachable { for_secs, failed } => tracing::warn!(
                 peer = %self.addr,
                 for_secs,
                 failed_calls = failed,
+                groups_affected = groups_affected(),
                 reason,
                 "peer still unreachable"
             ),
@@ -145,7 +153,7 @@ mod tests {
 
     #[test]
     fn a_peer_that_stays_down_is_reported_once_then_every_summary_period_then_once_back() {
-        let h = PeerHealth::new("p");
+        let h = PeerHealth::new("p", GroupsWith::default());
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         assert_eq!(h.answered_at(t0), Change::None);
@@ -169,7 +177,7 @@ mod tests {
 
     #[test]
     fn failures_between_answers_do_not_make_a_peer_down() {
-        let h = PeerHealth::new("p");
+        let h = PeerHealth::new("p", GroupsWith::default());
         let t0 = Instant::now();
         for s in 0..10 {
             assert_eq!(h.failed_at(t0 + Duration::from_secs(s)), Change::None);

@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use super::auth::ClusterSecret;
-use super::peer_health::PeerHealth;
+use super::peer_health::{GroupsWith, PeerHealth};
 use super::pipe_proto::pipe_service_client::PipeServiceClient;
 use super::pipe_proto::{Method, PipeBatch, PipeCall, PipeResult};
 use super::PIPE_MESSAGE_BYTES;
@@ -66,7 +66,8 @@ struct Session {
 
 enum SessionState {
     /// Calls waiting for their results, by id.
-    Open(HashMap<u64, oneshot::Sender<PipeResult>>),
+    /// A waiter gets the peer's result, or the status the session ended with (no answer).
+    Open(HashMap<u64, oneshot::Sender<Result<PipeResult, Status>>>),
     /// The stream ended with this status; nothing may wait on the session any more.
     Ended(Status),
 }
@@ -77,7 +78,7 @@ impl Session {
     }
 
     /// Registers call `id`; if the session already ended, the status it ended with.
-    fn wait_for(&self, id: u64) -> Result<oneshot::Receiver<PipeResult>, Status> {
+    fn wait_for(&self, id: u64) -> Result<oneshot::Receiver<Result<PipeResult, Status>>, Status> {
         match &mut *self.state() {
             SessionState::Open(pending) => {
                 let (tx, rx) = oneshot::channel();
@@ -100,7 +101,7 @@ impl Session {
             SessionState::Ended(_) => None,
         };
         if let Some(waiter) = waiter {
-            let _ = waiter.send(result);
+            let _ = waiter.send(Ok(result));
         }
     }
 
@@ -109,8 +110,8 @@ impl Session {
     fn end(&self, status: &Status) {
         let before = std::mem::replace(&mut *self.state(), SessionState::Ended(status.clone()));
         if let SessionState::Open(pending) = before {
-            for (id, waiter) in pending {
-                let _ = waiter.send(result_of_status(id, status));
+            for (_, waiter) in pending {
+                let _ = waiter.send(Err(status.clone()));
             }
         }
     }
@@ -122,13 +123,13 @@ impl Session {
 
 impl PeerPipe {
     /// A pipe to the peer at `addr` over `channel` (not opened until the first call),
-    /// authenticated with `secret`.
-    pub fn new(addr: &str, channel: Channel, secret: ClusterSecret) -> Self {
+    /// authenticated with `secret`; `groups_with` counts the groups a peer-down line names.
+    pub fn new(addr: &str, channel: Channel, secret: ClusterSecret, groups_with: GroupsWith) -> Self {
         PeerPipe {
             shared: Arc::new(Shared {
                 channel,
                 addr: addr.to_string(),
-                health: PeerHealth::new(addr),
+                health: PeerHealth::new(addr, groups_with),
                 secret,
                 session: Mutex::new(None),
                 next_id: AtomicU64::new(1),
@@ -188,7 +189,9 @@ impl PeerPipe {
         // A failed send means the stream is ending; the session's end then answers this call
         // with the stream's status (registered above), so the caller learns why.
         let _ = session.calls.send(call).await;
-        let result = result.await.map_err(|_| Status::unavailable("pipe to peer lost"));
+        // A session that ended is no answer from the peer: its status is an error here, so
+        // the peer's health counts it as a failure, not as a reply.
+        let result = result.await.unwrap_or_else(|_| Err(Status::unavailable("pipe to peer lost")));
         std::mem::forget(guard);
         result
     }
