@@ -191,7 +191,9 @@ impl PeerPipe {
         let _ = session.calls.send(call).await;
         // A session that ended is no answer from the peer: its status is an error here, so
         // the peer's health counts it as a failure, not as a reply.
-        let result = result.await.unwrap_or_else(|_| Err(Status::unavailable("pipe to peer lost")));
+        let result = result
+            .await
+            .unwrap_or_else(|_| Err(Status::unavailable("pipe to peer lost")));
         std::mem::forget(guard);
         result
     }
