@@ -15,7 +15,7 @@ use crate::command::{Command, Response};
 use crate::delivery::{CommitEvents, CommitSink};
 use crate::error::ClusterError;
 use crate::hosting::{GroupOpener, HostedGroups};
-use crate::liveness::Liveness;
+use crate::liveness::state::Liveness;
 use crate::message_cache::MessageCache;
 use crate::meta::{DeliveryBatch, NodeInfo, NodeState, META_PARTITION};
 use crate::partition::channel_cache::ChannelCache;
@@ -82,7 +82,7 @@ pub struct Cluster {
     pub(crate) meta_leader_since: std::sync::Mutex<Option<Instant>>,
     /// Sends writes and reads to partition leaders (`router.rs`); local-only until `set_peers`.
     pub(crate) router: Router,
-    /// Peers' beats, and the elections of leaderless groups (`liveness.rs`).
+    /// Peers' beats, and the elections of leaderless groups (`liveness/`).
     pub(crate) liveness: Liveness,
     /// Stops the liveness task (`shutdown`).
     liveness_stop: CancellationToken,
@@ -143,7 +143,7 @@ impl Cluster {
         }
         let meta_config = raft_config(cfg, true)?;
         // Data partitions are quiescent: no per-group heartbeats or election timers; node-level
-        // beats stand in for both (`liveness.rs`).
+        // beats stand in for both (`liveness/`).
         let partition_config = raft_config(cfg, false)?;
         let opener = GroupOpener {
             store: store.clone(),
@@ -405,7 +405,7 @@ fn store_partition_count(store: &Store, partitions: u16) -> Result<(), ClusterEr
 }
 
 /// The openraft settings of a group: with `timers`, openraft heartbeats it and runs its
-/// elections (the meta group); without, `liveness.rs` does (data partitions).
+/// elections (the meta group); without, `liveness/` does (data partitions).
 fn raft_config(cfg: &ClusterConfig, timers: bool) -> Result<Arc<Config>, ClusterError> {
     let config = Config {
         cluster_name: "ringchat".into(),

@@ -21,7 +21,7 @@ pub static GROUPS_OPENED: GroupEvents = GroupEvents::new("partition groups opene
 pub static GROUPS_CLOSED: GroupEvents = GroupEvents::new("partition groups closed: their replicas moved away");
 /// Replica sets changed by this node as partition leader (`meta/membership.rs`).
 pub static REPLICA_SETS_CHANGED: GroupEvents = GroupEvents::new("partition replica sets changed");
-/// Elections this node started for groups without a live leader (`liveness.rs`).
+/// Elections this node started for groups without a live leader (`liveness/`).
 pub static ELECTIONS_STARTED: GroupEvents = GroupEvents::new("elections started: no live leader");
 
 /// Writes the line of every kind whose burst is over.

@@ -41,7 +41,7 @@ pub(crate) struct GroupOpener {
     pub store: Store,
     /// openraft settings of the meta group (its own heartbeats and elections)...
     pub meta_config: Arc<Config>,
-    /// ...and of data partitions (quiescent: `liveness.rs` beats and elects for them).
+    /// ...and of data partitions (quiescent: `liveness/` beats and elects for them).
     pub partition_config: Arc<Config>,
     pub peers: Option<PeerChannels>,
     pub snapshots: PathBuf,

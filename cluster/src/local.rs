@@ -109,7 +109,7 @@ pub(crate) async fn write(raft: &PartitionRaft, cmd: Command) -> Result<Response
     let result = match first {
         // A quiescent group's leader has heard nothing from its voters for a while, so openraft
         // refuses writes until a quorum acknowledges it again: one heartbeat round renews
-        // the lease (`liveness.rs`), then the write is proposed again.
+        // the lease (`liveness/`), then the write is proposed again.
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
             if f.reason == ForwardReason::LeaseExpired && f.leader_id.is_none() =>
         {
@@ -130,7 +130,7 @@ pub(crate) async fn write(raft: &PartitionRaft, cmd: Command) -> Result<Response
 }
 
 /// Leader lease if fresh, otherwise one heartbeat round to a quorum first: data partitions
-/// are quiescent (`liveness.rs`), so an idle group's lease has always run out, and a plain
+/// are quiescent (`liveness/`), so an idle group's lease has always run out, and a plain
 /// `LeaseRead` would refuse every first read after a quiet spell.
 fn lease_or_heartbeat() -> LinearizerOption {
     LinearizerOption::new(None, true)

@@ -54,7 +54,7 @@ impl Cluster {
             if !ready {
                 continue;
             }
-            // A quiet group sends its followers nothing (`liveness.rs`), so one that restarted
+            // A quiet group sends its followers nothing (`liveness/`), so one that restarted
             // may not know this leader's vote yet and would ignore the hand-over: one heartbeat
             // round first tells them (a pass later retries if it still did not arrive).
             if crate::local::renew_lease(&raft).await.is_err() {

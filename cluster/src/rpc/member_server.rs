@@ -12,7 +12,7 @@ use super::node_server::LEADER_ADDR_METADATA_KEY;
 use crate::cluster::Cluster;
 use crate::codec::{decode, encode};
 use crate::error::ClusterError;
-use crate::liveness::Beat;
+use crate::liveness::state::Beat;
 use crate::meta::membership::NotHere;
 use crate::meta::{DeliveryBatch, NodeInfo, ReplicaChange, StatusRequest};
 use crate::types::NodeId;
