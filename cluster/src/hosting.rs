@@ -66,10 +66,8 @@ impl GroupOpener {
             self.partition_config.clone()
         };
         let raft = match &self.peers {
-            Some(peers) => {
-                PartitionRaft::new(self.node_id, config.clone(), peers.network(self.node_id, p), log, sm).await
-            }
-            None => PartitionRaft::new(self.node_id, config.clone(), NoPeers, log, sm).await,
+            Some(peers) => PartitionRaft::new(self.node_id, config, peers.network(self.node_id, p), log, sm).await,
+            None => PartitionRaft::new(self.node_id, config, NoPeers, log, sm).await,
         };
         let raft = raft.map_err(|e| ClusterError::Internal(e.to_string()))?;
         leader_watch::spawn(&raft, self.node_id, p, delivery);

@@ -5,8 +5,11 @@
 //! Anything that is not "done" is classified once: `NotLeader` (ask someone else, safe to
 //! retry), `Unavailable` (the group stopped, or a write's outcome is unknown), or a storage error.
 
-use openraft::error::{ClientWriteError, ForwardReason, ForwardToLeader, LinearizableReadError, RaftError};
-use openraft::LinearizerOption;
+use std::time::Duration;
+
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::error::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
+use openraft::{Instant as _, LinearizerOption, ServerState};
 use ringchat_storage::{StorageError, Store};
 
 use crate::command::{Command, Response};
@@ -105,21 +108,15 @@ fn hint(raft: &PartitionRaft, f: &ForwardToLeader<TypeConfig>) -> Option<LeaderH
 /// is `Ok(Response::Rejected)`: it is data, decided by the leader). Only a leader's proposal is
 /// appended, so a message's `ts` is the leader's clock (`Command::stamped`).
 pub(crate) async fn write(raft: &PartitionRaft, cmd: Command) -> Result<Response, LocalFailure> {
-    let first = raft.client_write(cmd.clone().stamped(crate::clock::unix_ms())).await;
-    let result = match first {
-        // A quiescent group's leader has heard nothing from its voters for a while, so openraft
-        // refuses writes until a quorum acknowledges it again: one heartbeat round renews
-        // the lease (`liveness/`), then the write is proposed again.
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
-            if f.reason == ForwardReason::LeaseExpired && f.leader_id.is_none() =>
-        {
-            match renew_lease(raft).await {
-                Ok(()) => raft.client_write(cmd.stamped(crate::clock::unix_ms())).await,
-                Err(_) => Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))),
-            }
-        }
-        other => other,
-    };
+    // A quiescent group's leader has heard nothing from its voters for a while, and openraft
+    // refuses writes until a quorum acknowledges it again: one heartbeat round renews the
+    // lease first (`liveness/`). Checked before the proposal, so the command is never copied
+    // for a second attempt; should the lease run out in between, the refusal is a `NotLeader`
+    // the router retries, and that attempt renews it.
+    if lease_running_out(raft) {
+        let _ = renew_lease(raft).await;
+    }
+    let result = raft.client_write(cmd.stamped(crate::clock::unix_ms())).await;
     match result {
         Ok(resp) => Ok(resp.data),
         // Refused before it was appended (not leader, lease not yet held after an election,
@@ -127,6 +124,20 @@ pub(crate) async fn write(raft: &PartitionRaft, cmd: Command) -> Result<Response
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(LocalFailure::NotLeader(hint(raft, &f))),
         Err(e) => Err(LocalFailure::Unavailable(e.to_string())),
     }
+}
+
+/// True if this node leads `raft`'s group with other voters and a quorum last acknowledged
+/// it three quarters of a lease ago or more (openraft's lease is `election_timeout_max`), or
+/// never: a write now would likely be refused. A single voter is its own quorum.
+fn lease_running_out(raft: &PartitionRaft) -> bool {
+    let lease = Duration::from_millis(raft.config().election_timeout_max);
+    let metrics = raft.metrics();
+    let m = metrics.borrow_watched();
+    m.state == ServerState::Leader
+        && m.membership_config.membership().voter_ids().nth(1).is_some()
+        && m.last_quorum_acked
+            .as_ref()
+            .is_none_or(|at| at.elapsed() >= lease * 3 / 4)
 }
 
 /// Leader lease if fresh, otherwise one heartbeat round to a quorum first: data partitions

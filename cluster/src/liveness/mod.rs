@@ -9,7 +9,8 @@
 //!
 //! Elections are started here instead of by openraft's timer: a voter whose group's leader is
 //! unknown, or is a node that stopped beating or no longer claims the partition, starts a
-//! pre-vote after a randomized timeout (the same 1–2 s openraft used). A pre-vote cannot unseat
+//! pre-vote after a randomized timeout (0.5–1.5 s once its beats are 0.75 s old: 1.25–2.25 s in
+//! all, against openraft's 1–2 s). A pre-vote cannot unseat
 //! a leader a quorum still follows, and the timeout is randomized per attempt so two voters
 //! rarely campaign at once. A node that still claims a partition whose group has moved on to a
 //! higher term is told so in the beat's answer and heartbeats that group once, which makes
