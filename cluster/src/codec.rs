@@ -47,6 +47,17 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     out
 }
 
+/// Wraps raw postcard `body` as a current-format value with a valid checksum, so that a fuzz
+/// target's bytes reach the decoder behind the checksum instead of stopping at it.
+pub fn seal(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 1 + CHECKSUM_BYTES);
+    out.push(FORMAT_BINARY);
+    out.extend_from_slice(body);
+    let sum = checksum(&out);
+    out.extend_from_slice(&sum);
+    out
+}
+
 /// Bytes of the checksum that ends a format-2 value.
 const CHECKSUM_BYTES: usize = 4;
 
