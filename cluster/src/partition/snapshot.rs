@@ -47,8 +47,15 @@ pub fn write_snapshot(store: &Store, view: &fjall::Snapshot, p: u16, path: &Path
 }
 
 /// Reads a snapshot file, calling `each(key_without_prefix, value)` per record.
-pub fn read_snapshot(path: &Path, mut each: impl FnMut(&[u8], &[u8]) -> io::Result<()>) -> io::Result<u64> {
-    let mut input = BufReader::new(File::open(path)?);
+pub fn read_snapshot(path: &Path, each: impl FnMut(&[u8], &[u8]) -> io::Result<()>) -> io::Result<u64> {
+    read_snapshot_from(BufReader::new(File::open(path)?), each)
+}
+
+/// Reads snapshot bytes from `input` (a file a peer sent: untrusted), calling `each` per record.
+pub fn read_snapshot_from(
+    mut input: impl Read,
+    mut each: impl FnMut(&[u8], &[u8]) -> io::Result<()>,
+) -> io::Result<u64> {
     let mut magic = [0u8; 8];
     input.read_exact(&mut magic)?;
     if &magic != MAGIC {
@@ -81,6 +88,63 @@ fn read_exact_vec(r: &mut impl Read, buf: &mut Vec<u8>, len: u32) -> io::Result<
     if len > 64 << 20 {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "snapshot record too large"));
     }
-    buf.resize(len as usize, 0);
-    r.read_exact(buf)
+    // Read what is there instead of allocating the claimed length first: a short file that
+    // claims 64 MiB costs what it holds, not 64 MiB.
+    buf.clear();
+    r.take(u64::from(len)).read_to_end(buf)?;
+    if buf.len() != len as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "snapshot ends inside a record",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(records: &[(&[u8], &[u8])], end: bool) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        for (k, v) in records {
+            out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            out.extend_from_slice(k);
+            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            out.extend_from_slice(v);
+        }
+        if end {
+            out.extend_from_slice(&END.to_be_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn a_complete_file_yields_its_records_and_a_torn_one_is_refused() {
+        let bytes = file(&[(b"k1", b"v1"), (b"k2", b"")], true);
+        let mut seen = Vec::new();
+        let count = read_snapshot_from(bytes.as_slice(), |k, v| {
+            seen.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(count, 2);
+        assert_eq!(
+            seen,
+            vec![(b"k1".to_vec(), b"v1".to_vec()), (b"k2".to_vec(), Vec::new())]
+        );
+        let torn = file(&[(b"k1", b"v1")], false);
+        assert!(read_snapshot_from(torn.as_slice(), |_, _| Ok(())).is_err());
+    }
+
+    #[test]
+    fn a_record_that_claims_more_than_the_file_holds_is_refused() {
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&3u32.to_be_bytes());
+        bytes.extend_from_slice(b"key");
+        bytes.extend_from_slice(&((64u32 << 20) - 1).to_be_bytes());
+        bytes.extend_from_slice(b"short");
+        let err = read_snapshot_from(bytes.as_slice(), |_, _| Ok(())).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
 }
