@@ -41,10 +41,8 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     out.push(FORMAT_BINARY);
     // Serializing plain data (no maps with non-serializable keys, no lengths past u64) into a
     // Vec cannot fail.
-    let mut out = postcard::to_extend(value, out).expect("value serializes");
-    let sum = checksum(&out);
-    out.extend_from_slice(&sum);
-    out
+    let out = postcard::to_extend(value, out).expect("value serializes");
+    with_checksum(out)
 }
 
 /// Wraps raw postcard `body` as a current-format value with a valid checksum, so that a fuzz
@@ -53,9 +51,14 @@ pub fn seal(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 1 + CHECKSUM_BYTES);
     out.push(FORMAT_BINARY);
     out.extend_from_slice(body);
-    let sum = checksum(&out);
-    out.extend_from_slice(&sum);
-    out
+    with_checksum(out)
+}
+
+/// `value` (format byte and body) followed by its checksum: the one place a value is closed.
+fn with_checksum(mut value: Vec<u8>) -> Vec<u8> {
+    let sum = checksum(&value);
+    value.extend_from_slice(&sum);
+    value
 }
 
 /// Bytes of the checksum that ends a format-2 value.
