@@ -414,6 +414,10 @@ fn raft_config(cfg: &ClusterConfig, timers: bool) -> Result<Arc<Config>, Cluster
         election_timeout_max: 2000,
         enable_heartbeat: timers,
         enable_elect: timers,
+        // An election starts with a pre-vote (the meta group's timer here, `liveness/` for the
+        // partitions): a node that cannot win, cut off or behind, does not raise its term and
+        // depose a healthy leader when it comes back.
+        enable_pre_vote: Some(true),
         install_snapshot_timeout: 60_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
         max_in_snapshot_log_to_keep: 1000,

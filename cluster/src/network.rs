@@ -59,6 +59,11 @@ impl RaftNetworkV2<C> for NoPeer {
         Err(RPCError::Unreachable(self.unreachable()))
     }
 
+    /// Not a grant (openraft's default would be one): nobody is there to ask.
+    async fn pre_vote(&mut self, _rpc: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
+        Err(RPCError::Unreachable(self.unreachable()))
+    }
+
     async fn full_snapshot(
         &mut self,
         _vote: VoteOf<C>,

@@ -79,6 +79,10 @@ fn describe() {
         "Highest Raft term among the groups on this node"
     );
     metrics::describe_gauge!("ringchat_raft_meta_term", "Raft term of the meta group");
+    metrics::describe_counter!(
+        "ringchat_raft_campaigns_total",
+        "Elections (each begun with a pre-vote) this node started for partitions without a live leader"
+    );
     metrics::describe_gauge!(
         "ringchat_raft_learners",
         "Learners (replicas being caught up) in the groups led by this node"

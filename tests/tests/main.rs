@@ -6,6 +6,7 @@ mod docs_and_deploy;
 mod durability;
 mod hardening;
 mod http_api;
+mod isolation;
 mod leader_delivery;
 mod operability;
 mod partition;

@@ -158,6 +158,7 @@ impl Cluster {
                 continue;
             }
             crate::group_events::ELECTIONS_STARTED.record(p);
+            metrics::counter!("ringchat_raft_campaigns_total").increment(1);
             let _ = raft.trigger().elect(pre_vote).await;
         }
     }

@@ -162,28 +162,35 @@ impl GrpcPeer {
         rpc: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<C>> {
-        let result = async {
-            let pipe = usable(&self.pipe)?;
-            let payload = encode(rpc);
-            let ttl = option.soft_ttl();
-            let request = RaftRequest {
-                partition: u32::from(self.partition),
-                payload,
-            };
-            let method = match action {
-                RPCTypes::Vote => Method::Vote,
-                RPCTypes::TransferLeader => Method::TransferLeader,
-                _ => Method::AppendEntries,
-            };
-            let reply: RaftReply = pipe
-                .call(method, &request, ttl)
-                .await
-                .map_err(|status| Self::failure(ttl, status))?;
-            decode(&reply.payload).map_err(|e| Failure::Network(e.into()))
-        }
-        .await;
+        let method = match action {
+            RPCTypes::Vote => Method::Vote,
+            RPCTypes::TransferLeader => Method::TransferLeader,
+            _ => Method::AppendEntries,
+        };
+        let ttl = option.soft_ttl();
+        let result = match self.call(method, rpc, ttl).await {
+            Ok(reply) => decode(&reply.payload).map_err(|e| Failure::Network(e.into())),
+            Err(CallFailure::Status(status)) => Err(Self::failure(ttl, status)),
+            Err(CallFailure::Other(failure)) => Err(failure),
+        };
         result.map_err(|failure| self.rpc_error(action, failure))
     }
+
+    /// Sends one Raft call of `method` for this partition on the pipe.
+    async fn call<Req: Serialize>(&self, method: Method, rpc: &Req, ttl: Duration) -> Result<RaftReply, CallFailure> {
+        let pipe = usable(&self.pipe).map_err(CallFailure::Other)?;
+        let request = RaftRequest {
+            partition: u32::from(self.partition),
+            payload: encode(rpc),
+        };
+        pipe.call(method, &request, ttl).await.map_err(CallFailure::Status)
+    }
+}
+
+/// Why a Raft call on the pipe failed: the peer's answer, or no usable pipe.
+enum CallFailure {
+    Status(Status),
+    Other(Failure),
 }
 
 impl RaftNetworkV2<C> for GrpcPeer {
@@ -199,6 +206,26 @@ impl RaftNetworkV2<C> for GrpcPeer {
 
     async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
         self.unary(RPCTypes::Vote, &rpc, &option).await
+    }
+
+    /// Asks whether the peer would vote, without changing its term. A peer that predates the
+    /// pre-vote call answers "unknown method"; its grant is assumed, as openraft does for a
+    /// transport without pre-vote, so a rolling upgrade elects as before. An unreachable peer
+    /// is not a grant: that is what keeps an isolated node from inflating its term.
+    async fn pre_vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
+        let ttl = option.soft_ttl();
+        let failure = match self.call(Method::PreVote, &rpc, ttl).await {
+            Ok(reply) => match decode(&reply.payload) {
+                Ok(response) => return Ok(response),
+                Err(e) => Failure::Network(e.into()),
+            },
+            Err(CallFailure::Status(status)) if status.code() == tonic::Code::Unimplemented => {
+                return Ok(VoteResponse::new(rpc.vote, None, true));
+            }
+            Err(CallFailure::Status(status)) => Self::failure(ttl, status),
+            Err(CallFailure::Other(failure)) => failure,
+        };
+        Err(self.rpc_error(RPCTypes::Vote, failure))
     }
 
     async fn transfer_leader(

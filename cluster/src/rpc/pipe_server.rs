@@ -76,6 +76,7 @@ impl Handlers {
         match Method::try_from(call.method) {
             Ok(Method::AppendEntries) => unary(body, |r| self.raft.append_entries(r)).await,
             Ok(Method::Vote) => unary(body, |r| self.raft.vote(r)).await,
+            Ok(Method::PreVote) => unary(body, |r| self.raft.pre_vote(r)).await,
             Ok(Method::TransferLeader) => unary(body, |r| self.raft.transfer_leader(r)).await,
             Ok(Method::Write) => match &self.node {
                 Some(node) => unary(body, |r| node.write(r)).await,

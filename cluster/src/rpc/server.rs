@@ -92,6 +92,14 @@ impl RaftService for RaftRpcService {
         reply(&response)
     }
 
+    async fn pre_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let request = request.into_inner();
+        let (p, raft) = self.group(request.partition).await?;
+        let rpc = decode(&request.payload).map_err(|e| bad_request("pre_vote payload", e))?;
+        let response = raft.pre_vote(rpc).await.map_err(|e| raft_stopped(p, e))?;
+        reply(&response)
+    }
+
     async fn transfer_leader(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let request = request.into_inner();
         let (p, raft) = self.group(request.partition).await?;
