@@ -77,8 +77,9 @@ pub struct ServeArgs {
     /// replicas are rebuilt on live nodes (default 30).
     #[arg(long, env = "RINGCHAT_DEAD_AFTER_SECS")]
     pub dead_after_secs: Option<u64>,
-    /// Async worker threads (default: 4 per core, at least 8). Storage calls block the thread
-    /// that makes them; more workers than cores keep one blocked call from stalling everyone.
+    /// Async worker threads (default: 2 per core, at least 4). Storage calls block the thread
+    /// that makes them, so a few more workers than cores keep one blocked call from stalling
+    /// everyone; many more only add wake-ups (docs/runtime.md).
     #[arg(long, env = "RINGCHAT_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
     /// Log format: `text` or `json` (default text).
@@ -168,9 +169,9 @@ impl Default for Config {
             snapshot_every: 20_000,
             dead_after_secs: 30,
             worker_threads: std::thread::available_parallelism()
-                .map(|n| n.get() * 4)
-                .unwrap_or(8)
-                .max(8),
+                .map(|n| n.get() * 2)
+                .unwrap_or(4)
+                .max(4),
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 10_000,
         }

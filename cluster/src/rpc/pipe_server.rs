@@ -3,16 +3,17 @@
 //!
 //! Calls run concurrently because one peer's calls span many partitions, and a slow one (a
 //! write waiting for its commit) must not hold up the heartbeats behind it; deliveries, which
-//! never wait, are served in order on the stream's reader. Each stream has
-//! at most `CALLS_IN_FLIGHT` calls running; beyond that it stops reading, and h2 flow control
-//! pushes back on the sender.
+//! never wait, are served in order. All of a stream's calls are polled by its reader task.
+//! Each stream has at most `CALLS_IN_FLIGHT` calls running; beyond that it stops reading, and
+//! h2 flow control pushes back on the sender.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -149,9 +150,14 @@ impl PipeService for PipeRpcService {
     }
 }
 
-/// Reads the caller's batches and runs every call in its own task, until the caller ends the
-/// stream, the connection breaks or the server shuts down. Each task ends with its call (the
-/// caller's timeout bounds it) and sends its result to the response stream.
+/// Reads the caller's batches and serves their calls until the caller ends the stream, the
+/// connection breaks or the server shuts down; then finishes the calls still running (each is
+/// bounded by its caller's timeout) unless shutting down.
+///
+/// The calls run on this task, polled together with the stream (`FuturesUnordered`), not in a
+/// task each: a call that finishes is answered from here, without the spawn and the hand-off
+/// to another task (and often another worker thread) that a task per call costs on every
+/// AppendEntries and forwarded write.
 async fn read_calls(
     peer: String,
     mut incoming: Streaming<PipeBatch>,
@@ -159,46 +165,44 @@ async fn read_calls(
     results: mpsc::Sender<PipeResult>,
     shutdown: CancellationToken,
 ) {
-    let in_flight = Arc::new(Semaphore::new(CALLS_IN_FLIGHT));
-    loop {
-        let batch = tokio::select! {
+    let mut running = FuturesUnordered::new();
+    let mut reading = true;
+    while reading || !running.is_empty() {
+        tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
-            batch = incoming.message() => match batch {
-                Ok(Some(batch)) => {
-                    crate::clock::check_peer_clock(&peer, batch.sent_unix_ms);
-                    batch
-                }
-                Ok(None) => return,
-                Err(status) => {
-                    tracing::debug!(code = ?status.code(), message = status.message(), "pipe from peer ended");
-                    return;
-                }
-            },
-        };
-        for call in batch.calls {
-            if call.method == Method::Deliver as i32 || call.method == Method::Beat as i32 {
-                // A delivery never waits (it queues frames on local sockets), nor does a beat,
-                // so they are served here: a task per call would add a hand-off to each.
-                let result = handlers.answer(call).await;
+            Some(result) = running.next(), if !running.is_empty() => {
                 if results.send(result).await.is_err() {
                     return;
                 }
-                continue;
             }
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                permit = in_flight.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-            };
-            let handlers = handlers.clone();
-            let results = results.clone();
-            tokio::spawn(async move {
-                let result = handlers.answer(call).await;
-                let _ = results.send(result).await;
-                drop(permit);
-            });
+            batch = incoming.message(), if reading && running.len() < CALLS_IN_FLIGHT => {
+                let batch = match batch {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => {
+                        reading = false;
+                        continue;
+                    }
+                    Err(status) => {
+                        tracing::debug!(code = ?status.code(), message = status.message(), "pipe from peer ended");
+                        reading = false;
+                        continue;
+                    }
+                };
+                crate::clock::check_peer_clock(&peer, batch.sent_unix_ms);
+                for call in batch.calls {
+                    if call.method == Method::Deliver as i32 || call.method == Method::Beat as i32 {
+                        // A delivery never waits (it queues frames on local sockets), nor does
+                        // a beat: served in order, at once.
+                        let result = handlers.answer(call).await;
+                        if results.send(result).await.is_err() {
+                            return;
+                        }
+                    } else {
+                        running.push(handlers.answer(call));
+                    }
+                }
+            }
         }
     }
 }
