@@ -284,12 +284,14 @@ impl Cluster {
     }
 
     /// True once the node is an active member of a cluster whose meta group has a leader, and
-    /// every partition it replicates has a leader.
+    /// every partition it replicates has a leader; false while any of its groups has stopped
+    /// (openraft stops a group for good on a storage error, e.g. a full disk: it answers no
+    /// write until the node restarts, so the node must not be sent clients).
     pub fn is_ready(&self) -> bool {
         let meta_led = {
             let m = self.meta.metrics();
             let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&m);
-            m.current_leader.is_some()
+            m.current_leader.is_some() && m.running_state.is_ok()
         };
         if !meta_led {
             return false;
@@ -305,7 +307,7 @@ impl Cluster {
             let m = g.metrics();
             let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&m);
             let hosts = m.membership_config.membership().voter_ids().any(|v| v == self.node_id);
-            !hosts || m.current_leader.is_some()
+            m.running_state.is_ok() && (!hosts || m.current_leader.is_some())
         })
     }
 

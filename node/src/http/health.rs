@@ -12,7 +12,8 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// 200 once every partition has a leader here; 503 otherwise (starting, shutting down).
+/// 200 once every partition has a leader here; 503 otherwise (starting, shutting down, a group
+/// stopped on a storage error such as a full disk).
 pub async fn readyz(State(app): State<Arc<AppState>>) -> (StatusCode, &'static str) {
     if !app.shutdown.is_cancelled() && app.cluster.is_ready() {
         (StatusCode::OK, "ready")

@@ -1,0 +1,138 @@
+//! A node whose disk fills up must say so: a write answers a retryable `unavailable` instead
+//! of hanging or acking, and `/readyz` turns 503 so a load balancer stops sending it clients
+//! (issue 13, finding 11: it used to stay 200 with every group stopped).
+//!
+//! The data dir is on a small tmpfs mounted in a private mount namespace of the test's thread
+//! (root only), so nothing outside the test sees the mount and it goes away with the test.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use ringchat_tests::netns::skip_or_fail;
+use ringchat_tests::*;
+
+/// Room for a fresh node's files; the rest is filled before the writes under test.
+const TMPFS_SIZE: &str = "size=64m";
+
+#[test]
+fn a_node_whose_disk_fills_up_refuses_writes_and_stops_saying_it_is_ready() {
+    const NAME: &str = "a_node_whose_disk_fills_up_refuses_writes_and_stops_saying_it_is_ready";
+    let dir = tempfile::tempdir().unwrap();
+    if let Err(why) = mount_private_tmpfs(dir.path()) {
+        skip_or_fail(NAME, &why);
+        return;
+    }
+    // Built after the mount, so its threads and the node it starts see the tmpfs.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(fill_up(dir.path()));
+    // SAFETY: a plain C string path; unmounting our own tmpfs before the tempdir is removed.
+    let target = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+}
+
+async fn fill_up(dir: &Path) {
+    let mut node = NodeProcess::start(&dir.join("n1"), &[]).await;
+    let alice = new_user(&node.base, "alice").await;
+    let bob = new_user(&node.base, "bob").await;
+    let dm = alice.http.open_dm(&bob.user_id).await.unwrap();
+    alice
+        .http
+        .send_message(&dm.channel_id, "before", "c-0")
+        .await
+        .expect("a write with room on disk");
+
+    let filled = fill_disk(&dir.join("filler"));
+    assert!(filled > 0, "nothing could be written to fill the disk");
+
+    // Writes go through the journal, which cannot grow now: they must fail, not ack and not
+    // hang (each is bounded by the router's own retry limit of a few seconds).
+    let text = "x".repeat(16 * 1024);
+    let mut refused = None;
+    for i in 1..=200 {
+        let sent = tokio::time::timeout(
+            Duration::from_secs(20),
+            alice.http.send_message(&dm.channel_id, &text, &format!("c-{i}")),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("send {i} on a full disk got no answer within 20 s"));
+        if let Err(e) = sent {
+            refused = Some(api_error(&e));
+            break;
+        }
+    }
+    let (status, code) = refused.expect("200 sends of 16 KiB were all acked on a full disk");
+    assert_eq!(
+        (status, code.as_str()),
+        (503, "unavailable"),
+        "a write on a full disk must be a retryable `unavailable`"
+    );
+
+    let http = node.http();
+    let mut ready = 200;
+    for _ in 0..100 {
+        ready = http.readyz().await.expect("readyz answers");
+        if ready == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, 503, "/readyz stayed {ready} on a node that cannot write");
+    assert_eq!(
+        http.healthz().await.expect("healthz answers"),
+        200,
+        "the process itself still serves"
+    );
+    node.terminate();
+}
+
+/// Writes `path` until the filesystem is full (1 MiB, then 4 KiB pieces); returns the bytes
+/// written.
+fn fill_disk(path: &Path) -> u64 {
+    let mut file = std::fs::File::create(path).expect("create the filler");
+    let mut written = 0u64;
+    for piece in [1 << 20, 4096, 64] {
+        let chunk = vec![0u8; piece];
+        for _ in 0..1024 {
+            match file.write(&chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => written += n as u64,
+            }
+        }
+    }
+    let _ = file.sync_all();
+    written
+}
+
+/// Moves the calling thread into a private mount namespace and mounts a small tmpfs on `dir`.
+fn mount_private_tmpfs(dir: &Path) -> Result<(), String> {
+    let c = |s: &str| std::ffi::CString::new(s).unwrap();
+    let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: unshare and mount take NUL-terminated strings that live across the calls.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(format!("unshare(CLONE_NEWNS): {}", std::io::Error::last_os_error()));
+        }
+        // Keep this namespace's mounts from propagating back to the host's.
+        let root = c("/");
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(format!("making / private: {}", std::io::Error::last_os_error()));
+        }
+        let (fs, opts) = (c("tmpfs"), c(TMPFS_SIZE));
+        if libc::mount(fs.as_ptr(), target.as_ptr(), fs.as_ptr(), 0, opts.as_ptr().cast()) != 0 {
+            return Err(format!("mount tmpfs: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
