@@ -311,6 +311,25 @@ impl Cluster {
         })
     }
 
+    /// The groups of this node (meta included) that have stopped on an error, with the error:
+    /// openraft stops a group for good on a storage error (or a panic), and only reopening the
+    /// store brings it back. A group shut down on purpose (`Fatal::Stopped`) is not listed.
+    pub fn stopped_groups(&self) -> Vec<(u16, String)> {
+        let mut groups = vec![(META_PARTITION, self.meta.clone())];
+        groups.extend(self.hosted.all());
+        groups
+            .into_iter()
+            .filter_map(|(p, g)| {
+                let m = g.metrics();
+                let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&m);
+                match &m.running_state {
+                    Err(e) if !matches!(e, openraft::error::Fatal::Stopped) => Some((p, e.to_string())),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
     /// Waits until `is_ready`, or `timeout`.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;

@@ -18,6 +18,7 @@ pub mod presence_gate;
 pub mod push;
 pub mod rate_limit;
 pub mod status_text;
+pub mod storage_recovery;
 pub mod strict_json;
 pub mod terminal_chat;
 pub mod validate;

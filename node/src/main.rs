@@ -162,16 +162,52 @@ fn init_logs(format: &str) {
     }
 }
 
+/// Runs the node until a signal; starts it again on the same data dir after a storage error
+/// stopped its groups, once the disk takes writes again (`storage_recovery.rs`).
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let app = App::start(config).await?;
-    let shutdown = app.state.shutdown.clone();
+    use ringchat_node::storage_recovery;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let on_signal = stop.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down");
-        shutdown.cancel();
+        on_signal.cancel();
     });
-    app.wait().await;
-    Ok(())
+    let mut app = App::start(config.clone()).await?;
+    loop {
+        let shutdown = app.state.shutdown.clone();
+        let cluster = app.state.cluster.clone();
+        let stopped = tokio::select! {
+            _ = stop.cancelled() => None,
+            _ = shutdown.cancelled() => None,
+            stopped = storage_recovery::stopped_groups(&cluster, &stop) => stopped,
+        };
+        drop(cluster);
+        shutdown.cancel();
+        app.wait().await;
+        let Some(stopped) = stopped else { return Ok(()) };
+        tracing::error!(
+            groups = stopped.len(),
+            first = %stopped[0].1,
+            "a storage error stopped Raft groups; restarting the node once the data dir takes writes again"
+        );
+        if !storage_recovery::room_in(&config.data_dir, &stop).await {
+            return Ok(());
+        }
+        app = loop {
+            match App::start(config.clone()).await {
+                Ok(app) => break app,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "restart after a storage error failed; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                    }
+                }
+            }
+        };
+        tracing::info!("node restarted after a storage error");
+    }
 }
 
 async fn wait_for_signal() {

@@ -1,6 +1,8 @@
-//! A node whose disk fills up must say so: a write answers a retryable `unavailable` instead
-//! of hanging or acking, and `/readyz` turns 503 so a load balancer stops sending it clients
-//! (issue 13, finding 11: it used to stay 200 with every group stopped).
+//! A node whose disk fills up must say so and recover by itself: a write answers a retryable
+//! `unavailable` instead of hanging or acking, `/readyz` turns 503 so a load balancer stops
+//! sending it clients, and once there is room again the node serves again, in place, with
+//! nothing acknowledged lost (issue 13, finding 11: it used to stay 200 with every group
+//! stopped until someone restarted it).
 //!
 //! The data dir is on a small tmpfs mounted in a private mount namespace of the test's thread
 //! (root only), so nothing outside the test sees the mount and it goes away with the test.
@@ -16,8 +18,8 @@ use ringchat_tests::*;
 const TMPFS_SIZE: &str = "size=64m";
 
 #[test]
-fn a_node_whose_disk_fills_up_refuses_writes_and_stops_saying_it_is_ready() {
-    const NAME: &str = "a_node_whose_disk_fills_up_refuses_writes_and_stops_saying_it_is_ready";
+fn a_node_whose_disk_fills_up_refuses_writes_says_so_and_recovers_once_there_is_room() {
+    const NAME: &str = "a_node_whose_disk_fills_up_refuses_writes_says_so_and_recovers_once_there_is_room";
     let dir = tempfile::tempdir().unwrap();
     if let Err(why) = mount_private_tmpfs(dir.path()) {
         skip_or_fail(NAME, &why);
@@ -82,12 +84,42 @@ async fn fill_up(dir: &Path) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(ready, 503, "/readyz stayed {ready} on a node that cannot write");
-    assert_eq!(
-        http.healthz().await.expect("healthz answers"),
-        200,
-        "the process itself still serves"
+
+    // Space comes back: the node reopens its store by itself (nobody restarts the process,
+    // and nothing else listens on its port) and serves again, with everything acked before
+    // the disk filled up.
+    std::fs::remove_file(dir.join("filler")).expect("remove the filler");
+    let mut back = false;
+    for _ in 0..300 {
+        if matches!(http.readyz().await, Ok(200)) {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        back,
+        "the node did not recover within 30 s of the disk having room again"
     );
-    node.terminate();
+    let (_, sent) = alice
+        .http
+        .send_message(&dm.channel_id, "after", "c-after")
+        .await
+        .expect("a write once the disk has room again");
+    assert!(sent.seq >= 2, "{sent:?}");
+    let texts: Vec<String> = ringchat_tests::jepsen::read_channel(&node.base, &alice, &dm.channel_id)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(
+        texts.first().map(String::as_str),
+        Some("before"),
+        "acked before the disk filled up: {texts:?}"
+    );
+    assert_eq!(texts.last().map(String::as_str), Some("after"), "{texts:?}");
+    let exit = node.terminate().expect("the recovered node stops on SIGTERM");
+    assert!(exit.success(), "the recovered node exited with {exit}");
 }
 
 /// Writes `path` until the filesystem is full (1 MiB, then 4 KiB pieces); returns the bytes
