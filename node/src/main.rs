@@ -183,15 +183,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             stopped = storage_recovery::stopped_groups(&cluster, &stop) => stopped,
         };
         drop(cluster);
-        shutdown.cancel();
-        app.wait().await;
-        let Some(stopped) = stopped else { return Ok(()) };
+        let Some(stopped) = stopped else {
+            shutdown.cancel();
+            app.wait().await;
+            return Ok(());
+        };
         tracing::error!(
             groups = stopped.len(),
             first = %stopped[0].1,
             "a storage error stopped Raft groups; restarting the node once the data dir takes writes again"
         );
-        if !storage_recovery::room_in(&config.data_dir, &stop).await {
+        // Until then the node keeps serving what it can: writes answer `unavailable` and
+        // `/readyz` 503, so clients and load balancers know, rather than a closed port.
+        let room = storage_recovery::room_in(&config.data_dir, &stop).await;
+        shutdown.cancel();
+        app.wait().await;
+        if !room {
             return Ok(());
         }
         app = loop {

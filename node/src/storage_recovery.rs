@@ -1,9 +1,10 @@
 //! Recovering from a storage error without an operator: a full disk (or a failing write)
 //! poisons the node's one fjall database and stops the Raft groups that hit it, for good
 //! (docs/storage.md). Nothing short of reopening the store brings them back, and every group
-//! shares that store, so the node recovers as a whole: `ringchat serve` stops the app cleanly,
-//! waits until the data dir takes a write and an fsync again, and starts it anew on the same
-//! data dir, as a restart would. Clients see their connections close and reconnect.
+//! shares that store, so the node recovers as a whole: `ringchat serve` waits until the data
+//! dir takes a write and an fsync again (serving meanwhile: writes answer `unavailable`,
+//! `/readyz` 503), then stops the app cleanly and starts it anew on the same data dir, as a
+//! restart would. Clients see their connections close and reconnect.
 
 use std::io::Write;
 use std::path::Path;

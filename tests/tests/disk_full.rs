@@ -84,6 +84,16 @@ async fn fill_up(dir: &Path) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(ready, 503, "/readyz stayed {ready} on a node that cannot write");
+    // It keeps answering while the disk stays full (past its first checks and probes): a
+    // closed port would tell a load balancer nothing and a client only "connection refused".
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(http.readyz().await.expect("readyz answers on a full disk"), 503);
+    assert_eq!(http.healthz().await.expect("healthz answers on a full disk"), 200);
+    let refused = alice.http.send_message(&dm.channel_id, "still full", "c-full").await;
+    assert_eq!(
+        api_error(&refused.expect_err("a write on a still-full disk")),
+        (503, "unavailable".to_string())
+    );
 
     // Space comes back: the node reopens its store by itself (nobody restarts the process,
     // and nothing else listens on its port) and serves again, with everything acked before
