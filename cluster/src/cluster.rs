@@ -231,12 +231,9 @@ impl Cluster {
     /// How many groups running here (data partitions and meta) have the node at cluster
     /// address `addr` as a voter or learner: what a peer-down line says is affected.
     pub fn groups_replicated_with(&self, addr: &str) -> usize {
-        self.hosted
-            .all()
+        self.all_groups()
             .into_iter()
-            .map(|(_, g)| g)
-            .chain(std::iter::once(self.meta.clone()))
-            .filter(|g| {
+            .filter(|(_, g)| {
                 let metrics = g.metrics();
                 let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&metrics);
                 let shared = m
@@ -315,9 +312,7 @@ impl Cluster {
     /// openraft stops a group for good on a storage error (or a panic), and only reopening the
     /// store brings it back. A group shut down on purpose (`Fatal::Stopped`) is not listed.
     pub fn stopped_groups(&self) -> Vec<(u16, String)> {
-        let mut groups = vec![(META_PARTITION, self.meta.clone())];
-        groups.extend(self.hosted.all());
-        groups
+        self.all_groups()
             .into_iter()
             .filter_map(|(p, g)| {
                 let m = g.metrics();
@@ -328,6 +323,13 @@ impl Cluster {
                 }
             })
             .collect()
+    }
+
+    /// Every group running here: the data partitions, then the meta group.
+    pub(crate) fn all_groups(&self) -> Vec<(u16, PartitionRaft)> {
+        let mut groups = self.hosted.all();
+        groups.push((META_PARTITION, self.meta.clone()));
+        groups
     }
 
     /// Waits until `is_ready`, or `timeout`.
@@ -386,8 +388,7 @@ impl Cluster {
         let _no_changes = self.hosted.changing.lock().await;
         self.hosted.stop_opening();
         self.liveness_stop.cancel();
-        let groups = self.hosted.all().into_iter().map(|(_, g)| g);
-        for g in groups.chain(std::iter::once(self.meta.clone())) {
+        for (_, g) in self.all_groups() {
             if let Err(e) = g.shutdown().await {
                 tracing::warn!(error = %e, "raft shutdown");
             }

@@ -178,10 +178,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let shutdown = app.state.shutdown.clone();
         let cluster = app.state.cluster.clone();
         let stopped = tokio::select! {
-            _ = stop.cancelled() => None,
             _ = shutdown.cancelled() => None,
             stopped = storage_recovery::stopped_groups(&cluster, &stop) => stopped,
         };
+        // Nothing may hold the old cluster (and its store) when the app starts again.
         drop(cluster);
         let Some(stopped) = stopped else {
             shutdown.cancel();

@@ -54,11 +54,9 @@ impl Cluster {
 
     /// The groups (data partitions and meta) this node leads now.
     fn led_here(&self) -> Vec<PartitionRaft> {
-        self.hosted
-            .all()
+        self.all_groups()
             .into_iter()
             .map(|(_, raft)| raft)
-            .chain(std::iter::once(self.meta.clone()))
             .filter(|raft| raft.metrics().borrow_watched().current_leader == Some(self.node_id))
             .collect()
     }
