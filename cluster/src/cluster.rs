@@ -50,7 +50,8 @@ pub struct ClusterConfig {
     pub cluster_secret: Option<String>,
     /// A member silent this long is declared dead and its replicas are rebuilt elsewhere.
     pub dead_after: Duration,
-    /// Build a snapshot after this many log entries since the last one.
+    /// Fewest log entries between two snapshots of a group; the interval grows with the
+    /// partition (`partition/snapshot_schedule.rs`).
     pub snapshot_every: u64,
     /// Message cache sizes.
     pub cache_memory_bytes: usize,
@@ -141,10 +142,10 @@ impl Cluster {
         if partitions == 0 {
             return Err(ClusterError::Internal("--partitions must be at least 1".into()));
         }
-        let meta_config = raft_config(cfg, true)?;
+        let meta_config = raft_config(true)?;
         // Data partitions are quiescent: no per-group heartbeats or election timers; node-level
         // beats stand in for both (`liveness/`).
-        let partition_config = raft_config(cfg, false)?;
+        let partition_config = raft_config(false)?;
         let opener = GroupOpener {
             store: store.clone(),
             meta_config,
@@ -154,6 +155,7 @@ impl Cluster {
             node_id: cfg.node_id,
             commits: CommitSink::default(),
             channels: ChannelCache::default(),
+            snapshot_every: cfg.snapshot_every,
         };
         let meta = opener.open(META_PARTITION).await?;
         // A group runs only where the node replicates its partition: all of them on a node that
@@ -428,7 +430,7 @@ fn store_partition_count(store: &Store, partitions: u16) -> Result<(), ClusterEr
 
 /// The openraft settings of a group: with `timers`, openraft heartbeats it and runs its
 /// elections (the meta group); without, `liveness/` does (data partitions).
-fn raft_config(cfg: &ClusterConfig, timers: bool) -> Result<Arc<Config>, ClusterError> {
+fn raft_config(timers: bool) -> Result<Arc<Config>, ClusterError> {
     let config = Config {
         cluster_name: "ringchat".into(),
         heartbeat_interval: 250,
@@ -441,7 +443,9 @@ fn raft_config(cfg: &ClusterConfig, timers: bool) -> Result<Arc<Config>, Cluster
         // depose a healthy leader when it comes back.
         enable_pre_vote: Some(true),
         install_snapshot_timeout: 60_000,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
+        // Snapshots are asked for by each group's schedule, whose interval grows with the
+        // partition (`partition/snapshot_schedule.rs`), not after a fixed count.
+        snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: 1000,
         ..Default::default()
     }

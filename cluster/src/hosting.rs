@@ -27,6 +27,7 @@ use crate::delivery::{leader_watch, CommitSink, PartitionDelivery};
 use crate::error::ClusterError;
 use crate::network::NoPeers;
 use crate::partition::channel_cache::ChannelCache;
+use crate::partition::snapshot_schedule::{self, SnapshotSchedule};
 use crate::partition::{LogStore, StateMachine};
 use crate::rpc::{GroupRegistry, PartitionGroups, PeerChannels};
 use crate::types::{NodeId, PartitionRaft};
@@ -50,15 +51,19 @@ pub(crate) struct GroupOpener {
     pub commits: CommitSink,
     /// Decoded channel records, shared by every group of the node.
     pub channels: ChannelCache,
+    /// Fewest log entries between two snapshots of a group (`snapshot_schedule.rs`).
+    pub snapshot_every: u64,
 }
 
 impl GroupOpener {
     /// Starts the Raft group of partition `p` over its stored log and state machine.
     pub async fn open(&self, p: u16) -> Result<PartitionRaft, ClusterError> {
         let delivery = Arc::new(PartitionDelivery::new(self.commits.clone()));
+        let (schedule, snapshot_due) = SnapshotSchedule::new(self.snapshot_every);
         let sm = StateMachine::open(self.store.clone(), p, self.snapshots.clone())?
             .with_delivery(delivery.clone())
-            .with_channel_cache(self.channels.clone());
+            .with_channel_cache(self.channels.clone())
+            .with_snapshot_schedule(schedule)?;
         let log = LogStore::new(self.store.clone(), p);
         let config = if p == crate::meta::META_PARTITION {
             self.meta_config.clone()
@@ -71,6 +76,7 @@ impl GroupOpener {
         };
         let raft = raft.map_err(|e| ClusterError::Internal(e.to_string()))?;
         leader_watch::spawn(&raft, self.node_id, p, delivery);
+        snapshot_schedule::spawn_trigger(&raft, p, snapshot_due);
         Ok(raft)
     }
 }

@@ -3,3 +3,4 @@
 mod common;
 mod grpc_replication;
 mod routing;
+mod snapshots;

@@ -7,6 +7,7 @@ pub mod log_store;
 pub mod log_tail;
 pub mod overlay;
 pub mod snapshot;
+pub mod snapshot_schedule;
 pub mod state_machine;
 pub mod tables;
 

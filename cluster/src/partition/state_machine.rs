@@ -17,6 +17,7 @@ use super::apply::apply_command;
 use super::channel_cache::ChannelCache;
 use super::overlay::Overlay;
 use super::snapshot::{read_snapshot, write_snapshot, SnapshotFile};
+use super::snapshot_schedule::SnapshotSchedule;
 use super::tables as t;
 use crate::command::Response;
 use crate::delivery::PartitionDelivery;
@@ -44,6 +45,8 @@ pub struct StateMachine {
     delivery: Option<Arc<PartitionDelivery>>,
     /// The node's channel cache and this state machine's current generation in it.
     channels: Option<(ChannelCache, u64)>,
+    /// When the next snapshot is due (`None`: openraft's own policy, in tests and tools).
+    schedule: Option<Arc<SnapshotSchedule>>,
 }
 
 impl StateMachine {
@@ -66,7 +69,23 @@ impl StateMachine {
             membership,
             delivery: None,
             channels: None,
+            schedule: None,
         })
+    }
+
+    /// The same state machine asking `schedule` for snapshots, starting from the snapshot on
+    /// disk (its index, and its record count if a build of this release recorded it).
+    pub fn with_snapshot_schedule(mut self, schedule: Arc<SnapshotSchedule>) -> Result<Self, StorageError> {
+        if let Some(pointer) = self.read_pointer()? {
+            let index = pointer.meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
+            let records = match self.store.raft.get(records_key(self.partition))? {
+                Some(v) => crate::codec::decode::<u64>(&v)?,
+                None => 0,
+            };
+            schedule.snapshotted(index, records);
+        }
+        self.schedule = Some(schedule);
+        Ok(self)
     }
 
     /// The same state machine reading and writing channel records through `cache`.
@@ -96,6 +115,31 @@ impl StateMachine {
     }
 }
 
+/// Where the record count of partition `p`'s current snapshot is kept, beside its pointer (a
+/// separate key: the pointer's encoded shape is part of the stored format).
+fn records_key(p: u16) -> Vec<u8> {
+    ringchat_storage::KeyBuf::new(p, 1).raw(b"snapshot_records").build()
+}
+
+/// Records `records` as the size of partition `p`'s snapshot at `index`, for `schedule` now and
+/// after a restart.
+fn snapshot_taken(
+    store: &Store,
+    p: u16,
+    schedule: Option<&Arc<SnapshotSchedule>>,
+    index: u64,
+    records: u64,
+) -> io::Result<()> {
+    store
+        .raft
+        .insert(records_key(p), crate::codec::encode(&records))
+        .map_err(io::Error::other)?;
+    if let Some(schedule) = schedule {
+        schedule.snapshotted(index, records);
+    }
+    Ok(())
+}
+
 /// Builds a snapshot from a read view taken between two applies.
 pub struct SnapshotBuilder {
     store: Store,
@@ -104,6 +148,7 @@ pub struct SnapshotBuilder {
     view: fjall::Snapshot,
     meta: SnapshotMetaOf<C>,
     pointer_key: Vec<u8>,
+    schedule: Option<Arc<SnapshotSchedule>>,
 }
 
 impl RaftSnapshotBuilder<C> for SnapshotBuilder {
@@ -113,9 +158,19 @@ impl RaftSnapshotBuilder<C> for SnapshotBuilder {
         let index = self.meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
         let path = self.snapshot_dir.join(format!("p{}-{}.snap", self.partition, index));
         let (store, view, partition, p2) = (self.store.clone(), self.view.clone(), self.partition, path.clone());
-        let count = tokio::task::spawn_blocking(move || write_snapshot(&store, &view, partition, &p2))
+        let written = tokio::task::spawn_blocking(move || write_snapshot(&store, &view, partition, &p2))
             .await
-            .map_err(io::Error::other)??;
+            .map_err(io::Error::other)
+            .and_then(|r| r);
+        let count = match written {
+            Ok(count) => count,
+            Err(e) => {
+                if let Some(schedule) = &self.schedule {
+                    schedule.not_built();
+                }
+                return Err(e);
+            }
+        };
         let old = match self.store.raft.get(&self.pointer_key).map_err(io::Error::other)? {
             Some(v) => Some(crate::codec::decode::<SnapshotPointer>(&v)?.path),
             None => None,
@@ -128,6 +183,7 @@ impl RaftSnapshotBuilder<C> for SnapshotBuilder {
             .raft
             .insert(&self.pointer_key, crate::codec::encode(&pointer))
             .map_err(io::Error::other)?;
+        snapshot_taken(&self.store, self.partition, self.schedule.as_ref(), index, count)?;
         if let Some(old) = old.filter(|o| *o != path) {
             let _ = std::fs::remove_file(old);
         }
@@ -195,6 +251,9 @@ impl RaftStateMachine<C> for StateMachine {
                 ov.put_record(t::meta_membership(p), &self.membership);
             }
             ov.commit(&self.store.db)?;
+            if let (Some(schedule), Some(id)) = (&self.schedule, &self.applied) {
+                schedule.applied(id.index());
+            }
         }
         if let Some(delivery) = &self.delivery {
             for (message, members) in committed {
@@ -218,6 +277,7 @@ impl RaftStateMachine<C> for StateMachine {
                 last_membership: self.membership.clone(),
             },
             pointer_key: self.pointer_key(),
+            schedule: self.schedule.clone(),
         }
     }
 
@@ -279,6 +339,7 @@ impl RaftStateMachine<C> for StateMachine {
         };
         batch.insert(&self.store.raft, self.pointer_key(), crate::codec::encode(&pointer));
         batch.commit().map_err(io::Error::other)?;
+        snapshot_taken(&self.store, p, self.schedule.as_ref(), index, records)?;
         tracing::info!(partition = p, index, records, "snapshot installed");
         Ok(())
     }
