@@ -12,13 +12,13 @@ use openraft::async_runtime::watch::WatchReceiver;
 use ringchat_cluster::query::{self, Query, QueryResult};
 use ringchat_cluster::rpc::{ClusterSecret, NodeRpcService, NodeServices, PeerChannels, RaftRpcService};
 use ringchat_cluster::{
-    ChannelKind, ChannelRecord, Cluster, ClusterConfig, ClusterError, Command, HostedPartitions, NodeId, Response,
-    RetryPolicy, Router, UserRecord,
+    ChannelKind, ChannelRecord, Cluster, ClusterError, Command, HostedPartitions, NodeId, Response, RetryPolicy,
+    Router, UserRecord,
 };
 use ringchat_storage::Store;
 use tokio::net::TcpListener;
 
-use crate::common::{elect, raft_config, Replica, SECRET, WAIT};
+use crate::common::{elect, raft_config, single_node_config, Replica, SECRET, WAIT};
 
 const PARTITION: u16 = 5;
 
@@ -359,25 +359,9 @@ async fn no_reachable_leader_is_unavailable_within_the_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_node_cluster_without_peers_routes_everything_locally() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cluster = Cluster::open(&ClusterConfig {
-        node_id: 1,
-        data_dir: dir.path().to_path_buf(),
-        partitions: 4,
-        replication: 1,
-        advertise: "127.0.0.1:1".into(),
-        client_addr: "127.0.0.1:2".into(),
-        public_url: String::new(),
-        source_ip: None,
-        join: None,
-        cluster_secret: None,
-        dead_after: Duration::from_secs(30),
-        snapshot_every: 10_000,
-        cache_memory_bytes: 1 << 20,
-        // foyer's disk engine needs room for its blocks: with a few MiB, closing never ends.
-        cache_disk_bytes: 256 << 20,
-    })
-    .await
-    .expect("open single node");
+    let cluster = Cluster::open(&single_node_config(dir.path(), 4, 10_000))
+        .await
+        .expect("open single node");
     assert!(cluster.wait_ready(WAIT).await, "every partition led locally");
 
     cluster

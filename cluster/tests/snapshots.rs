@@ -6,9 +6,9 @@
 use std::time::{Duration, Instant};
 
 use openraft::async_runtime::watch::WatchReceiver;
-use ringchat_cluster::{Cluster, ClusterConfig, Command, UserRecord};
+use ringchat_cluster::{Cluster, Command, UserRecord};
 
-use crate::common::WAIT;
+use crate::common::{single_node_config, WAIT};
 
 const FLOOR: u64 = 50;
 
@@ -56,24 +56,9 @@ async fn write_until_snapshot(cluster: &Cluster, next: &mut u64, after: u64, lim
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_snapshot_by_themselves_and_less_often_as_they_grow() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cluster = Cluster::open(&ClusterConfig {
-        node_id: 1,
-        data_dir: dir.path().to_path_buf(),
-        partitions: 1,
-        replication: 1,
-        advertise: "127.0.0.1:1".into(),
-        client_addr: "127.0.0.1:2".into(),
-        public_url: String::new(),
-        source_ip: None,
-        join: None,
-        cluster_secret: None,
-        dead_after: Duration::from_secs(30),
-        snapshot_every: FLOOR,
-        cache_memory_bytes: 1 << 20,
-        cache_disk_bytes: 256 << 20,
-    })
-    .await
-    .expect("open single node");
+    let cluster = Cluster::open(&single_node_config(dir.path(), 1, FLOOR))
+        .await
+        .expect("open single node");
     assert!(cluster.wait_ready(WAIT).await, "partition led locally");
 
     // The first snapshot comes after the floor (a few entries of the bootstrap count too).
@@ -105,24 +90,9 @@ async fn partitions_snapshot_by_themselves_and_less_often_as_they_grow() {
     // stored with the snapshot) rather than falling back to the floor.
     cluster.shutdown().await;
     drop(cluster);
-    let cluster = Cluster::open(&ClusterConfig {
-        node_id: 1,
-        data_dir: dir.path().to_path_buf(),
-        partitions: 1,
-        replication: 1,
-        advertise: "127.0.0.1:1".into(),
-        client_addr: "127.0.0.1:2".into(),
-        public_url: String::new(),
-        source_ip: None,
-        join: None,
-        cluster_secret: None,
-        dead_after: Duration::from_secs(30),
-        snapshot_every: FLOOR,
-        cache_memory_bytes: 1 << 20,
-        cache_disk_bytes: 256 << 20,
-    })
-    .await
-    .expect("reopen");
+    let cluster = Cluster::open(&single_node_config(dir.path(), 1, FLOOR))
+        .await
+        .expect("reopen");
     assert!(cluster.wait_ready(WAIT).await, "partition led again");
     let at = snapshot_and_log_start(&cluster).0;
     let after_restart = write_until_snapshot(&cluster, &mut next, at, 2_000).await;

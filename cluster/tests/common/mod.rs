@@ -1,7 +1,7 @@
-//! The test node both cluster integration tests (`grpc_replication`, `routing`) build on: one
-//! partition group with its own temporary data dir and store, served over gRPC on loopback
-//! (port chosen at run time unless a test asks for one), stopped with a bounded wait; and the
-//! election of such nodes as voters.
+//! What the cluster integration tests build on: one partition group with its own temporary
+//! data dir and store, served over gRPC on loopback (port chosen at run time unless a test asks
+//! for one), stopped with a bounded wait; the election of such nodes as voters; and the
+//! settings of a single-node `Cluster`.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -23,6 +23,28 @@ use tokio_util::sync::CancellationToken;
 pub const SECRET: &str = "test-cluster-secret-0123456789";
 /// Bound of every wait for Raft progress.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Settings of a single-node `Cluster` in `dir` (no peers, replication 1) with `partitions`
+/// partitions and snapshots at least `snapshot_every` entries apart.
+pub fn single_node_config(dir: &Path, partitions: u16, snapshot_every: u64) -> ringchat_cluster::ClusterConfig {
+    ringchat_cluster::ClusterConfig {
+        node_id: 1,
+        data_dir: dir.to_path_buf(),
+        partitions,
+        replication: 1,
+        advertise: "127.0.0.1:1".into(),
+        client_addr: "127.0.0.1:2".into(),
+        public_url: String::new(),
+        source_ip: None,
+        join: None,
+        cluster_secret: None,
+        dead_after: Duration::from_secs(30),
+        snapshot_every,
+        cache_memory_bytes: 1 << 20,
+        // foyer's disk engine needs room for its blocks: with a few MiB, closing never ends.
+        cache_disk_bytes: 256 << 20,
+    }
+}
 
 /// `SECRET` as a `ClusterSecret`.
 pub fn secret() -> ClusterSecret {
