@@ -12,13 +12,12 @@ use openraft::async_runtime::watch::WatchReceiver;
 use ringchat_cluster::query::{self, Query, QueryResult};
 use ringchat_cluster::rpc::{ClusterSecret, NodeRpcService, NodeServices, PeerChannels, RaftRpcService};
 use ringchat_cluster::{
-    ChannelKind, ChannelRecord, Cluster, ClusterError, Command, HostedPartitions, NodeId, Response, RetryPolicy,
-    Router, UserRecord,
+    ChannelKind, ChannelRecord, Cluster, ClusterError, Command, HostedPartitions, NodeId, Response, RetryPolicy, Router,
 };
 use ringchat_storage::Store;
 use tokio::net::TcpListener;
 
-use crate::common::{elect, raft_config, single_node_config, Replica, SECRET, WAIT};
+use crate::common::{elect, raft_config, single_node_config, user, Replica, SECRET, WAIT};
 
 const PARTITION: u16 = 5;
 
@@ -84,15 +83,6 @@ async fn three_voters() -> (Vec<TestNode>, NodeId) {
     }
     let leader = elect(&nodes.iter().map(|n| &n.replica).collect::<Vec<_>>()).await;
     (nodes, leader)
-}
-
-fn user(n: u64) -> UserRecord {
-    UserRecord {
-        user_id: format!("u_{n}"),
-        username: format!("user{n}"),
-        created_ms: 1_700_000_000_000 + n,
-        last_seen: None,
-    }
 }
 
 fn group(id: &str) -> ChannelRecord {

@@ -6,20 +6,11 @@
 use std::time::{Duration, Instant};
 
 use openraft::async_runtime::watch::WatchReceiver;
-use ringchat_cluster::{Cluster, Command, UserRecord};
+use ringchat_cluster::{Cluster, Command};
 
-use crate::common::{single_node_config, WAIT};
+use crate::common::{single_node_config, user, WAIT};
 
 const FLOOR: u64 = 50;
-
-fn user(n: u64) -> UserRecord {
-    UserRecord {
-        user_id: format!("u_{n}"),
-        username: format!("user{n}"),
-        created_ms: 1_700_000_000_000 + n,
-        last_seen: None,
-    }
-}
 
 /// The snapshot index and the first log index still stored of partition 0.
 fn snapshot_and_log_start(cluster: &Cluster) -> (u64, u64) {

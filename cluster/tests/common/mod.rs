@@ -46,6 +46,16 @@ pub fn single_node_config(dir: &Path, partitions: u16, snapshot_every: u64) -> r
     }
 }
 
+/// User `n`: id `u_n`, name `usern`.
+pub fn user(n: u64) -> ringchat_cluster::UserRecord {
+    ringchat_cluster::UserRecord {
+        user_id: format!("u_{n}"),
+        username: format!("user{n}"),
+        created_ms: 1_700_000_000_000 + n,
+        last_seen: None,
+    }
+}
+
 /// `SECRET` as a `ClusterSecret`.
 pub fn secret() -> ClusterSecret {
     ClusterSecret::new(SECRET).expect("secret")
