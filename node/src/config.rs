@@ -130,7 +130,8 @@ pub struct Config {
     pub outbound_queue: usize,
     /// `text` or `json`.
     pub log_format: String,
-    /// Snapshot every this many log entries per partition.
+    /// Fewest log entries between two snapshots of a partition; the interval grows with the
+    /// partition (docs/snapshots.md).
     pub snapshot_every: u64,
     /// Unreachable members are declared dead after this many seconds.
     pub dead_after_secs: u64,
