@@ -155,22 +155,24 @@ impl RaftSnapshotBuilder<C> for SnapshotBuilder {
     type SnapshotData = SnapshotFile;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, SnapshotFile>, io::Error> {
+        let built = self.build().await;
+        if let (Err(_), Some(schedule)) = (&built, &self.schedule) {
+            schedule.not_built();
+        }
+        built
+    }
+}
+
+impl SnapshotBuilder {
+    /// Writes the snapshot file, points the partition at it and records its size; any error
+    /// leaves the schedule free to ask again (`build_snapshot`).
+    async fn build(&self) -> Result<SnapshotOf<C, SnapshotFile>, io::Error> {
         let index = self.meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
         let path = self.snapshot_dir.join(format!("p{}-{}.snap", self.partition, index));
         let (store, view, partition, p2) = (self.store.clone(), self.view.clone(), self.partition, path.clone());
-        let written = tokio::task::spawn_blocking(move || write_snapshot(&store, &view, partition, &p2))
+        let count = tokio::task::spawn_blocking(move || write_snapshot(&store, &view, partition, &p2))
             .await
-            .map_err(io::Error::other)
-            .and_then(|r| r);
-        let count = match written {
-            Ok(count) => count,
-            Err(e) => {
-                if let Some(schedule) = &self.schedule {
-                    schedule.not_built();
-                }
-                return Err(e);
-            }
-        };
+            .map_err(io::Error::other)??;
         let old = match self.store.raft.get(&self.pointer_key).map_err(io::Error::other)? {
             Some(v) => Some(crate::codec::decode::<SnapshotPointer>(&v)?.path),
             None => None,
