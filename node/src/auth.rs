@@ -2,10 +2,9 @@
 //! random bearer tokens stored only as SHA-256, and opaque ids.
 //!
 //! Hashing costs ~19 MiB and real CPU, so it runs on a few dedicated threads, never on the
-//! async workers. Dedicated (not `spawn_blocking`) because the allocator keeps a freed 19 MiB
-//! block in the arena of the thread that used it: spread over a blocking pool of many threads
-//! that retained hundreds of MiB after a burst of logins; on `threads` fixed threads it is
-//! `threads` × 19 MiB, reused.
+//! async workers. Dedicated (not `spawn_blocking`) so that a burst of logins touches the
+//! allocator from `threads` threads only; each returns its freed 19 MiB block to the OS after
+//! every hash (`allocator::release_freed_memory`).
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -124,6 +123,7 @@ fn run_jobs(rx: &Mutex<Receiver<Job>>) {
             // A panicking job must not take the thread (and every later login) with it.
             Ok(job) => {
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                crate::allocator::release_freed_memory();
             }
             Err(_) => return,
         }

@@ -74,13 +74,16 @@ enum ClusterCommand {
     },
 }
 
+/// mimalloc, not glibc malloc: see `ringchat_node::allocator` and docs/allocator.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Commands::Serve(args) => {
             let config = Config::from_args(*args)?;
             init_logs(&config.log_format);
-            ringchat_node::allocator::tune();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(config.worker_threads)
                 .enable_all()
