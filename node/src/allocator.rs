@@ -4,8 +4,8 @@
 //! three of four tokio workers and the fsync thread waiting on one glibc arena lock (in
 //! `_int_free` / `realloc`) while the fourth held it in `sysmalloc`; the frees were openraft's
 //! per-round metrics maps of 64 groups. mimalloc's thread-local free lists have no such lock:
-//! the same 100 s run went from p99 2,410 ms to 323 ms at slightly less CPU
-//! (docs/allocator.md, docs/benchmarks.md).
+//! the same 100 s run went from p99 2,410 ms to 893–1,325 ms with this build (two runs; the
+//! runs vary about as much as that), at about the same CPU (docs/allocator.md).
 //!
 //! Why `no_thp`: mimalloc asks for huge pages on its 1 GiB arena by default, and with the
 //! kernel's `madvise` THP mode every touched 2 MiB region then becomes resident: an idle node
