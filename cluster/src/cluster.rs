@@ -81,6 +81,8 @@ pub struct Cluster {
     pub(crate) dead_after: Duration,
     /// Since when this node has led the meta group (liveness needs a baseline).
     pub(crate) meta_leader_since: std::sync::Mutex<Option<Instant>>,
+    /// Replica moves the meta leader is running (`meta/moves.rs`).
+    pub(crate) moves: crate::meta::moves::Moves,
     /// Sends writes and reads to partition leaders (`router.rs`); local-only until `set_peers`.
     pub(crate) router: Router,
     /// Peers' beats, and the elections of leaderless groups (`liveness/`).
@@ -207,6 +209,7 @@ impl Cluster {
             delivery: OnceLock::new(),
             dead_after: cfg.dead_after,
             meta_leader_since: std::sync::Mutex::new(None),
+            moves: Default::default(),
             router: Router::new(cfg.node_id),
             liveness: Liveness::default(),
             liveness_stop: CancellationToken::new(),
@@ -390,6 +393,7 @@ impl Cluster {
         let _no_changes = self.hosted.changing.lock().await;
         self.hosted.stop_opening();
         self.liveness_stop.cancel();
+        self.moves.abort_all();
         for (_, g) in self.all_groups() {
             if let Err(e) = g.shutdown().await {
                 tracing::warn!(error = %e, "raft shutdown");

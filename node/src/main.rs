@@ -136,7 +136,10 @@ async fn operate(cmd: ClusterCommand) -> anyhow::Result<()> {
                     .iter()
                     .find(|m| m.node_id == node_id)
                     .map(|m| m.state.clone());
-                if state.as_deref() == Some("dead") {
+                // Dead and in no partition's replica set: a member that was already dead
+                // when asked is removed only once its replicas are rebuilt elsewhere.
+                let placed = status.partitions.iter().any(|p| p.replicas.contains(&node_id));
+                if state.as_deref() == Some("dead") && !placed {
                     println!("node {node_id} removed");
                     return Ok(());
                 }

@@ -180,8 +180,13 @@ impl NodeProcess {
             .arg(format!("{}:{}", self.ip, self.port))
             .arg("--cluster-listen")
             .arg(&self.cluster_addr)
-            .arg("--partitions")
-            .arg("8")
+            .args(
+                // 8 unless the test asks for another count.
+                (!self.extra.iter().any(|a| a == "--partitions"))
+                    .then_some(["--partitions", "8"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args([
                 "--send-rate",
                 &TEST_SEND_RATE.to_string(),

@@ -8,6 +8,7 @@
 
 use crate::log_throttle::{LogThrottle, EVERY_30_S};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::async_runtime::watch::WatchReceiver;
@@ -32,6 +33,11 @@ use crate::types::{NodeId, PartitionRaft};
 
 /// How long a new replica may take to catch up before the move is retried on a later pass.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A member this long without answering the meta leader holds back the moves of the
+/// partitions it replicates until it answers again or is declared dead (at most half the
+/// dead-after grace).
+const SILENT_AFTER: Duration = Duration::from_secs(3);
 
 /// A member RPC client with the cluster secret attached.
 pub(crate) type MemberClient =
@@ -308,7 +314,13 @@ impl Cluster {
                 "cannot remove the last active member".into(),
             ))));
         }
-        if matches!(info.state, NodeState::Draining | NodeState::Dead) {
+        if info.state == NodeState::Draining {
+            return Ok(());
+        }
+        // A member declared dead for silence is still in the meta group (so that it can come
+        // back) and may still be in the layout: removing it drains it like a live one, except
+        // that its replicas are rebuilt from the survivors. One already taken out is done.
+        if info.state == NodeState::Dead && !self.meta_members().contains(&node) && !self.in_layout(node)? {
             return Ok(());
         }
         let record = NodeInfo {
@@ -318,6 +330,11 @@ impl Cluster {
         tracing::info!(node, "member draining");
         self.write_meta(Command::MetaUpsertNode { node: record }).await?;
         Ok(())
+    }
+
+    /// True if the committed layout places a replica of some partition on `node`.
+    fn in_layout(&self, node: NodeId) -> Result<bool, ClusterError> {
+        Ok(self.layout()?.replicas.iter().any(|set| set.contains(&node)))
     }
 
     /// Draining members that hold no replica in the committed layout leave the meta group and
@@ -361,11 +378,13 @@ impl Cluster {
     }
 
     /// One pass of the meta leader's membership work: promote joiners that caught up, then
-    /// move replicas until the layout matches the active members. Errors leave the rest for
-    /// the next pass.
-    pub async fn rebalance_once(&self) -> Result<(), ClusterError> {
+    /// start a move for every partition whose committed replicas differ from the placement
+    /// over the active members (`meta/moves.rs`). Moves run as tasks of their own and each
+    /// commits its partition's replica set when done; this pass never waits for one.
+    pub async fn rebalance_once(self: &Arc<Self>) -> Result<(), ClusterError> {
         if !self.is_meta_leader() || self.peers.is_none() {
             *self.meta_leader_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            self.moves.abort_all();
             return Ok(());
         }
         let members = self.members()?;
@@ -374,74 +393,162 @@ impl Cluster {
         self.promote_caught_up(&members).await?;
         let members = self.members()?;
         self.refill_meta_voters(&members).await?;
-        let by_id: BTreeMap<NodeId, &NodeInfo> = members.iter().map(|n| (n.node_id, n)).collect();
+        if self.start_moves(&members)? {
+            return self.finish_removals(&members).await;
+        }
+        Ok(())
+    }
+
+    /// Starts a move for every partition whose committed replicas differ from the placement
+    /// over the active members, up to `MAX_PARALLEL` running. Called by each pass and by every
+    /// move that ends, so the next move starts at once rather than on the next pass. True if
+    /// the committed layout already is the placement.
+    fn start_moves(self: &Arc<Self>, members: &[NodeInfo]) -> Result<bool, ClusterError> {
         let active: BTreeSet<NodeId> = members
             .iter()
             .filter(|n| n.state == NodeState::Active)
             .map(|n| n.node_id)
             .collect();
         if active.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let desired = replica_sets(&active, self.partitions(), self.replication);
         let current = self.layout()?;
         if current.replicas == desired {
-            return self.finish_removals(&members).await;
+            return Ok(true);
         }
-        let mut all_moved = true;
+        // A member that stopped answering but is not declared dead yet may only be back in a
+        // moment: a move of a partition it replicates (or would replicate) waits for the
+        // verdict, so a replica on a live node is never evicted in favour of a silent one.
+        // Draining members are not waited for: the operator asked for them to go.
+        let silent_after = SILENT_AFTER.min(self.dead_after / 2);
+        let silence = self.member_silence();
+        let silent: BTreeSet<NodeId> = members
+            .iter()
+            .filter(|n| matches!(n.state, NodeState::Active | NodeState::Joining))
+            .filter(|n| silence.get(&n.node_id).is_some_and(|q| *q >= silent_after))
+            .map(|n| n.node_id)
+            .collect();
+        let now = std::time::Instant::now();
+        let mut waiting = 0usize;
         for (p, voters) in desired.iter().enumerate() {
-            if current.replicas.get(p) == Some(voters) {
+            let p = p as u16;
+            let before: Vec<NodeId> = current.replicas.get(p as usize).cloned().unwrap_or_default();
+            if &before == voters || self.moves.busy(p, now) {
                 continue;
             }
-            let change = ReplicaChange {
-                partition: p as u16,
-                voters: voters
-                    .iter()
-                    .filter_map(|id| by_id.get(id).map(|n| (*id, n.cluster_addr.clone())))
-                    .collect(),
-            };
-            let hints: Vec<NodeId> = current.replicas.get(p).cloned().unwrap_or_default();
-            if let Err(e) = self.change_replicas_anywhere(&change, &hints, &by_id).await {
-                // Retried every pass for as long as the cause lasts (a member down): one line
-                // per 30 s, not one per partition per pass.
-                static MOVE_NOT_DONE: LogThrottle = LogThrottle::new(EVERY_30_S);
-                if let Some(held_back) = MOVE_NOT_DONE.allow() {
-                    tracing::info!(partition = p, error = %e, held_back, "replica move not done yet; retrying later");
-                }
-                all_moved = false;
+            if before.iter().chain(voters).any(|n| silent.contains(n)) {
+                waiting += 1;
+                continue;
+            }
+            if self.moves.running() >= super::moves::MAX_PARALLEL {
+                break;
+            }
+            self.start_move(p, voters.clone(), before, members);
+        }
+        if waiting > 0 {
+            static WAITING: LogThrottle = LogThrottle::new(EVERY_30_S);
+            if let Some(held_back) = WAITING.allow() {
+                tracing::info!(partitions = waiting, silent = ?silent, held_back, "replica moves wait for silent members to answer or be declared dead");
             }
         }
-        if all_moved {
-            let layout = Layout {
-                version: current.version + 1,
-                replicas: desired,
-            };
-            tracing::info!(version = layout.version, "partition layout committed");
-            self.write_meta(Command::MetaSetLayout { layout }).await?;
+        Ok(false)
+    }
+
+    /// Starts the move of partition `p` from `before` to `target` as a task of its own.
+    fn start_move(self: &Arc<Self>, p: u16, target: Vec<NodeId>, before: Vec<NodeId>, members: &[NodeInfo]) {
+        let addrs: BTreeMap<NodeId, NodeInfo> = members.iter().map(|n| (n.node_id, n.clone())).collect();
+        let change = ReplicaChange {
+            partition: p,
+            voters: target
+                .iter()
+                .filter_map(|id| addrs.get(id).map(|n| (*id, n.cluster_addr.clone())))
+                .collect(),
+        };
+        let cluster = Arc::clone(self);
+        let moving_to = target;
+        self.moves.start(p, move || {
+            tokio::spawn(async move {
+                let by_id: BTreeMap<NodeId, &NodeInfo> = addrs.iter().map(|(id, n)| (*id, n)).collect();
+                let started = std::time::Instant::now();
+                let result = match tokio::time::timeout(
+                    super::moves::MOVE_TIMEOUT,
+                    cluster.change_replicas_anywhere(&change, &before, &by_id),
+                )
+                .await
+                {
+                    Ok(Ok(())) => cluster.commit_replicas(p, &moving_to).await,
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(ClusterError::Unavailable(format!(
+                        "move did not finish in {} s",
+                        super::moves::MOVE_TIMEOUT.as_secs()
+                    ))),
+                };
+                match &result {
+                    Ok(()) => tracing::debug!(partition = p, from = ?before, to = ?moving_to, ms = started.elapsed().as_millis() as u64, "replica move committed"),
+                    Err(e) => {
+                        // Retried with a backoff for as long as the cause lasts (a member
+                        // down): one line per 30 s, not one per partition per attempt.
+                        static MOVE_NOT_DONE: LogThrottle = LogThrottle::new(EVERY_30_S);
+                        if let Some(held_back) = MOVE_NOT_DONE.allow() {
+                            tracing::info!(partition = p, error = %e, held_back, "replica move not done yet; retrying later");
+                        }
+                    }
+                }
+                cluster.moves.finished(p, result.is_ok());
+                if result.is_ok() && cluster.is_meta_leader() {
+                    if let Ok(members) = cluster.members() {
+                        let _ = cluster.start_moves(&members);
+                    }
+                }
+            })
+            .abort_handle()
+        });
+    }
+
+    /// Commits `replicas` as partition `p`'s replica set, leaving every other partition's
+    /// entry as committed. Finished moves commit one at a time (`Moves::commit`), each on the
+    /// layout the previous one left.
+    async fn commit_replicas(&self, p: u16, replicas: &[NodeId]) -> Result<(), ClusterError> {
+        let _one_at_a_time = self.moves.commit.lock().await;
+        let mut layout = self.layout()?;
+        let Some(entry) = layout.replicas.get_mut(p as usize) else {
+            return Err(ClusterError::Internal(format!("partition {p} is not in the layout")));
+        };
+        if entry.as_slice() == replicas {
+            return Ok(());
         }
+        *entry = replicas.to_vec();
+        layout.version += 1;
+        tracing::info!(partition = p, version = layout.version, replicas = ?replicas, "partition replicas committed");
+        self.write_meta(Command::MetaSetLayout { layout }).await?;
         Ok(())
+    }
+
+    /// How long each member has been silent towards the meta leader (since its last
+    /// heartbeat answer, or since this node became leader if none came).
+    fn member_silence(&self) -> BTreeMap<NodeId, Duration> {
+        let leading_for = {
+            let mut since = self.meta_leader_since.lock().unwrap_or_else(|e| e.into_inner());
+            since.get_or_insert_with(std::time::Instant::now).elapsed()
+        };
+        let m = self.meta.metrics();
+        let m = m.borrow_watched();
+        m.heartbeat
+            .as_ref()
+            .map(|h| {
+                h.iter()
+                    .map(|(id, at)| (*id, at.as_ref().map_or(leading_for, |t| t.elapsed())))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Declares members silent for `dead_after` dead (their replicas then move to live nodes),
     /// and dead members that answer again active (they get replicas back). Silence is measured
     /// from the last heartbeat the meta leader got from them, or from when it became leader.
     async fn mark_liveness(&self, members: &[NodeInfo]) -> Result<(), ClusterError> {
-        let leading_for = {
-            let mut since = self.meta_leader_since.lock().unwrap_or_else(|e| e.into_inner());
-            since.get_or_insert_with(std::time::Instant::now).elapsed()
-        };
-        let silence: BTreeMap<NodeId, Duration> = {
-            let m = self.meta.metrics();
-            let m = m.borrow_watched();
-            m.heartbeat
-                .as_ref()
-                .map(|h| {
-                    h.iter()
-                        .map(|(id, at)| (*id, at.as_ref().map_or(leading_for, |t| t.elapsed())))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let silence = self.member_silence();
         for n in members.iter().filter(|n| n.node_id != self.node_id) {
             let Some(quiet) = silence.get(&n.node_id).copied() else {
                 continue;

@@ -3,7 +3,7 @@
 //! states, and the committed partition layout. Every node replicates it (voters up to
 //! `MAX_META_VOTERS`, the rest learners) and reads it locally.
 //!
-//! `membership.rs` admits nodes and moves replicas; `meta_voters.rs` keeps the meta voters
+//! `membership.rs` admits nodes and moves replicas (each move a task of its own, `moves.rs`); `meta_voters.rs` keeps the meta voters
 //! drawn from live members; `wire.rs` holds the payloads of the member RPCs.
 
 pub mod leader_balance;
@@ -11,6 +11,7 @@ pub mod leader_handoff;
 pub mod membership;
 mod meta_voters;
 pub mod model;
+pub mod moves;
 pub mod nodes;
 pub mod operator;
 pub mod removal;
