@@ -10,8 +10,8 @@
 //! for the partition (a replica being moved here: the leader adds it as a learner and starts
 //! replicating). A group is closed once the committed layout no longer places a replica here,
 //! it does not lead, and no Raft message has arrived for it for `IDLE_BEFORE_CLOSE`: the leader
-//! stopped replicating to it. The data stays on disk; a later move back reopens the group from
-//! it and catches up like any lagging replica.
+//! stopped replicating to it. Its data is then deleted (`partition/reclaim.rs`); a later move
+//! back starts it empty and fills it from a snapshot, like on a new node.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,6 +27,7 @@ use crate::delivery::{leader_watch, CommitSink, PartitionDelivery};
 use crate::error::ClusterError;
 use crate::network::NoPeers;
 use crate::partition::channel_cache::ChannelCache;
+use crate::partition::reclaim;
 use crate::partition::snapshot_schedule::{self, SnapshotSchedule};
 use crate::partition::{LogStore, StateMachine};
 use crate::rpc::{GroupRegistry, PartitionGroups, PeerChannels};
@@ -216,8 +217,19 @@ impl Cluster {
                 if let Err(e) = raft.shutdown().await {
                     tracing::warn!(partition = p, error = %e, "closing a partition group");
                 }
+                drop(raft);
                 crate::group_events::GROUPS_CLOSED.record(p);
                 closed += 1;
+                // Still holding `changing`: the group cannot reopen while its keys go.
+                let (store, snapshots) = (self.store.clone(), self.opener.snapshots.clone());
+                match tokio::task::spawn_blocking(move || reclaim::drop_partition(&store, p, &snapshots)).await {
+                    Ok(Ok(keys)) => {
+                        metrics::counter!("ringchat_partitions_reclaimed_total").increment(1);
+                        tracing::info!(partition = p, keys, "partition data deleted: no replica is placed here");
+                    }
+                    Ok(Err(e)) => tracing::warn!(partition = p, error = %e, "deleting a moved-away partition's data"),
+                    Err(e) => tracing::warn!(partition = p, error = %e, "deleting a moved-away partition's data"),
+                }
             }
         }
         closed

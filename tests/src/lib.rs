@@ -3,6 +3,7 @@
 //! and make users through the client SDK. Every wait is bounded; every process is stopped on
 //! drop.
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -386,6 +387,25 @@ pub async fn start_cluster_node_at(ip: &str, dir: &Path, id: u64, join: Option<&
     }
     args.extend_from_slice(extra);
     NodeProcess::start_at(ip, &dir.join(format!("n{id}")), &args).await
+}
+
+/// Data partitions (ids below the meta group's) with any key in the fjall database under
+/// `data_dir`: log, Raft state or state machine. The node must be stopped (fjall locks it).
+pub fn partitions_stored(data_dir: &Path) -> BTreeSet<u16> {
+    let store = ringchat_storage::Store::open(data_dir).expect("open a stopped node's store");
+    let mut found = BTreeSet::new();
+    for keyspace in [&store.log, &store.raft, &store.sm] {
+        for item in keyspace.iter() {
+            let key = item.key().expect("read key");
+            if key.len() >= 2 {
+                let p = u16::from_be_bytes([key[0], key[1]]);
+                if p < u16::MAX - 1 {
+                    found.insert(p);
+                }
+            }
+        }
+    }
+    found
 }
 
 /// `ringchat cluster status --json` against `node`, parsed.

@@ -156,6 +156,17 @@ async fn a_fourth_node_takes_a_fair_share_and_data_written_before_stays_readable
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // Disk is reclaimed: a node keeps the keys of exactly the partitions placed on it.
+    let placed_on_1: BTreeSet<u16> = replica_slots(&cluster_status(&nodes[0]).unwrap())
+        .iter()
+        .filter(|(_, n)| *n == 1)
+        .map(|(p, _)| *p as u16)
+        .collect();
+    assert!(placed_on_1.len() < 8, "node 1 gave no replica away: {placed_on_1:?}");
+    assert_eq!(nodes[0].terminate().map(|s| s.success()), Some(true));
+    assert_eq!(partitions_stored(&nodes[0].data_dir), placed_on_1);
+    nodes[0].restart().await;
+    wait_for_status(&nodes[1], Duration::from_secs(60), |s| settled(s, 4, 3)).await;
     // Everything written before is readable through the new node.
     let alice4 = nodes[3].http().with_token(&alice.token);
     for cid in &dms {
