@@ -115,6 +115,9 @@ pub struct RunConfig {
     pub limit: Duration,
     /// Print progress to stderr once a second.
     pub progress: bool,
+    /// Characters of filler appended to every message text (0: the stamp alone), to build
+    /// up stored history (`benches/rebalance.sh`). Not compressible: slices of a random pool.
+    pub pad_bytes: usize,
 }
 
 /// One client connection as the engine tracks it.
@@ -136,6 +139,9 @@ struct Engine {
     permits: Arc<Semaphore>,
     deadline: Instant,
     target: &'static str,
+    /// Random letters that `pad_bytes` of filler are cut from (twice the filler plus 4 KiB, so
+    /// every message starts its slice at another offset).
+    filler: String,
 }
 
 /// Runs the configured scenario and returns one report per step. All connections are closed
@@ -191,6 +197,11 @@ impl Engine {
             .iter()
             .map(|c| c.members.iter().map(|&m| per_user[m]).sum())
             .collect();
+        let filler = random_letters(if cfg.pad_bytes == 0 {
+            0
+        } else {
+            cfg.pad_bytes * 2 + 4096
+        });
         Engine {
             target: if cfg.relay { "relay" } else { "ringchat" },
             cfg,
@@ -200,6 +211,7 @@ impl Engine {
             recipients,
             permits: Arc::new(Semaphore::new(CONNECT_CONCURRENCY)),
             deadline,
+            filler,
         }
     }
 
@@ -462,12 +474,18 @@ impl Engine {
         if self.cfg.scenario == Scenario::Mixed && k.is_multiple_of(2) {
             let _ = queue.try_send(format!(r#"{{"type":"typing","channel_id":{cid}}}"#));
         }
-        let text = Stamp {
+        let mut text = Stamp {
             step,
             id: k,
             scheduled_ns,
         }
         .text();
+        if self.cfg.pad_bytes > 0 {
+            // After a space, so `Stamp::parse` reads the stamp and ignores the rest.
+            let from = (k as usize).wrapping_mul(7919) % (self.filler.len() - self.cfg.pad_bytes);
+            text.push(' ');
+            text.push_str(&self.filler[from..from + self.cfg.pad_bytes]);
+        }
         let frame =
             format!(r#"{{"type":"send","ref":{k},"channel_id":{cid},"text":"{text}","client_msg_id":"s{step}-{k}"}}"#);
         match queue.try_send(frame) {
@@ -646,4 +664,17 @@ struct Probe {
     at: Instant,
     own_cpu: f64,
     server_cpu: Option<f64>,
+}
+
+/// `n` pseudo-random ASCII letters (xorshift; only their incompressibility matters).
+fn random_letters(n: usize) -> String {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect()
 }

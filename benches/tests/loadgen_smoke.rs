@@ -27,6 +27,7 @@ fn config(url: String, scenario: Scenario, relay: bool) -> RunConfig {
         login_concurrency: 4,
         limit: Duration::from_secs(60),
         progress: false,
+        pad_bytes: 0,
     }
 }
 
@@ -34,9 +35,12 @@ fn config(url: String, scenario: Scenario, relay: bool) -> RunConfig {
 async fn group_run_against_a_node_delivers_everything_and_times_it() {
     let started = Instant::now();
     let node = InProcessNode::start().await;
-    let reports = engine::run(config(node.base.clone(), Scenario::Group, false))
-        .await
-        .expect("loadgen run");
+    // With filler after the stamp (`--pad-bytes`): every delivery must still be timed.
+    let padded = RunConfig {
+        pad_bytes: 3_000,
+        ..config(node.base.clone(), Scenario::Group, false)
+    };
+    let reports = engine::run(padded).await.expect("loadgen run");
     node.stop().await;
     let r = &reports[0];
     assert_eq!(r.target, "ringchat");

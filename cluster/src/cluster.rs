@@ -86,7 +86,7 @@ pub struct Cluster {
     /// Sends writes and reads to partition leaders (`router.rs`); local-only until `set_peers`.
     pub(crate) router: Router,
     /// Peers' beats, and the elections of leaderless groups (`liveness/`).
-    pub(crate) liveness: Liveness,
+    pub(crate) liveness: Arc<Liveness>,
     /// Stops the liveness task (`shutdown`).
     liveness_stop: CancellationToken,
 }
@@ -158,6 +158,7 @@ impl Cluster {
             commits: CommitSink::default(),
             channels: ChannelCache::default(),
             snapshot_every: cfg.snapshot_every,
+            liveness: Arc::default(),
         };
         let meta = opener.open(META_PARTITION).await?;
         // A group runs only where the node replicates its partition: all of them on a node that
@@ -192,6 +193,7 @@ impl Cluster {
             cfg.cache_disk_bytes,
         )
         .await?;
+        let liveness = opener.liveness.clone();
         let cluster = Arc::new(Cluster {
             node_id: cfg.node_id,
             partitions,
@@ -211,7 +213,7 @@ impl Cluster {
             meta_leader_since: std::sync::Mutex::new(None),
             moves: Default::default(),
             router: Router::new(cfg.node_id),
-            liveness: Liveness::default(),
+            liveness,
             liveness_stop: CancellationToken::new(),
         });
         cluster.spawn_liveness(cluster.liveness_stop.clone());

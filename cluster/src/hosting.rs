@@ -54,6 +54,8 @@ pub(crate) struct GroupOpener {
     pub channels: ChannelCache,
     /// Fewest log entries between two snapshots of a group (`snapshot_schedule.rs`).
     pub snapshot_every: u64,
+    /// Peers' beats: a new leader asks whether its predecessor is alive (`leader_watch.rs`).
+    pub liveness: Arc<crate::liveness::state::Liveness>,
 }
 
 impl GroupOpener {
@@ -76,7 +78,7 @@ impl GroupOpener {
             None => PartitionRaft::new(self.node_id, config, NoPeers, log, sm).await,
         };
         let raft = raft.map_err(|e| ClusterError::Internal(e.to_string()))?;
-        leader_watch::spawn(&raft, self.node_id, p, delivery);
+        leader_watch::spawn(&raft, self.node_id, p, delivery, self.liveness.clone());
         snapshot_schedule::spawn_trigger(&raft, p, snapshot_due);
         Ok(raft)
     }

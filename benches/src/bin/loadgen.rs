@@ -65,6 +65,9 @@ struct Args {
     /// Print one JSON line per step on stdout (before the table).
     #[arg(long)]
     json: bool,
+    /// Characters of filler appended to every message text, to build up stored history.
+    #[arg(long, default_value_t = 0)]
+    pad_bytes: usize,
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
@@ -73,6 +76,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    // PROTOCOL: a text is at most 100,000 characters; the stamp takes a few dozen.
+    anyhow::ensure!(a.pad_bytes <= 99_900, "--pad-bytes is at most 99900");
     let users = match (a.users, a.scenario) {
         (0, Scenario::Idle) => a.clients.min(100),
         (0, _) => a.clients,
@@ -95,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
         login_concurrency: a.login_concurrency,
         limit: Duration::from_secs(a.limit_secs),
         progress: !a.quiet,
+        pad_bytes: a.pad_bytes,
     };
     let reports = engine::run(cfg).await?;
     if a.json {

@@ -116,6 +116,13 @@ impl PartitionDelivery {
         again.len()
     }
 
+    /// This replica now leads, handed over by a live predecessor that delivered what it
+    /// applied: it delivers from here on, nothing again. Returns 0 (none delivered again).
+    pub fn took_over(&self) -> usize {
+        self.leading.store(true, Ordering::SeqCst);
+        0
+    }
+
     /// This replica no longer leads: the new leader delivers.
     pub fn stopped_leading(&self) {
         self.leading.store(false, Ordering::SeqCst);
@@ -172,6 +179,15 @@ mod tests {
         d.stopped_leading();
         d.applied(message(4, 1), vec!["a".into()]);
         assert_eq!(*seen.0.lock().unwrap(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_replica_handed_the_group_delivers_only_what_it_applies_from_then_on() {
+        let (d, seen) = delivery();
+        d.applied(message(1, 1), vec!["a".into()]);
+        assert_eq!(d.took_over(), 0);
+        d.applied(message(2, 1), vec!["a".into()]);
+        assert_eq!(*seen.0.lock().unwrap(), vec![2]);
     }
 
     #[test]
