@@ -62,6 +62,21 @@ stored_text_mb=$(( $(grep '^{' "$WORK/fill.out" | jq -s 'map(.acked) | add') * P
 log "history stored: ~${stored_text_mb} MiB of message text (acked sends × $PAD)"
 for id in 1 2 3; do log "node $id data dir: $(du -sm "$WORK/c/n$id" | cut -f1) MB"; done
 
+# The fill leaves the nodes busy for a while (memtable flushes, compactions, snapshots): the
+# live window starts only once they are quiet (under 0.3 cores together over 3 s, at most
+# QUIET_LIMIT s), so its p99 is the rebalance's, not the fill's aftermath.
+QUIET_LIMIT=${QUIET_LIMIT:-300}
+cpu_ticks() { local t=0 p; for p in "${C_PIDS[@]}"; do t=$(( t + $(awk '{print $14 + $15}' "/proc/$p/stat") )); done; echo "$t"; }
+hz=$(getconf CLK_TCK)
+quiet_from=$SECONDS
+while :; do
+    before=$(cpu_ticks); sleep 3; after=$(cpu_ticks)
+    cores_x100=$(( (after - before) * 100 / hz / 3 ))
+    [ "$cores_x100" -lt 30 ] && break
+    [ $((SECONDS - quiet_from)) -lt "$QUIET_LIMIT" ] || { log "still busy (0.$cores_x100 cores) after $QUIET_LIMIT s; going on"; break; }
+done
+log "nodes quiet after the fill: $((SECONDS - quiet_from)) s"
+
 pid_args=()
 for p in "${C_PIDS[@]}"; do pid_args+=(--pid "$p"); done
 log "live load: $LIVE_RATE msgs/s for $LIVE_SECS s, the 4th node joins once it sends"

@@ -39,6 +39,8 @@ pub struct PeerChannels {
     local_ip: Option<IpAddr>,
     /// Counts the groups shared with a peer, for its pipe's peer-down lines.
     groups_with: GroupsWith,
+    /// Bytes per second for catching replicas up (`bulk_budget.rs`), shared by every group.
+    pub(crate) bulk: super::bulk_budget::BulkBudget,
 }
 
 impl PeerChannels {
@@ -49,6 +51,7 @@ impl PeerChannels {
             secret,
             local_ip: None,
             groups_with: GroupsWith::default(),
+            bulk: Default::default(),
         }
     }
 

@@ -201,6 +201,14 @@ impl RaftNetworkV2<C> for GrpcPeer {
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        // A full batch of a backlog (a replica catching up) is paid from the node's bulk
+        // budget; live replication sends small batches and never waits here.
+        if rpc.entries.len() >= crate::cluster::MAX_PAYLOAD_ENTRIES as usize {
+            let bytes = encode(&rpc).len();
+            if bytes >= super::bulk_budget::BULK_MIN_BYTES {
+                self.peers.bulk.take(bytes).await;
+            }
+        }
         self.unary(RPCTypes::AppendEntries, &rpc, &option).await
     }
 
@@ -265,7 +273,7 @@ impl RaftNetworkV2<C> for GrpcPeer {
             size,
         };
         let read_failure = Arc::new(Mutex::new(None));
-        let chunks = snapshot_chunks(header, file, read_failure.clone());
+        let chunks = snapshot_chunks(header, file, read_failure.clone(), self.peers.bulk.clone());
         let mut client = usable(&self.client).map_err(|f| self.rpc_error(action, f))?.clone();
         let request = self.request(chunks, ttl);
 
@@ -281,38 +289,46 @@ impl RaftNetworkV2<C> for GrpcPeer {
     }
 }
 
-/// The stream of one snapshot: `header`, then the file in chunks. A read error ends the
-/// stream early (the receiver then refuses the short snapshot) and is left in `failure`.
+/// The stream of one snapshot: `header`, then the file in chunks, each paid from the node's
+/// bulk budget. A read error ends the stream early (the receiver then refuses the short
+/// snapshot) and is left in `failure`.
 fn snapshot_chunks(
     header: SnapshotHeader,
     file: tokio::fs::File,
     failure: Arc<Mutex<Option<io::Error>>>,
+    budget: super::bulk_budget::BulkBudget,
 ) -> impl futures_util::Stream<Item = SnapshotChunk> + Send + 'static {
     let start = (Some(header), Some(file), failure);
-    futures_util::stream::unfold(start, |(header, file, failure)| async move {
-        if let Some(header) = header {
-            let chunk = SnapshotChunk {
-                part: Some(Part::Header(header)),
-            };
-            return Some((chunk, (None, file, failure)));
-        }
-        let mut file = file?;
-        let mut data = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
-        match (&mut file)
-            .take(SNAPSHOT_CHUNK_BYTES as u64)
-            .read_to_end(&mut data)
-            .await
-        {
-            Ok(0) => None,
-            Ok(_) => Some((
-                SnapshotChunk {
-                    part: Some(Part::Data(data)),
-                },
-                (None, Some(file), failure),
-            )),
-            Err(e) => {
-                *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                None
+    futures_util::stream::unfold(start, move |(header, file, failure)| {
+        let budget = budget.clone();
+        async move {
+            if let Some(header) = header {
+                let chunk = SnapshotChunk {
+                    part: Some(Part::Header(header)),
+                };
+                return Some((chunk, (None, file, failure)));
+            }
+            let mut file = file?;
+            let mut data = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
+            match (&mut file)
+                .take(SNAPSHOT_CHUNK_BYTES as u64)
+                .read_to_end(&mut data)
+                .await
+            {
+                Ok(0) => None,
+                Ok(n) => {
+                    budget.take(n).await;
+                    Some((
+                        SnapshotChunk {
+                            part: Some(Part::Data(data)),
+                        },
+                        (None, Some(file), failure),
+                    ))
+                }
+                Err(e) => {
+                    *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    None
+                }
             }
         }
     })

@@ -6,6 +6,7 @@
 //! `network::NoPeers`.
 
 pub mod auth;
+pub mod bulk_budget;
 pub mod channels;
 pub mod client;
 pub mod error;
