@@ -94,14 +94,25 @@ joined_at=$SECONDS
 start_node 4 "$WORK/c"
 # Its share: every partition's committed replicas are exactly the placement's three (the
 # 4th included somewhere), none of them moving, as `cluster status` reads them from the
-# partitions' leaders.
+# partitions' leaders, and no leader has node 4 more than a batch behind
+# (`ringchat_raft_replication_lag_entries{peer="4"}` on every node).
+# The most entries any leader has node 4 behind.
+lag_of_4() {
+    local u m=0 v
+    for u in "${C_URLS[@]}"; do
+        v=$(curl -s -m 2 "$u/metrics" | awk '/^ringchat_raft_replication_lag_entries\{peer="4"\}/ {print int($2)}' | sort -n | tail -1)
+        [ -n "$v" ] && [ "$v" -gt "$m" ] && m=$v
+    done
+    echo "$m"
+}
 share_secs=
 while [ $((SECONDS - joined_at)) -lt "$SETTLE_LIMIT" ]; do
     status=$(cluster_status) || status=
     if [ -n "$status" ] && jq -e '(.members | length) == 4 and all(.members[]; .state == "active")
             and any(.partitions[]; any(.replicas[]; . == 4))
             and all(.partitions[]; (.replicas | unique | length) == 3 and (.moving | not)
-                    and ((.voters // []) | sort) == (.replicas | sort))' <<<"$status" >/dev/null; then
+                    and ((.voters // []) | sort) == (.replicas | sort))' <<<"$status" >/dev/null \
+            && [ "$(lag_of_4)" -le 64 ]; then
         share_secs=$((SECONDS - joined_at))
         break
     fi
@@ -111,6 +122,12 @@ done
 log "4th node has its share $share_secs s after it started: $(layout_summary <<<"$status")"
 wait_settled 4 4
 settle_secs=$((SECONDS - joined_at))
+bulk=0
+for u in "${C_URLS[@]}"; do
+    v=$(curl -s -m 2 "$u/metrics" | awk '/^ringchat_bulk_replication_bytes_total/ {print int($2)}' | head -1)
+    bulk=$(( bulk + ${v:-0} ))
+done
+log "bulk replication sent (paced): $(( bulk / 1024 / 1024 )) MiB"
 wait "$LG_PID" || { tail -n 20 "$WORK/live.err" >&2; fail "live loadgen"; }
 forget_pids "$LG_PID"
 [ $((SECONDS - joined_at)) -le $(( LIVE_SECS + 60 )) ] || log "note: the live window ended before the rebalance"

@@ -460,6 +460,11 @@ fn raft_config(timers: bool) -> Result<Arc<Config>, ClusterError> {
         snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: 1000,
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
+        // A learner counts as caught up (a move may promote it) within one batch of the
+        // leader, not openraft's 5,000 entries: with that default a moving partition of
+        // ~1,000 entries was "caught up" at once, its new voter held none of the data, and
+        // the backlog streamed afterwards, unthrottled by the move that had already ended.
+        replication_lag_threshold: MAX_PAYLOAD_ENTRIES,
         ..Default::default()
     }
     .validate()

@@ -68,6 +68,7 @@ impl BulkBudget {
 
     /// Waits until `bytes` of bulk replication may go out.
     pub async fn take(&self, bytes: usize) {
+        metrics::counter!("ringchat_bulk_replication_bytes_total").increment(bytes as u64);
         let wait = self.reserve(bytes);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
