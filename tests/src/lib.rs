@@ -445,6 +445,15 @@ pub fn remove_node(node: &NodeProcess, id: u64) {
     );
 }
 
+/// Member `id` of a cluster status JSON (`Null` if it is not listed).
+pub fn member(s: &serde_json::Value, id: u64) -> serde_json::Value {
+    s["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["node_id"] == id))
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// True when `s` (cluster status JSON) shows `members` active members and every partition with
 /// `replicas` distinct replicas, one of which leads.
 pub fn settled(s: &serde_json::Value, members: usize, replicas: usize) -> bool {

@@ -177,13 +177,7 @@ async fn a_fourth_node_takes_a_fair_share_and_data_written_before_stays_readable
     // Remove node 4 again: drained first, then dead, and the data is still all there.
     remove_node(&nodes[1], 4);
     let status = cluster_status(&nodes[1]).unwrap();
-    let four = status["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["node_id"] == 4)
-        .cloned();
-    assert_eq!(four.unwrap()["state"], "dead");
+    assert_eq!(member(&status, 4)["state"], "dead");
     assert!(replica_slots(&status).iter().all(|(_, n)| *n != 4));
     let alice2 = nodes[1].http().with_token(&alice.token);
     for cid in &dms {
@@ -246,20 +240,8 @@ fn replicated_on_exactly(s: &Value, live: &[u64]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_added_while_one_is_dead_takes_its_replicas_and_the_dead_one_can_be_removed() {
     const GRACE: Duration = Duration::from_secs(10);
-    let grace = GRACE.as_secs().to_string();
-    // The default partition count: a replacement moves 64 replicas, not the tests' usual 8.
-    let extra = ["--dead-after-secs", grace.as_str(), "--partitions", "64"];
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = start_cluster(dir.path(), 3, &extra).await;
-    // Writers go through nodes 1 and 2 only, so no client waits on the node that dies.
-    let writer_bases: Vec<String> = nodes[..2].iter().map(|n| n.base.clone()).collect();
-    let work = Workload::start(&writer_bases, 6).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    nodes[2].kill9();
-    let killed = Instant::now();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let joined = start_cluster_node(dir.path(), 4, Some(&nodes[0].cluster_addr), &extra).await;
-    nodes.push(joined);
+    let (nodes, work, killed) = kill_one_of_three_and_add_a_fourth(dir.path(), GRACE, Duration::from_secs(2)).await;
     let healed = wait_for_status(
         &nodes[0],
         (GRACE + Duration::from_secs(30)).saturating_sub(killed.elapsed()),
@@ -270,13 +252,7 @@ async fn a_node_added_while_one_is_dead_takes_its_replicas_and_the_dead_one_can_
         "replacement: every partition on live voters [1, 2, 4] {:?} after kill -9 (grace {GRACE:?})",
         killed.elapsed()
     );
-    let three = healed["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["node_id"] == 3)
-        .cloned();
-    assert_eq!(three.unwrap()["state"], "dead");
+    assert_eq!(member(&healed, 3)["state"], "dead");
     // Removing the dead node returns once it is out of the layout and the meta group.
     remove_node(&nodes[0], 3);
     assert!(replicated_on_exactly(&cluster_status(&nodes[1]).unwrap(), &[1, 2, 4]));
@@ -288,16 +264,9 @@ async fn a_node_added_while_one_is_dead_takes_its_replicas_and_the_dead_one_can_
 /// the verdict) and `cluster remove` returns within 30 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_node_that_just_died_rebuilds_its_replicas_on_a_new_node_at_once() {
-    let extra = ["--dead-after-secs", "30", "--partitions", "64"];
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = start_cluster(dir.path(), 3, &extra).await;
-    let writer_bases: Vec<String> = nodes[..2].iter().map(|n| n.base.clone()).collect();
-    let work = Workload::start(&writer_bases, 6).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    nodes[2].kill9();
-    let killed = Instant::now();
-    let joined = start_cluster_node(dir.path(), 4, Some(&nodes[0].cluster_addr), &extra).await;
-    nodes.push(joined);
+    let (nodes, work, killed) =
+        kill_one_of_three_and_add_a_fourth(dir.path(), Duration::from_secs(30), Duration::ZERO).await;
     remove_node(&nodes[0], 3);
     let removed = killed.elapsed();
     let status = wait_for_status(&nodes[1], Duration::from_secs(10), |s| {
@@ -309,14 +278,31 @@ async fn removing_a_node_that_just_died_rebuilds_its_replicas_on_a_new_node_at_o
         removed < Duration::from_secs(30),
         "removal took {removed:?}: it waited for the grace"
     );
-    let three = status["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["node_id"] == 3)
-        .cloned();
-    assert_eq!(three.unwrap()["state"], "dead");
+    assert_eq!(member(&status, 3)["state"], "dead");
     finish_and_check(work, &[&nodes[0], &nodes[1], &nodes[3]]).await;
+}
+
+/// Three nodes (64 partitions, the default count: a replacement moves 64 replicas, not the
+/// tests' usual 8) under 6 writers that go through nodes 1 and 2 only, so no client waits on
+/// the node that dies; node 3 is killed with kill -9 and, `join_after` later, node 4 joins.
+/// Returns the four nodes, the running writers and the moment of the kill.
+async fn kill_one_of_three_and_add_a_fourth(
+    dir: &std::path::Path,
+    dead_after: Duration,
+    join_after: Duration,
+) -> (Vec<NodeProcess>, Workload, Instant) {
+    let grace = dead_after.as_secs().to_string();
+    let extra = ["--dead-after-secs", grace.as_str(), "--partitions", "64"];
+    let mut nodes = start_cluster(dir, 3, &extra).await;
+    let writer_bases: Vec<String> = nodes[..2].iter().map(|n| n.base.clone()).collect();
+    let work = Workload::start(&writer_bases, 6).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nodes[2].kill9();
+    let killed = Instant::now();
+    tokio::time::sleep(join_after).await;
+    let joined = start_cluster_node(dir, 4, Some(&nodes[0].cluster_addr), &extra).await;
+    nodes.push(joined);
+    (nodes, work, killed)
 }
 
 /// Stops `work` and checks every acked message on each of `live`: none lost, duplicated, out

@@ -88,12 +88,7 @@ async fn status_shows_a_summary_with_reachability_and_keeps_the_protocol_json() 
     })
     .await;
     assert!(down.elapsed() < Duration::from_secs(15));
-    let two = s["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["node_id"] == 2)
-        .unwrap();
+    let two = member(&s, 2);
     assert_eq!(two["reachable"], false, "{two}");
     let (_, text, _) = status_cli(&nodes[0].cluster_addr, CLUSTER_SECRET, &[]);
     assert!(text.contains("unreachable: 2"), "{text}");
