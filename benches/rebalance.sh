@@ -124,7 +124,7 @@ wait_settled 4 4
 settle_secs=$((SECONDS - joined_at))
 bulk=0
 for u in "${C_URLS[@]}"; do
-    v=$(curl -s -m 2 "$u/metrics" | awk '/^ringchat_bulk_replication_bytes_total\{side="sent"\}/ {print int($2)}' | head -1)
+    v=$(curl -s -m 2 "$u/metrics" | awk '/^ringchat_bulk_replication_bytes_total/ {print int($2)}' | head -1)
     bulk=$(( bulk + ${v:-0} ))
 done
 log "bulk replication sent (paced): $(( bulk / 1024 / 1024 )) MiB"

@@ -14,21 +14,12 @@ use std::time::{Duration, Instant};
 /// Bulk bytes per second a node sends to replicas catching up (all peers together).
 pub const BULK_BYTES_PER_SEC: f64 = 32.0 * 1024.0 * 1024.0;
 
-/// Bulk bytes per second a node takes in (from all senders together): a node that fills up
-/// with moved replicas is paced at this rate however many leaders feed it.
-pub const INGEST_BYTES_PER_SEC: f64 = 40.0 * 1024.0 * 1024.0;
-
 /// The bucket's depth: a burst this large goes out at once.
 const BURST_BYTES: f64 = 1024.0 * 1024.0;
 
 /// An AppendEntries counts as bulk when it is a full batch (openraft's `max_payload_entries`
 /// entries: the leader is streaming a backlog) of at least this many bytes.
 pub const BULK_MIN_BYTES: usize = 256 * 1024;
-
-/// True if an AppendEntries of `entries` entries and `bytes` encoded bytes is bulk.
-pub fn is_bulk(entries: usize, bytes: usize) -> bool {
-    entries >= crate::cluster::MAX_PAYLOAD_ENTRIES as usize && bytes >= BULK_MIN_BYTES
-}
 
 struct Bucket {
     available: f64,
@@ -40,27 +31,18 @@ struct Bucket {
 pub struct BulkBudget {
     rate: f64,
     bucket: Arc<Mutex<Bucket>>,
-    /// The counter of bytes paid (`ringchat_bulk_replication_bytes_total{side}`).
-    side: &'static str,
 }
 
 impl Default for BulkBudget {
-    /// The sending side's budget.
     fn default() -> Self {
-        Self::new(BULK_BYTES_PER_SEC, "sent")
+        Self::new(BULK_BYTES_PER_SEC)
     }
 }
 
 impl BulkBudget {
-    /// The receiving side's budget.
-    pub fn receiving() -> Self {
-        Self::new(INGEST_BYTES_PER_SEC, "received")
-    }
-
-    /// A budget of `rate` bytes per second, counted as `side`.
-    pub fn new(rate: f64, side: &'static str) -> Self {
+    /// A budget of `rate` bytes per second.
+    pub fn new(rate: f64) -> Self {
         BulkBudget {
-            side,
             rate,
             bucket: Arc::new(Mutex::new(Bucket {
                 available: BURST_BYTES,
@@ -86,7 +68,7 @@ impl BulkBudget {
 
     /// Waits until `bytes` of bulk replication may go out.
     pub async fn take(&self, bytes: usize) {
-        metrics::counter!("ringchat_bulk_replication_bytes_total", "side" => self.side).increment(bytes as u64);
+        metrics::counter!("ringchat_bulk_replication_bytes_total").increment(bytes as u64);
         let wait = self.reserve(bytes);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
@@ -100,7 +82,7 @@ mod tests {
 
     #[test]
     fn a_burst_goes_at_once_then_sends_are_paced_at_the_rate() {
-        let budget = BulkBudget::new(1024.0 * 1024.0, "sent");
+        let budget = BulkBudget::new(1024.0 * 1024.0);
         assert_eq!(budget.reserve(BURST_BYTES as usize), Duration::ZERO);
         // The bucket is empty: 512 KiB more waits ~0.5 s, and the next 512 KiB ~1 s.
         let first = budget.reserve(512 * 1024);

@@ -205,7 +205,7 @@ impl RaftNetworkV2<C> for GrpcPeer {
         // budget; live replication sends small batches and never waits here.
         if rpc.entries.len() >= crate::cluster::MAX_PAYLOAD_ENTRIES as usize {
             let bytes = encode(&rpc).len();
-            if super::bulk_budget::is_bulk(rpc.entries.len(), bytes) {
+            if bytes >= super::bulk_budget::BULK_MIN_BYTES {
                 self.peers.bulk.take(bytes).await;
             }
         }

@@ -42,20 +42,12 @@ type C = TypeConfig;
 pub struct RaftRpcService {
     groups: Arc<dyn PartitionGroups>,
     incoming_dir: PathBuf,
-    /// What this node takes in of bulk replication per second, from all senders together
-    /// (`bulk_budget.rs`): each sender paces itself, but three of them filling one new node
-    /// added up to three times the rate.
-    ingest: super::bulk_budget::BulkBudget,
 }
 
 impl RaftRpcService {
     /// A service answering for the groups in `groups`, staging snapshots in `incoming_dir`.
     pub fn new(groups: Arc<dyn PartitionGroups>, incoming_dir: PathBuf) -> Self {
-        RaftRpcService {
-            groups,
-            incoming_dir,
-            ingest: super::bulk_budget::BulkBudget::receiving(),
-        }
+        RaftRpcService { groups, incoming_dir }
     }
 
     async fn group(&self, partition: u32) -> Result<(u16, PartitionRaft), Status> {
@@ -87,13 +79,7 @@ impl RaftService for RaftRpcService {
     async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let request = request.into_inner();
         let (p, raft) = self.group(request.partition).await?;
-        let rpc: openraft::raft::AppendEntriesRequest<C> =
-            decode(&request.payload).map_err(|e| bad_request("append_entries payload", e))?;
-        // A full batch of a backlog waits for this node's ingest budget; its sender's next
-        // batch waits for the answer, so the senders together go at the receiver's rate.
-        if super::bulk_budget::is_bulk(rpc.entries.len(), request.payload.len()) {
-            self.ingest.take(request.payload.len()).await;
-        }
+        let rpc = decode(&request.payload).map_err(|e| bad_request("append_entries payload", e))?;
         let response = raft.append_entries(rpc).await.map_err(|e| raft_stopped(p, e))?;
         reply(&response)
     }
