@@ -434,14 +434,14 @@ fn store_partition_count(store: &Store, partitions: u16) -> Result<(), ClusterEr
     Ok(())
 }
 
-/// The openraft settings of a group: with `timers`, openraft heartbeats it and runs its
-/// elections (the meta group); without, `liveness/` does (data partitions).
 /// Entries per AppendEntries at most. openraft's default, 300, made one catch-up batch of
 /// 16 KB messages 4.8 MB (and of 100,000-character ones 30 MB) on the pipe every other call
 /// of that peer waits behind; 64 keeps a batch of typical messages small and a backlog's
 /// batches paced by the bulk budget (`rpc/bulk_budget.rs`).
 pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
 
+/// The openraft settings of a group: with `timers`, openraft heartbeats it and runs its
+/// elections (the meta group); without, `liveness/` does (data partitions).
 fn raft_config(timers: bool) -> Result<Arc<Config>, ClusterError> {
     let config = Config {
         cluster_name: "ringchat".into(),

@@ -224,12 +224,15 @@ impl Cluster {
                 closed += 1;
                 // Still holding `changing`: the group cannot reopen while its keys go.
                 let (store, snapshots) = (self.store.clone(), self.opener.snapshots.clone());
-                match tokio::task::spawn_blocking(move || reclaim::drop_partition(&store, p, &snapshots)).await {
-                    Ok(Ok(keys)) => {
+                let dropped = tokio::task::spawn_blocking(move || reclaim::drop_partition(&store, p, &snapshots))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+                match dropped {
+                    Ok(keys) => {
                         metrics::counter!("ringchat_partitions_reclaimed_total").increment(1);
                         tracing::info!(partition = p, keys, "partition data deleted: no replica is placed here");
                     }
-                    Ok(Err(e)) => tracing::warn!(partition = p, error = %e, "deleting a moved-away partition's data"),
                     Err(e) => tracing::warn!(partition = p, error = %e, "deleting a moved-away partition's data"),
                 }
             }

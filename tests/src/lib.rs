@@ -399,7 +399,7 @@ pub fn partitions_stored(data_dir: &Path) -> BTreeSet<u16> {
             let key = item.key().expect("read key");
             if key.len() >= 2 {
                 let p = u16::from_be_bytes([key[0], key[1]]);
-                if p < u16::MAX - 1 {
+                if p < ringchat_cluster::meta::META_PARTITION {
                     found.insert(p);
                 }
             }

@@ -30,12 +30,7 @@ impl Cluster {
         // leadership handed to it then stalls that partition's writes (p99 0.5 s in the
         // 1 GiB rebalance, docs/benchmarks.md). Once the layout matches the placement, the
         // usual passes spread the leaders in a few seconds.
-        let placed: std::collections::BTreeSet<u64> = members
-            .iter()
-            .filter(|m| m.state == NodeState::Active)
-            .map(|m| m.node_id)
-            .collect();
-        if crate::placement::replica_sets(&placed, self.partitions(), self.replication) != layout.replicas {
+        if self.placement(&members).as_ref() != Some(&layout.replicas) {
             return 0;
         }
         let active = |id: u64| members.iter().any(|m| m.node_id == id && m.state == NodeState::Active);

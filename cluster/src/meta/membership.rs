@@ -404,15 +404,9 @@ impl Cluster {
     /// move that ends, so the next move starts at once rather than on the next pass. True if
     /// the committed layout already is the placement.
     fn start_moves(self: &Arc<Self>, members: &[NodeInfo]) -> Result<bool, ClusterError> {
-        let active: BTreeSet<NodeId> = members
-            .iter()
-            .filter(|n| n.state == NodeState::Active)
-            .map(|n| n.node_id)
-            .collect();
-        if active.is_empty() {
+        let Some(desired) = self.placement(members) else {
             return Ok(false);
-        }
-        let desired = replica_sets(&active, self.partitions(), self.replication);
+        };
         let current = self.layout()?;
         if current.replicas == desired {
             return Ok(true);
@@ -455,18 +449,28 @@ impl Cluster {
         Ok(false)
     }
 
-    /// Starts the move of partition `p` from `before` to `target` as a task of its own.
-    fn start_move(self: &Arc<Self>, p: u16, target: Vec<NodeId>, before: Vec<NodeId>, members: &[NodeInfo]) {
+    /// Where the partitions belong: `replica_sets` over the active members (`None` while
+    /// there is none). The layout is settled when it equals this.
+    pub(crate) fn placement(&self, members: &[NodeInfo]) -> Option<Vec<Vec<NodeId>>> {
+        let active: BTreeSet<NodeId> = members
+            .iter()
+            .filter(|n| n.state == NodeState::Active)
+            .map(|n| n.node_id)
+            .collect();
+        (!active.is_empty()).then(|| replica_sets(&active, self.partitions(), self.replication))
+    }
+
+    /// Starts the move of partition `p` from `before` to `moving_to` as a task of its own.
+    fn start_move(self: &Arc<Self>, p: u16, moving_to: Vec<NodeId>, before: Vec<NodeId>, members: &[NodeInfo]) {
         let addrs: BTreeMap<NodeId, NodeInfo> = members.iter().map(|n| (n.node_id, n.clone())).collect();
         let change = ReplicaChange {
             partition: p,
-            voters: target
+            voters: moving_to
                 .iter()
                 .filter_map(|id| addrs.get(id).map(|n| (*id, n.cluster_addr.clone())))
                 .collect(),
         };
         let cluster = Arc::clone(self);
-        let moving_to = target;
         self.moves.start(p, move || {
             tokio::spawn(async move {
                 let by_id: BTreeMap<NodeId, &NodeInfo> = addrs.iter().map(|(id, n)| (*id, n)).collect();

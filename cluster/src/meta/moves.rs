@@ -29,11 +29,6 @@ const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// Longest wait between two attempts at one partition's move.
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// One partition's move as it runs.
-struct InFlight {
-    task: Option<AbortHandle>,
-}
-
 /// A partition whose last move failed.
 struct Backoff {
     failures: u32,
@@ -42,7 +37,8 @@ struct Backoff {
 
 #[derive(Default)]
 struct MoveState {
-    in_flight: BTreeMap<u16, InFlight>,
+    /// Running moves by partition.
+    in_flight: BTreeMap<u16, AbortHandle>,
     backoff: BTreeMap<u16, Backoff>,
 }
 
@@ -77,18 +73,14 @@ impl Moves {
     }
 
     /// Records a move of `partition` and starts it with `spawn`, unless one runs
-    /// already or `MAX_PARALLEL` do. The record exists before the task does, so a task that
-    /// ends at once still finds (and removes) it.
+    /// already or `MAX_PARALLEL` do. The task is spawned under the lock, so one that ends at
+    /// once waits for its record to exist before it removes it.
     pub fn start(&self, partition: u16, spawn: impl FnOnce() -> AbortHandle) -> bool {
         let mut s = self.lock();
         if s.in_flight.len() >= MAX_PARALLEL || s.in_flight.contains_key(&partition) {
             return false;
         }
-        s.in_flight.insert(partition, InFlight { task: None });
-        let task = spawn();
-        if let Some(m) = s.in_flight.get_mut(&partition) {
-            m.task = Some(task);
-        }
+        s.in_flight.insert(partition, spawn());
         Self::publish(&s);
         true
     }
@@ -117,10 +109,8 @@ impl Moves {
     /// A move is idempotent, so the next meta leader simply runs it again.
     pub fn abort_all(&self) {
         let mut s = self.lock();
-        for (_, m) in std::mem::take(&mut s.in_flight) {
-            if let Some(task) = m.task {
-                task.abort();
-            }
+        for task in std::mem::take(&mut s.in_flight).into_values() {
+            task.abort();
         }
         s.backoff.clear();
         Self::publish(&s);

@@ -21,6 +21,11 @@ const BURST_BYTES: f64 = 1024.0 * 1024.0;
 /// entries: the leader is streaming a backlog) of at least this many bytes.
 pub const BULK_MIN_BYTES: usize = 256 * 1024;
 
+/// True if an AppendEntries of `entries` entries and `bytes` encoded bytes is bulk.
+pub fn is_bulk(entries: usize, bytes: usize) -> bool {
+    entries >= crate::cluster::MAX_PAYLOAD_ENTRIES as usize && bytes >= BULK_MIN_BYTES
+}
+
 struct Bucket {
     available: f64,
     at: Instant,

@@ -162,13 +162,23 @@ impl GrpcPeer {
         rpc: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<C>> {
+        self.unary_encoded(action, encode(rpc), option).await
+    }
+
+    /// `unary` with the request already encoded as `payload`.
+    async fn unary_encoded<Resp: DeserializeOwned>(
+        &self,
+        action: RPCTypes,
+        payload: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<C>> {
         let method = match action {
             RPCTypes::Vote => Method::Vote,
             RPCTypes::TransferLeader => Method::TransferLeader,
             _ => Method::AppendEntries,
         };
         let ttl = option.soft_ttl();
-        let result = match self.call(method, rpc, ttl).await {
+        let result = match self.call(method, payload, ttl).await {
             Ok(reply) => decode(&reply.payload).map_err(|e| Failure::Network(e.into())),
             Err(CallFailure::Status(status)) => Err(Self::failure(ttl, status)),
             Err(CallFailure::Other(failure)) => Err(failure),
@@ -177,11 +187,11 @@ impl GrpcPeer {
     }
 
     /// Sends one Raft call of `method` for this partition on the pipe.
-    async fn call<Req: Serialize>(&self, method: Method, rpc: &Req, ttl: Duration) -> Result<RaftReply, CallFailure> {
+    async fn call(&self, method: Method, payload: Vec<u8>, ttl: Duration) -> Result<RaftReply, CallFailure> {
         let pipe = usable(&self.pipe).map_err(CallFailure::Other)?;
         let request = RaftRequest {
             partition: u32::from(self.partition),
-            payload: encode(rpc),
+            payload,
         };
         pipe.call(method, &request, ttl).await.map_err(CallFailure::Status)
     }
@@ -203,13 +213,11 @@ impl RaftNetworkV2<C> for GrpcPeer {
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
         // A full batch of a backlog (a replica catching up) is paid from the node's bulk
         // budget; live replication sends small batches and never waits here.
-        if rpc.entries.len() >= crate::cluster::MAX_PAYLOAD_ENTRIES as usize {
-            let bytes = encode(&rpc).len();
-            if bytes >= super::bulk_budget::BULK_MIN_BYTES {
-                self.peers.bulk.take(bytes).await;
-            }
+        let payload = encode(&rpc);
+        if super::bulk_budget::is_bulk(rpc.entries.len(), payload.len()) {
+            self.peers.bulk.take(payload.len()).await;
         }
-        self.unary(RPCTypes::AppendEntries, &rpc, &option).await
+        self.unary_encoded(RPCTypes::AppendEntries, payload, &option).await
     }
 
     async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
@@ -222,7 +230,7 @@ impl RaftNetworkV2<C> for GrpcPeer {
     /// is not a grant: that is what keeps an isolated node from inflating its term.
     async fn pre_vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
         let ttl = option.soft_ttl();
-        let failure = match self.call(Method::PreVote, &rpc, ttl).await {
+        let failure = match self.call(Method::PreVote, encode(&rpc), ttl).await {
             Ok(reply) => match decode(&reply.payload) {
                 Ok(response) => return Ok(response),
                 Err(e) => Failure::Network(e.into()),
