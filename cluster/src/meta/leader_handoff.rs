@@ -26,7 +26,7 @@ impl Cluster {
         let groups = self.led_here();
         let mut started = 0;
         for raft in &groups {
-            if let Some(to) = successor(raft, self.node_id) {
+            if let Some(to) = successor(raft, self.node_id, |_| true) {
                 // A quiet group's followers may not know this leader's vote yet, and would
                 // ignore the hand-over: one heartbeat round first (`liveness/`).
                 let _ = crate::local::renew_lease(raft).await;
@@ -62,16 +62,17 @@ impl Cluster {
     }
 }
 
-/// The voter to hand `raft`'s leadership to: the other voter with the most of the log
-/// replicated (a caught-up one takes over at once; one that answered nothing is never picked).
-fn successor(raft: &PartitionRaft, me: NodeId) -> Option<NodeId> {
+/// The voter to hand `raft`'s leadership to: the other voter (one `allowed` accepts) with the
+/// most of the log replicated (a caught-up one takes over at once; one that answered nothing
+/// is never picked).
+pub(crate) fn successor(raft: &PartitionRaft, me: NodeId, allowed: impl Fn(NodeId) -> bool) -> Option<NodeId> {
     let metrics = raft.metrics();
     let m = metrics.borrow_watched();
     let replication = m.replication.as_ref()?;
     m.membership_config
         .membership()
         .voter_ids()
-        .filter(|&v| v != me)
+        .filter(|&v| v != me && allowed(v))
         .filter_map(|v| {
             let matched = replication.get(&v).cloned().flatten()?;
             Some((matched.index, v))

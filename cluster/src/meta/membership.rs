@@ -39,6 +39,9 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 /// dead-after grace).
 const SILENT_AFTER: Duration = Duration::from_secs(3);
 
+/// How long a partition leader that votes itself out waits for its successor to take over.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(3);
+
 /// A member RPC client with the cluster secret attached.
 pub(crate) type MemberClient =
     MemberServiceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, SecretAttach>>;
@@ -626,7 +629,14 @@ impl Cluster {
             .ok_or_else(|| ClusterError::Unavailable("no peers".into()))?;
         let payload = encode(change);
         let mut last = String::from("no replica answered");
-        for addr in targets {
+        // A replica that is not the leader names it, and a leader that hands the group over
+        // before leaving names its successor: that address is asked next (once each).
+        let mut targets: std::collections::VecDeque<String> = targets.into();
+        let mut asked: BTreeSet<String> = BTreeSet::new();
+        while let Some(addr) = targets.pop_front() {
+            if !asked.insert(addr.clone()) {
+                continue;
+            }
             let mut client = member_client(peers, &addr)?;
             match client
                 .change_replicas(Json {
@@ -635,7 +645,17 @@ impl Cluster {
                 .await
             {
                 Ok(_) => return Ok(()),
-                Err(status) => last = format!("{addr}: {}", status.message()),
+                Err(status) => {
+                    if let Some(leader) = status
+                        .metadata()
+                        .get(LEADER_ADDR_METADATA_KEY)
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|a| !asked.contains(*a))
+                    {
+                        targets.push_front(leader.to_string());
+                    }
+                    last = format!("{addr}: {}", status.message());
+                }
             }
         }
         Err(ClusterError::Unavailable(last))
@@ -684,6 +704,15 @@ impl Cluster {
                     })?;
             }
         }
+        // A leader that votes itself out steps down once the change commits and leaves the
+        // group leaderless for an election timeout (1–2 s of stalled writes): it hands the
+        // group to a voter that stays first, and that one makes the change.
+        if !desired.contains(&self.node_id) {
+            if let Some(to) = self.hand_over_before_leaving(&raft, &desired).await {
+                let addr = change.voters.iter().find(|(id, _)| *id == to).map(|(_, a)| a.clone());
+                return Err(NotHere::NotLeader(addr));
+            }
+        }
         crate::local::renew_lease(&raft)
             .await
             .map_err(ClusterError::Unavailable)?;
@@ -696,6 +725,22 @@ impl Cluster {
         tracing::debug!(partition = change.partition, voters = ?change.voters, "replica set changed");
         crate::group_events::REPLICA_SETS_CHANGED.record(change.partition);
         Ok(())
+    }
+
+    /// Hands the leadership of `raft` to the most caught-up voter in `staying` and waits (at
+    /// most `HAND_OVER_WAIT`) until it leads. Returns it, or `None` if it did not take over
+    /// (then this node makes the change itself and the group elects afterwards).
+    async fn hand_over_before_leaving(&self, raft: &PartitionRaft, staying: &BTreeSet<NodeId>) -> Option<NodeId> {
+        let to = super::leader_handoff::successor(raft, self.node_id, |v| staying.contains(&v))?;
+        raft.trigger().transfer_leader(to).await.ok()?;
+        let deadline = std::time::Instant::now() + HAND_OVER_WAIT;
+        while std::time::Instant::now() < deadline {
+            if raft.metrics().borrow_watched().current_leader == Some(to) {
+                return Some(to);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
     }
 
     /// Sends `batch` to the node at `addr` (its `Deliver` handler, over the pipe), within 5 s.
