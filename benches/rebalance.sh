@@ -92,6 +92,26 @@ done
 sleep 5
 joined_at=$SECONDS
 start_node 4 "$WORK/c"
+# Where the live window's tail comes from: every node's and the loadgen's CPU per second
+# (cpu.log, % of one core) beside the loadgen's per-second slow deliveries (live.err).
+sample_cpu() {
+    local p prev=() now=() i line
+    for p in "$@"; do prev+=("$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)"); done
+    while sleep 1; do
+        now=(); line="+$((SECONDS - joined_at))s"
+        i=0
+        for p in "$@"; do
+            now+=("$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)")
+            line+=" $(( (now[i] - prev[i]) * 100 / hz ))"
+            i=$((i + 1))
+        done
+        prev=("${now[@]}")
+        echo "$line"
+    done
+}
+sample_cpu "${C_PIDS[@]}" "$LG_PID" >"$WORK/cpu.log" 2>/dev/null &
+PIDS+=("$!")
+log "cpu.log columns: time since the join, node 1..4, loadgen (% of a core)"
 # Its share: every partition's committed replicas are exactly the placement's three (the
 # 4th included somewhere), none of them moving, as `cluster status` reads them from the
 # partitions' leaders, and no leader has node 4 more than a batch behind

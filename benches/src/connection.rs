@@ -66,7 +66,14 @@ pub struct Shared {
     pub latency: Vec<Mutex<Histogram<u64>>>,
     /// Time from starting to connect to `caught_up`, µs (the catch-up storm's figure).
     pub ready: Mutex<Histogram<u64>>,
+    /// Deliveries slower than `SLOW_US` since the last progress line (where a tail comes from).
+    pub slow: AtomicU64,
+    /// The slowest delivery since the last progress line, µs.
+    pub worst_us: AtomicU64,
 }
+
+/// A delivery slower than this counts as slow in the progress lines (µs).
+pub const SLOW_US: u64 = 100_000;
 
 impl Shared {
     /// Empty counters for step 0.
@@ -83,6 +90,8 @@ impl Shared {
             first_error: Mutex::new(None),
             latency: (0..SHARDS).map(|_| Mutex::new(new_histogram())).collect(),
             ready: Mutex::new(new_histogram()),
+            slow: AtomicU64::new(0),
+            worst_us: AtomicU64::new(0),
         }
     }
 
@@ -300,7 +309,12 @@ fn on_frame(text: &str, shared: &Shared, shard: &Mutex<Histogram<u64>>, to_ack: 
                 return;
             }
             shared.delivered.fetch_add(1, Relaxed);
-            record(shard, received.saturating_sub(stamp.scheduled_ns) / 1000);
+            let us = received.saturating_sub(stamp.scheduled_ns) / 1000;
+            if us > SLOW_US {
+                shared.slow.fetch_add(1, Relaxed);
+            }
+            shared.worst_us.fetch_max(us, Relaxed);
+            record(shard, us);
         }
         "sent" => {
             shared.acked.fetch_add(1, Relaxed);

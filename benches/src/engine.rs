@@ -629,12 +629,15 @@ impl Engine {
     fn print_progress(&self, step: u32, rate: f64) {
         let s = &self.shared;
         eprintln!(
-            "step {step} @ {rate:.0}/s: sent {} acked {} delivered {}/{} errors {}",
+            "step {step} @ {rate:.0}/s: sent {} acked {} delivered {}/{} errors {} slow(>{} ms) {} worst {} ms",
             s.sent.load(Relaxed),
             s.acked.load(Relaxed),
             s.delivered.load(Relaxed),
             s.expected.load(Relaxed),
             s.errors.load(Relaxed) + s.dropped.load(Relaxed),
+            crate::connection::SLOW_US / 1000,
+            s.slow.swap(0, Relaxed),
+            s.worst_us.swap(0, Relaxed) / 1000,
         );
     }
 

@@ -2,9 +2,26 @@
 
 use std::path::Path;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 
 use crate::{AtPath, StorageError, Syncer};
+
+/// Values at least this large (long messages, and the log entries carrying them) are stored
+/// in blob files beside the tree instead of inside it.
+pub const LARGE_VALUE_BYTES: u32 = 4 * 1024;
+
+/// Options of the keyspaces that hold message text (`log`, `sm`): key-value separation for
+/// large values. In a plain LSM tree every compaction rewrites each value it passes, so a
+/// 16 KB message is copied again at every level: filling a new replica with 1 GiB of such
+/// messages spent ~30 % of its CPU in compaction writes (docs/storage.md). Apart, a value is
+/// written once to a blob file and compactions move only its key and a pointer; typical
+/// short messages stay inline, where a read costs one lookup. fjall records a keyspace's
+/// options when it creates it, so a data dir created before keeps its keyspaces as they were.
+fn with_large_values_apart() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().with_kv_separation(Some(
+        KvSeparationOptions::default().separation_threshold(LARGE_VALUE_BYTES),
+    ))
+}
 
 /// One fjall database per node. Cheap to clone (handles are reference counted).
 #[derive(Clone)]
@@ -34,11 +51,11 @@ impl Store {
         std::fs::create_dir_all(dir).at_path(dir)?;
         let fjall_dir = dir.join("fjall");
         let db = Database::builder(&fjall_dir).open().at_path(&fjall_dir)?;
-        let log = db.keyspace("log", KeyspaceCreateOptions::default).at_path(&fjall_dir)?;
+        let log = db.keyspace("log", with_large_values_apart).at_path(&fjall_dir)?;
         let raft = db
             .keyspace("raft", KeyspaceCreateOptions::default)
             .at_path(&fjall_dir)?;
-        let sm = db.keyspace("sm", KeyspaceCreateOptions::default).at_path(&fjall_dir)?;
+        let sm = db.keyspace("sm", with_large_values_apart).at_path(&fjall_dir)?;
         // fjall keeps its journals (`<id>.jnl`) directly in its database folder.
         let syncer = Syncer::start(db.clone(), fjall_dir.clone(), spacing);
         Ok(Store {
