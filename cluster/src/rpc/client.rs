@@ -216,8 +216,16 @@ impl RaftNetworkV2<C> for GrpcPeer {
         let payload = encode(&rpc);
         if super::bulk_budget::is_bulk(rpc.entries.len(), payload.len()) {
             self.peers.bulk.take(payload.len()).await;
+            return self.unary_encoded(RPCTypes::AppendEntries, payload, &option).await;
         }
-        self.unary_encoded(RPCTypes::AppendEntries, payload, &option).await
+        // Live replication's round trips tell the budget whether bulk bytes crowd it out.
+        let live = !rpc.entries.is_empty();
+        let started = std::time::Instant::now();
+        let answer = self.unary_encoded(RPCTypes::AppendEntries, payload, &option).await;
+        if live && answer.is_ok() {
+            self.peers.bulk.observe_live(started.elapsed());
+        }
+        answer
     }
 
     async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
