@@ -62,7 +62,14 @@ impl Cluster {
             if !ready {
                 continue;
             }
-            if self.transfer_leadership(&raft, p, preferred).await {
+            // A quiet group sends its followers nothing (`liveness/`), so one that restarted
+            // may not know this leader's vote yet and would ignore the hand-over: one heartbeat
+            // round first tells them (a pass later retries if it still did not arrive).
+            if crate::local::renew_lease(&raft).await.is_err() {
+                continue;
+            }
+            self.liveness.transfer_started(p);
+            if raft.trigger().transfer_leader(preferred).await.is_ok() {
                 tracing::info!(
                     partition = p,
                     to = preferred,
@@ -73,23 +80,5 @@ impl Cluster {
             }
         }
         started
-    }
-
-    /// Starts handing the leadership of partition `p` (led here) to `to`. A quiet group sends
-    /// its followers nothing (`liveness/`), so one that restarted may not know this leader's
-    /// vote yet and would ignore the hand-over: one heartbeat round first tells them. This
-    /// node's beats stop claiming `p`, or the other voters would refuse `to` their votes
-    /// while a live leader still claims the partition. False if it could not start.
-    pub(crate) async fn transfer_leadership(
-        &self,
-        raft: &crate::types::PartitionRaft,
-        p: u16,
-        to: crate::types::NodeId,
-    ) -> bool {
-        if crate::local::renew_lease(raft).await.is_err() {
-            return false;
-        }
-        self.liveness.transfer_started(p);
-        raft.trigger().transfer_leader(to).await.is_ok()
     }
 }

@@ -708,7 +708,7 @@ impl Cluster {
         // group leaderless for an election timeout (1–2 s of stalled writes): it hands the
         // group to a voter that stays first, and that one makes the change.
         if !desired.contains(&self.node_id) {
-            if let Some(to) = self.hand_over_before_leaving(&raft, change.partition, &desired).await {
+            if let Some(to) = self.hand_over_before_leaving(&raft, &desired).await {
                 let addr = change.voters.iter().find(|(id, _)| *id == to).map(|(_, a)| a.clone());
                 return Err(NotHere::NotLeader(addr));
             }
@@ -730,16 +730,9 @@ impl Cluster {
     /// Hands the leadership of `raft` to the most caught-up voter in `staying` and waits (at
     /// most `HAND_OVER_WAIT`) until it leads. Returns it, or `None` if it did not take over
     /// (then this node makes the change itself and the group elects afterwards).
-    async fn hand_over_before_leaving(
-        &self,
-        raft: &PartitionRaft,
-        p: u16,
-        staying: &BTreeSet<NodeId>,
-    ) -> Option<NodeId> {
+    async fn hand_over_before_leaving(&self, raft: &PartitionRaft, staying: &BTreeSet<NodeId>) -> Option<NodeId> {
         let to = super::leader_handoff::successor(raft, self.node_id, |v| staying.contains(&v))?;
-        if !self.transfer_leadership(raft, p, to).await {
-            return None;
-        }
+        raft.trigger().transfer_leader(to).await.ok()?;
         let deadline = std::time::Instant::now() + HAND_OVER_WAIT;
         while std::time::Instant::now() < deadline {
             if raft.metrics().borrow_watched().current_leader == Some(to) {
