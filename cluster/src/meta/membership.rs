@@ -733,14 +733,11 @@ impl Cluster {
     async fn hand_over_before_leaving(&self, raft: &PartitionRaft, staying: &BTreeSet<NodeId>) -> Option<NodeId> {
         let to = super::leader_handoff::successor(raft, self.node_id, |v| staying.contains(&v))?;
         raft.trigger().transfer_leader(to).await.ok()?;
-        let deadline = std::time::Instant::now() + HAND_OVER_WAIT;
-        while std::time::Instant::now() < deadline {
-            if raft.metrics().borrow_watched().current_leader == Some(to) {
-                return Some(to);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        None
+        raft.wait(Some(HAND_OVER_WAIT))
+            .current_leader(to, "successor takes over")
+            .await
+            .ok()
+            .map(|_| to)
     }
 
     /// Sends `batch` to the node at `addr` (its `Deliver` handler, over the pipe), within 5 s.

@@ -214,15 +214,14 @@ impl RaftNetworkV2<C> for GrpcPeer {
         // A full batch of a backlog (a replica catching up) is paid from the node's bulk
         // budget; live replication sends small batches and never waits here.
         let payload = encode(&rpc);
-        if super::bulk_budget::is_bulk(rpc.entries.len(), payload.len()) {
+        let bulk = super::bulk_budget::is_bulk(rpc.entries.len(), payload.len());
+        if bulk {
             self.peers.bulk.take(payload.len()).await;
-            return self.unary_encoded(RPCTypes::AppendEntries, payload, &option).await;
         }
-        // Live replication's round trips tell the budget whether bulk bytes crowd it out.
-        let live = !rpc.entries.is_empty();
         let started = std::time::Instant::now();
         let answer = self.unary_encoded(RPCTypes::AppendEntries, payload, &option).await;
-        if live && answer.is_ok() {
+        // Live replication's round trips tell the budget whether bulk bytes crowd it out.
+        if !bulk && !rpc.entries.is_empty() && answer.is_ok() {
             self.peers.bulk.observe_live(started.elapsed());
         }
         answer
