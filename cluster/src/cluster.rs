@@ -21,8 +21,9 @@ use crate::meta::{DeliveryBatch, NodeInfo, NodeState, META_PARTITION};
 use crate::partition::channel_cache::ChannelCache;
 use crate::partition::LogStore;
 use crate::placement::partition_of;
+use crate::proposal_packer::{CanPack, Packers};
 use crate::router::Router;
-use crate::rpc::{ClusterSecret, PeerChannels};
+use crate::rpc::{ClusterSecret, PeerChannels, WIRE_LEVEL};
 use crate::types::{NodeId, PartitionRaft};
 
 /// What the cluster layer needs from the node's configuration.
@@ -89,6 +90,29 @@ pub struct Cluster {
     pub(crate) liveness: Arc<Liveness>,
     /// Stops the liveness task (`shutdown`).
     liveness_stop: CancellationToken,
+    /// Packs the writes this node leads while their group is busy (`proposal_packer.rs`).
+    pub(crate) packers: Packers,
+}
+
+/// A group may pack its entries when every other member of it has announced that it reads
+/// them (a single node has no one to ask). Membership changes add the new member's pipe as a
+/// condition at once, so a node of an older release that joins stops the packing before it
+/// could be sent an entry it cannot decode.
+fn packing_gate(node_id: NodeId, peers: Option<PeerChannels>) -> CanPack {
+    Arc::new(move |raft: &PartitionRaft| {
+        let Some(peers) = &peers else {
+            return true;
+        };
+        let metrics = raft.metrics();
+        let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&metrics);
+        let all_read = m
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != node_id)
+            .all(|(_, node)| peers.peer_reads(&node.addr, WIRE_LEVEL));
+        all_read
+    })
 }
 
 /// Where frames for this node's connections go (the node's connection registry).
@@ -215,6 +239,7 @@ impl Cluster {
             router: Router::new(cfg.node_id),
             liveness,
             liveness_stop: CancellationToken::new(),
+            packers: Packers::new(packing_gate(cfg.node_id, peers.clone())),
         });
         cluster.spawn_liveness(cluster.liveness_stop.clone());
         if let Some(peers) = peers {

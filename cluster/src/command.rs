@@ -164,6 +164,10 @@ pub enum Command {
         /// A fresh random key, kept only if the cluster has none.
         key: Vec<u8>,
     },
+    /// Several commands of one partition packed into one log entry by its leader while the
+    /// group was busy (`partition/proposal_packer.rs`), applied in order in one batch and
+    /// answered with `Response::Batch` in the same order. Never nested. Appended last.
+    Batch(Vec<Command>),
 }
 
 /// The routing key of the partition that holds the DM id key.
@@ -192,6 +196,7 @@ impl fmt::Display for Command {
             Command::MetaUpsertNode { .. } => "MetaUpsertNode",
             Command::MetaSetLayout { .. } => "MetaSetLayout",
             Command::EnsureDmIdKey { .. } => "EnsureDmIdKey",
+            Command::Batch(..) => "Batch",
         };
         f.write_str(name)
     }
@@ -248,6 +253,8 @@ pub enum Response {
     Rejected(ApplyError),
     /// A stored secret key (`EnsureDmIdKey`). Appended last, like its command.
     Key(Vec<u8>),
+    /// The answers to a `Command::Batch`, one per command, in its order. Appended last.
+    Batch(Vec<Response>),
 }
 
 impl Response {
@@ -275,8 +282,16 @@ impl Command {
     /// The command as the partition leader proposes it: a message is stamped with the
     /// leader's clock (one clock per partition at a time, not every gateway's).
     pub fn stamped(mut self, now_ms: u64) -> Self {
-        if let Command::SendMessage { ts, .. } = &mut self {
-            *ts = now_ms;
+        match &mut self {
+            Command::SendMessage { ts, .. } => *ts = now_ms,
+            Command::Batch(commands) => {
+                for command in commands.iter_mut() {
+                    if let Command::SendMessage { ts, .. } = command {
+                        *ts = now_ms;
+                    }
+                }
+            }
+            _ => {}
         }
         self
     }

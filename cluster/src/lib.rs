@@ -21,6 +21,7 @@ pub mod model;
 pub mod network;
 pub mod partition;
 pub mod placement;
+pub mod proposal_packer;
 pub mod query;
 pub mod raft_health;
 pub mod reads;

@@ -13,6 +13,7 @@ use openraft::{Instant as _, LinearizerOption, ServerState};
 use ringchat_storage::{StorageError, Store};
 
 use crate::command::{Command, Response};
+use crate::proposal_packer::Packers;
 use crate::query::{self, Query, QueryResult};
 use crate::rpc::GroupRegistry;
 use crate::rpc::PartitionGroups;
@@ -24,6 +25,12 @@ pub trait LocalPartitions: Send + Sync + 'static {
     /// The local group of `p` and the store holding its state, or `None` if this node does not
     /// host `p` (now).
     fn replica(&self, p: u16) -> Option<(PartitionRaft, Store)>;
+
+    /// Where this node packs the writes it leads (`proposal_packer.rs`); `None` proposes each
+    /// write as its own entry.
+    fn packers(&self) -> Option<&Packers> {
+        None
+    }
 }
 
 /// A mutable set of hosted groups over one store: for nodes assembled by hand (tests, tools)
@@ -81,6 +88,18 @@ pub(crate) enum LocalFailure {
     Unavailable(String),
     /// The store failed while reading.
     Storage(StorageError),
+}
+
+impl LocalFailure {
+    /// The same failure for another write of a packed entry (a storage error, which a write
+    /// never returns today, is passed on as its message).
+    pub(crate) fn duplicate(&self) -> LocalFailure {
+        match self {
+            LocalFailure::NotLeader(hint) => LocalFailure::NotLeader(hint.clone()),
+            LocalFailure::Unavailable(why) => LocalFailure::Unavailable(why.clone()),
+            LocalFailure::Storage(e) => LocalFailure::Unavailable(e.to_string()),
+        }
+    }
 }
 
 /// The leader `raft` currently believes in, with its address from the group's membership.

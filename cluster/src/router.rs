@@ -23,6 +23,7 @@ use crate::codec::{decode, encode};
 use crate::command::{Command, Response};
 use crate::error::ClusterError;
 use crate::local::{self, known_leader, LeaderHint, LocalFailure, LocalPartitions};
+use crate::proposal_packer::{self, Packers};
 use crate::query::{Query, QueryResult};
 use crate::rpc::node_server::leader_hint;
 use crate::rpc::proto::node::{ReadReply, ReadRequest, WriteReply, WriteRequest};
@@ -180,7 +181,7 @@ impl Router {
         let peers = self.peers.read().unwrap_or_else(|e| e.into_inner()).clone();
         let replica = local.replica(p);
         let Some(peers) = peers else {
-            return self.route_alone(replica, p, op).await;
+            return self.route_alone(local.packers(), replica, p, op).await;
         };
 
         let started = Instant::now();
@@ -201,7 +202,9 @@ impl Router {
                     // answer `unavailable` in time instead (the write may still land later,
                     // and a retry with the same client_msg_id finds it).
                     let budget = deadline.saturating_duration_since(Instant::now());
-                    match tokio::time::timeout(budget, attempt_local(&raft, &store, p, &op, true)).await {
+                    match tokio::time::timeout(budget, attempt_local(local.packers(), &raft, &store, p, &op, true))
+                        .await
+                    {
                         Ok(outcome) => outcome,
                         Err(_) => Err(Failure::Retry(format!("local group did not answer within {budget:?}"))),
                     }
@@ -257,6 +260,7 @@ impl Router {
     /// (bounded) for the local group to lead, e.g. right after start.
     async fn route_alone(
         &self,
+        packers: Option<&Packers>,
         replica: Option<(PartitionRaft, Store)>,
         p: u16,
         op: Op<'_>,
@@ -271,7 +275,7 @@ impl Router {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let reason = match attempt_local(&raft, &store, p, &op, false).await {
+            let reason = match attempt_local(packers, &raft, &store, p, &op, false).await {
                 Ok(answer) => return Ok(answer),
                 Err(Failure::Fail(e)) => return Err(e),
                 Err(Failure::NotLeader(Some(hint))) if hint.id != self.node_id => {
@@ -411,6 +415,7 @@ fn classify(status: tonic::Status) -> Failure {
 
 /// Serves `op` on the local replica; `linearize` confirms leadership by lease first.
 async fn attempt_local(
+    packers: Option<&Packers>,
     raft: &PartitionRaft,
     store: &Store,
     p: u16,
@@ -418,7 +423,9 @@ async fn attempt_local(
     linearize: bool,
 ) -> Result<Answer, Failure> {
     let outcome = match op {
-        Op::Write(cmd) => local::write(raft, (*cmd).clone()).await.map(Answer::Write),
+        Op::Write(cmd) => proposal_packer::write(packers, raft, p, (*cmd).clone())
+            .await
+            .map(Answer::Write),
         Op::Read(query) => local::read(raft, store, p, query, linearize).await.map(Answer::Read),
     };
     outcome.map_err(|failure| match failure {
@@ -487,6 +494,10 @@ impl Cluster {
 impl LocalPartitions for Cluster {
     fn replica(&self, p: u16) -> Option<(PartitionRaft, Store)> {
         self.partition_group(p).map(|g| (g, self.store.clone()))
+    }
+
+    fn packers(&self) -> Option<&Packers> {
+        Some(&self.packers)
     }
 }
 

@@ -18,7 +18,9 @@ use ringchat_cluster::rpc::client::SNAPSHOT_CHUNK_BYTES;
 use ringchat_cluster::rpc::proto::raft_service_client::RaftServiceClient;
 use ringchat_cluster::rpc::proto::snapshot_chunk::Part;
 use ringchat_cluster::rpc::proto::{RaftReply, RaftRequest, SnapshotChunk, SnapshotHeader};
-use ringchat_cluster::rpc::{ClusterSecret, GroupRegistry, Method, PeerChannels, RaftRpcService, SECRET_METADATA_KEY};
+use ringchat_cluster::rpc::{
+    ClusterSecret, GroupRegistry, Method, PeerChannels, RaftRpcService, SECRET_METADATA_KEY, WIRE_LEVEL,
+};
 use ringchat_cluster::{Command, NodeId, TypeConfig, UserRecord};
 
 use crate::common::{elect, raft_config, Replica, SECRET, WAIT};
@@ -208,6 +210,10 @@ async fn pipe_answers_concurrent_calls_in_batches_and_reopens_after_the_peer_res
     let node = TestNode::start(1).await;
     let addr = node.addr.clone();
     let peers = PeerChannels::new(ClusterSecret::new(SECRET).expect("secret"));
+    assert!(
+        !peers.peer_reads(&addr, WIRE_LEVEL),
+        "nothing is known of a peer before its pipe opened"
+    );
 
     // Every call gets its own answer: the partition named in each status is the call's own.
     let outcomes = votes_for_unknown_partitions(&peers, &addr, 500).await;
@@ -221,6 +227,9 @@ async fn pipe_answers_concurrent_calls_in_batches_and_reopens_after_the_peer_res
         );
     }
     let (batches, calls) = peers.pipe(&addr).expect("pipe").sent();
+    // The peer's stream announced what it can read (packed log entries need level 2).
+    assert!(peers.peer_reads(&addr, WIRE_LEVEL));
+    assert!(!peers.peer_reads(&addr, WIRE_LEVEL + 1));
     assert_eq!(calls, 500);
     assert!(batches < calls, "500 concurrent calls went out in {batches} batches");
 

@@ -2,5 +2,6 @@
 
 mod common;
 mod grpc_replication;
+mod packing;
 mod routing;
 mod snapshots;

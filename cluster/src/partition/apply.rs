@@ -191,6 +191,16 @@ pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Resp
             }
             Response::Done
         }
+        Command::Batch(commands) => {
+            let mut answers = Vec::with_capacity(commands.len());
+            for command in commands {
+                answers.push(match command {
+                    Command::Batch(_) => Response::Rejected(ApplyError::Invalid("nested batch".into())),
+                    command => apply_command(ov, p, command)?,
+                });
+            }
+            Response::Batch(answers)
+        }
         Command::EnsureDmIdKey { key } => {
             let at = t::dm_id_key(p);
             match ov.get_record::<Vec<u8>>(&at)? {
@@ -353,6 +363,34 @@ mod tests {
             },
         );
         (dir, store)
+    }
+
+    #[test]
+    fn a_packed_entry_applies_its_commands_in_order_and_answers_each() {
+        let (_dir, store) = store_with_group();
+        let batch = Command::Batch(vec![
+            send("c1", "a"),
+            send("c2", "b"),
+            send("c1", "a"),
+            Command::Batch(vec![send("c9", "a")]),
+            send("c3", "stranger"),
+        ]);
+        let Response::Batch(answers) = run(&store, batch) else {
+            panic!("a batch is answered with a batch");
+        };
+        assert_eq!(answers.len(), 5, "one answer per command");
+        let seq = |r: &Response| match r {
+            Response::Sent { message, duplicate, .. } => (message.seq, *duplicate),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(seq(&answers[0]), (1, false));
+        assert_eq!(seq(&answers[1]), (2, false));
+        // A retry inside the same entry finds the write staged before it.
+        assert_eq!(seq(&answers[2]), (1, true));
+        assert!(matches!(&answers[3], Response::Rejected(ApplyError::Invalid(_))));
+        assert!(matches!(&answers[4], Response::Rejected(ApplyError::Forbidden)));
+        // The next entry continues the sequence: nothing of the batch was lost or doubled.
+        assert_eq!(seq(&run(&store, send("c4", "a"))), (3, false));
     }
 
     #[test]

@@ -229,16 +229,21 @@ impl RaftStateMachine<C> for StateMachine {
                 }
             };
             last = Some(entry.log_id);
-            if let (
-                Some(_),
-                Response::Sent {
-                    message,
-                    members,
-                    duplicate: false,
-                },
-            ) = (&self.delivery, &response)
-            {
-                committed.push((message.clone(), members.clone()));
+            if self.delivery.is_some() {
+                let answers = match &response {
+                    Response::Batch(answers) => answers.as_slice(),
+                    single => std::slice::from_ref(single),
+                };
+                for answer in answers {
+                    if let Response::Sent {
+                        message,
+                        members,
+                        duplicate: false,
+                    } = answer
+                    {
+                        committed.push((message.clone(), members.clone()));
+                    }
+                }
             }
             if let Some(r) = responder {
                 replies.push((r, response));

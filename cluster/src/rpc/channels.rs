@@ -118,6 +118,15 @@ impl PeerChannels {
         Ok(peer)
     }
 
+    /// True if the peer at `addr` announced a wire level of at least `level` on its newest pipe
+    /// stream; false for a peer not talked to yet.
+    pub fn peer_reads(&self, addr: &str, level: u8) -> bool {
+        let channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        channels
+            .get(addr)
+            .is_some_and(|peer| peer.pipe.peer_wire_level() >= level)
+    }
+
     /// Drops the channel to `addr` (a node left the cluster); a later call makes a new one.
     pub fn forget(&self, addr: &str) {
         self.channels

@@ -58,6 +58,14 @@ pub use server::{spawn_server, NodeServices, RaftRpcService};
 /// 4 MiB default would wedge replication on a burst of long messages.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// What this release's node-to-node messages may contain, announced on every pipe stream it
+/// answers (`x-ringchat-wire`): 2 = log entries may be packed (`Command::Batch`,
+/// `proposal_packer.rs`). A peer that announces less (releases before levels announce
+/// nothing: 1) is never sent what it cannot decode.
+pub const WIRE_LEVEL: u8 = 2;
+/// The pipe stream's response header that carries `WIRE_LEVEL`.
+pub const WIRE_LEVEL_METADATA_KEY: &str = "x-ringchat-wire";
+
 /// Largest `PipeBatch`: one call of `MAX_MESSAGE_BYTES` after a batch's worth of small ones.
 pub const PIPE_MESSAGE_BYTES: usize = MAX_MESSAGE_BYTES + pipe::BATCH_BYTES + (1 << 20);
 

@@ -15,6 +15,7 @@ use super::proto::node::{ReadReply, ReadRequest, WriteReply, WriteRequest};
 use crate::codec::{decode, encode};
 use crate::command::Command;
 use crate::local::{self, LeaderHint, LocalFailure, LocalPartitions};
+use crate::proposal_packer;
 use crate::query::Query;
 use crate::types::{NodeId, PartitionRaft};
 
@@ -92,7 +93,9 @@ impl NodeService for NodeRpcService {
         let request = request.into_inner();
         let (p, raft, _) = self.replica(request.partition)?;
         let cmd: Command = decode(&request.command).map_err(|e| Status::invalid_argument(format!("command: {e}")))?;
-        let response = local::write(&raft, cmd).await.map_err(|f| failure_status(p, f))?;
+        let response = proposal_packer::write(self.local.packers(), &raft, p, cmd)
+            .await
+            .map_err(|f| failure_status(p, f))?;
         let response = encode(&response.for_forwarder());
         Ok(Response::new(WriteReply { response }))
     }

@@ -11,7 +11,7 @@
 //! the next call opens a new session; tonic's channel reconnects underneath.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ use super::auth::ClusterSecret;
 use super::peer_health::{GroupsWith, PeerHealth};
 use super::pipe_proto::pipe_service_client::PipeServiceClient;
 use super::pipe_proto::{Method, PipeBatch, PipeCall, PipeResult};
-use super::PIPE_MESSAGE_BYTES;
+use super::{PIPE_MESSAGE_BYTES, WIRE_LEVEL_METADATA_KEY};
 
 /// Calls queued for sending on one session; a caller waits (within its timeout) when full.
 const CALL_QUEUE: usize = 4096;
@@ -50,6 +50,8 @@ struct Shared {
     next_id: AtomicU64,
     /// Batches and calls sent so far, over every session.
     sent: Arc<SentCounts>,
+    /// The wire level the peer announced when the newest session opened (0: none yet).
+    peer_wire: Arc<AtomicU8>,
 }
 
 #[derive(Default)]
@@ -134,6 +136,7 @@ impl PeerPipe {
                 session: Mutex::new(None),
                 next_id: AtomicU64::new(1),
                 sent: Arc::default(),
+                peer_wire: Arc::default(),
             }),
         }
     }
@@ -198,6 +201,12 @@ impl PeerPipe {
         result
     }
 
+    /// The wire level the peer announced on the newest stream (`WIRE_LEVEL`), 0 if no
+    /// stream has been opened yet. A peer of a release before levels announces none: 1.
+    pub fn peer_wire_level(&self) -> u8 {
+        self.shared.peer_wire.load(Ordering::Relaxed)
+    }
+
     /// Batches and calls sent on this pipe so far: calls / batches is how much it batched.
     pub fn sent(&self) -> (u64, u64) {
         let sent = &self.shared.sent;
@@ -221,6 +230,7 @@ impl PeerPipe {
             self.shared.secret.clone(),
             batches(queued, self.shared.sent.clone()),
             Arc::downgrade(&session),
+            self.shared.peer_wire.clone(),
         ));
         session
     }
@@ -246,6 +256,7 @@ async fn run_session(
     secret: ClusterSecret,
     requests: impl futures_util::Stream<Item = PipeBatch> + Send + 'static,
     session: std::sync::Weak<Session>,
+    peer_wire: Arc<AtomicU8>,
 ) {
     let mut client = PipeServiceClient::new(channel)
         .max_decoding_message_size(PIPE_MESSAGE_BYTES)
@@ -253,7 +264,9 @@ async fn run_session(
     let mut request = Request::new(requests);
     secret.attach(&mut request);
     let outcome: Result<(), Status> = async {
-        let mut results = client.pipe(request).await?.into_inner();
+        let response = client.pipe(request).await?;
+        peer_wire.store(wire_level_of(response.metadata()), Ordering::Relaxed);
+        let mut results = response.into_inner();
         while let Some(batch) = results.message().await? {
             let Some(session) = session.upgrade() else {
                 return Ok(());
@@ -275,6 +288,16 @@ async fn run_session(
     if let Some(session) = session.upgrade() {
         session.end(&status);
     }
+}
+
+/// The wire level a pipe stream's answer announces: 1 when it names none (a release before
+/// levels), what it names otherwise.
+fn wire_level_of(metadata: &MetadataMap) -> u8 {
+    metadata
+        .get(WIRE_LEVEL_METADATA_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
 }
 
 /// The request stream: each item is every call queued at that moment (up to the batch limits).
@@ -351,6 +374,16 @@ pub fn result_of_status(id: u64, status: &Status) -> PipeResult {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_stream_without_a_wire_level_is_a_release_before_levels() {
+        let mut metadata = MetadataMap::new();
+        assert_eq!(super::wire_level_of(&metadata), 1);
+        metadata.insert(super::WIRE_LEVEL_METADATA_KEY, MetadataValue::from(2u64));
+        assert_eq!(super::wire_level_of(&metadata), 2);
+        metadata.insert(super::WIRE_LEVEL_METADATA_KEY, MetadataValue::from_static("junk"));
+        assert_eq!(super::wire_level_of(&metadata), 1);
+    }
+
     use super::*;
 
     #[test]

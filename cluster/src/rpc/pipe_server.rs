@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::member_proto::member_service_server::MemberService;
@@ -26,6 +27,7 @@ use super::pipe_proto::{Method, PipeBatch, PipeCall, PipeResult};
 use super::proto::node::node_service_server::NodeService;
 use super::proto::raft_service_server::RaftService;
 use super::server::RaftRpcService;
+use super::{WIRE_LEVEL, WIRE_LEVEL_METADATA_KEY};
 
 /// Calls of one stream that may run at once.
 const CALLS_IN_FLIGHT: usize = 4096;
@@ -146,7 +148,11 @@ impl PipeService for PipeRpcService {
             self.shutdown.clone(),
         ));
         let stream = result_batches(finished, self.shutdown.clone());
-        Ok(Response::new(Box::pin(stream)))
+        let mut response = Response::new(Box::pin(stream) as ResultStream);
+        response
+            .metadata_mut()
+            .insert(WIRE_LEVEL_METADATA_KEY, MetadataValue::from(u64::from(WIRE_LEVEL)));
+        Ok(response)
     }
 }
 
