@@ -27,6 +27,7 @@ use crate::gateway::Registry;
 use crate::limits::Limits;
 use crate::presence::Presence;
 use crate::push::PushSender;
+use crate::tls::ClientTls;
 
 /// Everything a request handler or connection needs.
 pub struct AppState {
@@ -94,7 +95,11 @@ fn private_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 
 /// The client URL this node advertises: `--public-url`, else `http://<bound client address>`.
 fn public_url(config: &Config, bound: SocketAddr) -> String {
-    config.public_url.clone().unwrap_or_else(|| format!("http://{bound}"))
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{bound}"))
 }
 
 /// Longest wait on shutdown for this node's leaderships to move to other voters.
@@ -140,6 +145,11 @@ impl App {
     /// and the client listener.
     pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         let metrics = crate::metrics::handle();
+        // Loaded before anything is opened: a bad certificate fails the start with its reason.
+        let tls = match &config.tls {
+            Some(files) => Some(ClientTls::load(&files.cert, &files.key).context("--tls-cert/--tls-key")?),
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -214,6 +224,9 @@ impl App {
             presence: Arc::downgrade(&presence),
         }));
         tracker.spawn(run_membership(cluster.clone(), fanout.clone(), shutdown.clone()));
+        if let Some(tls) = &tls {
+            tracker.spawn(tls.clone().reload_on_sighup(shutdown.clone()));
+        }
         tracker.spawn(crate::gateway::heartbeat::sweep(
             registry.clone(),
             Duration::from_millis(config.heartbeat_ms),
@@ -259,7 +272,16 @@ impl App {
         let stop = shutdown.clone();
         let header_timeout = Duration::from_millis(state.config.header_read_timeout_ms);
         let handle = tokio::spawn(async move {
-            crate::http::serve::serve(listener, router, header_timeout, stop.clone(), tracker.clone()).await;
+            let acceptor = tls.map(|tls| tls.acceptor());
+            crate::http::serve::serve(
+                listener,
+                router,
+                acceptor,
+                header_timeout,
+                stop.clone(),
+                tracker.clone(),
+            )
+            .await;
             stop.cancel();
             registry.close_all(CLOSE_GOING_AWAY);
             tracker.close();

@@ -37,6 +37,13 @@ pub struct ServeArgs {
     /// Client URL this node advertises in `GET /v1/nodes` (default http://<listen>).
     #[arg(long, env = "RINGCHAT_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// PEM certificate chain (leaf first) to serve HTTPS and WSS on the client port; needs
+    /// --tls-key. Reloaded on SIGHUP.
+    #[arg(long, env = "RINGCHAT_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "RINGCHAT_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Cluster address of any member to join.
     #[arg(long, env = "RINGCHAT_JOIN")]
     pub join: Option<String>,
@@ -87,6 +94,15 @@ pub struct ServeArgs {
     pub log_format: Option<String>,
 }
 
+/// The client port's certificate chain and private key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key of the leaf.
+    pub key: PathBuf,
+}
+
 /// Validated node configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -100,8 +116,10 @@ pub struct Config {
     pub cluster_listen: SocketAddr,
     /// Advertised cluster address.
     pub advertise: String,
-    /// Client URL advertised in `GET /v1/nodes` (`None`: `http://<bound listen address>`).
+    /// Client URL advertised in `GET /v1/nodes` (`None`: `http(s)://<bound listen address>`).
     pub public_url: Option<String>,
+    /// Certificate and key of the client port's TLS (`None`: plain HTTP and WebSocket).
+    pub tls: Option<TlsFiles>,
     /// Member to join, if any.
     pub join: Option<String>,
     /// Replication factor.
@@ -153,6 +171,7 @@ impl Default for Config {
             cluster_listen: "127.0.0.1:7071".parse().expect("literal"),
             advertise: "127.0.0.1:7071".into(),
             public_url: None,
+            tls: None,
             join: None,
             replication: 3,
             partitions: 64,
@@ -200,6 +219,11 @@ impl Config {
             cluster_listen,
             advertise: pick!(advertise).unwrap_or_else(|| cluster_listen.to_string()),
             public_url: pick!(public_url).filter(|s| !s.is_empty()),
+            tls: match (pick!(tls_cert), pick!(tls_key)) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => bail!("--tls-cert and --tls-key go together"),
+            },
             join: pick!(join),
             replication: pick!(replication).unwrap_or(d.replication),
             partitions: pick!(partitions).unwrap_or(d.partitions),

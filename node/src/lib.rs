@@ -21,6 +21,7 @@ pub mod status_text;
 pub mod storage_recovery;
 pub mod strict_json;
 pub mod terminal_chat;
+pub mod tls;
 pub mod validate;
 
 pub use app::{App, RunningApp};

@@ -14,6 +14,7 @@ mod partition;
 mod power_loss;
 mod push;
 mod terminal_chat;
+mod tls;
 mod upgrade;
 mod user_lookup;
 mod web_client;
