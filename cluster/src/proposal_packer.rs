@@ -141,6 +141,7 @@ impl Packers {
                 let _turn = Turn {
                     packer,
                     raft: raft.clone(),
+                    can_pack: self.can_pack.clone(),
                 };
                 local::write(raft, command).await
             }
@@ -175,6 +176,9 @@ pub(crate) fn write<'a>(
 struct Turn {
     packer: Arc<Packer>,
     raft: PartitionRaft,
+    /// Asked again before a packed entry leaves: a member that cannot read it may have joined
+    /// the group while the writes waited.
+    can_pack: CanPack,
 }
 
 impl Drop for Turn {
@@ -185,11 +189,12 @@ impl Drop for Turn {
         let turn = Turn {
             packer: self.packer.clone(),
             raft: self.raft.clone(),
+            can_pack: self.can_pack.clone(),
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    propose(&turn.raft, batch).await;
+                    propose(&turn.raft, batch, &turn.can_pack).await;
                     drop(turn);
                 });
             }
@@ -206,10 +211,18 @@ impl Drop for Turn {
 }
 
 /// Proposes the queued writes as one entry and answers each of them.
-async fn propose(raft: &PartitionRaft, mut batch: Vec<Waiting>) {
+async fn propose(raft: &PartitionRaft, mut batch: Vec<Waiting>, can_pack: &CanPack) {
     if batch.len() == 1 {
         let Waiting { command, reply } = batch.pop().expect("one write");
         let _ = reply.send(local::write(raft, command).await);
+        return;
+    }
+    if !can_pack(raft) {
+        // One entry per write, proposed together (openraft still shares their rounds).
+        let writes = batch.into_iter().map(|Waiting { command, reply }| async move {
+            let _ = reply.send(local::write(raft, command).await);
+        });
+        futures_util::future::join_all(writes).await;
         return;
     }
     let (commands, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|w| (w.command, w.reply)).unzip();

@@ -6,25 +6,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use openraft::async_runtime::watch::WatchReceiver;
-use ringchat_cluster::{ChannelKind, ChannelRecord, Cluster, Command, Response};
+use ringchat_cluster::{Cluster, Command, Response};
 
-use crate::common::{single_node_config, WAIT};
+use crate::common::{group, single_node_config, WAIT};
 
 /// Concurrent sends to one channel.
 const SENDS: u64 = 300;
-
-fn group(id: &str) -> ChannelRecord {
-    ChannelRecord {
-        channel_id: id.into(),
-        kind: ChannelKind::Group,
-        name: Some("packing".into()),
-        creator: "u_1".into(),
-        members: vec!["u_1".into(), "u_2".into()],
-        last_seq: 0,
-        created_ms: 1_700_000_000_000,
-        last_ts: 0,
-    }
-}
 
 fn send(n: u64) -> Command {
     Command::SendMessage {

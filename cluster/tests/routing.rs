@@ -11,13 +11,11 @@ use std::time::{Duration, Instant};
 use openraft::async_runtime::watch::WatchReceiver;
 use ringchat_cluster::query::{self, Query, QueryResult};
 use ringchat_cluster::rpc::{ClusterSecret, NodeRpcService, NodeServices, PeerChannels, RaftRpcService};
-use ringchat_cluster::{
-    ChannelKind, ChannelRecord, Cluster, ClusterError, Command, HostedPartitions, NodeId, Response, RetryPolicy, Router,
-};
+use ringchat_cluster::{Cluster, ClusterError, Command, HostedPartitions, NodeId, Response, RetryPolicy, Router};
 use ringchat_storage::Store;
 use tokio::net::TcpListener;
 
-use crate::common::{elect, raft_config, single_node_config, user, Replica, SECRET, WAIT};
+use crate::common::{elect, group, raft_config, single_node_config, user, Replica, SECRET, WAIT};
 
 const PARTITION: u16 = 5;
 
@@ -83,19 +81,6 @@ async fn three_voters() -> (Vec<TestNode>, NodeId) {
     }
     let leader = elect(&nodes.iter().map(|n| &n.replica).collect::<Vec<_>>()).await;
     (nodes, leader)
-}
-
-fn group(id: &str) -> ChannelRecord {
-    ChannelRecord {
-        channel_id: id.into(),
-        kind: ChannelKind::Group,
-        name: Some("routing".into()),
-        creator: "u_1".into(),
-        members: vec!["u_1".into(), "u_2".into()],
-        last_seq: 0,
-        created_ms: 1_700_000_000_000,
-        last_ts: 0,
-    }
 }
 
 fn create_group(id: &str) -> Command {

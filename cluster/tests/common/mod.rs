@@ -46,6 +46,20 @@ pub fn single_node_config(dir: &Path, partitions: u16, snapshot_every: u64) -> r
     }
 }
 
+/// A group `id` (named after it) of users `u_1` (its creator) and `u_2`.
+pub fn group(id: &str) -> ringchat_cluster::ChannelRecord {
+    ringchat_cluster::ChannelRecord {
+        channel_id: id.into(),
+        kind: ringchat_cluster::ChannelKind::Group,
+        name: Some(id.into()),
+        creator: "u_1".into(),
+        members: vec!["u_1".into(), "u_2".into()],
+        last_seq: 0,
+        created_ms: 1_700_000_000_000,
+        last_ts: 0,
+    }
+}
+
 /// User `n`: id `u_n`, name `usern`.
 pub fn user(n: u64) -> ringchat_cluster::UserRecord {
     ringchat_cluster::UserRecord {
