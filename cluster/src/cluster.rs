@@ -99,20 +99,22 @@ pub struct Cluster {
 /// condition at once, so a node of an older release that joins stops the packing before it
 /// could be sent an entry it cannot decode.
 fn packing_gate(node_id: NodeId, peers: Option<PeerChannels>) -> CanPack {
-    Arc::new(move |raft: &PartitionRaft| {
-        let Some(peers) = &peers else {
-            return true;
-        };
-        let metrics = raft.metrics();
-        let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&metrics);
-        let all_read = m
-            .membership_config
-            .membership()
-            .nodes()
-            .filter(|(id, _)| **id != node_id)
-            .all(|(_, node)| peers.peer_reads(&node.addr, WIRE_LEVEL));
-        all_read
+    Arc::new(move |raft: &PartitionRaft| match &peers {
+        None => true,
+        Some(peers) => !any_other_member(raft, node_id, |node| !peers.peer_reads(&node.addr, WIRE_LEVEL)),
     })
+}
+
+/// True if a member of `raft`'s group (voter or learner) other than node `me` satisfies `test`.
+fn any_other_member(raft: &PartitionRaft, me: NodeId, mut test: impl FnMut(&BasicNode) -> bool) -> bool {
+    let metrics = raft.metrics();
+    let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&metrics);
+    let found = m
+        .membership_config
+        .membership()
+        .nodes()
+        .any(|(id, node)| *id != me && test(node));
+    found
 }
 
 /// Where frames for this node's connections go (the node's connection registry).
@@ -265,16 +267,7 @@ impl Cluster {
     pub fn groups_replicated_with(&self, addr: &str) -> usize {
         self.all_groups()
             .into_iter()
-            .filter(|(_, g)| {
-                let metrics = g.metrics();
-                let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&metrics);
-                let shared = m
-                    .membership_config
-                    .membership()
-                    .nodes()
-                    .any(|(id, n)| *id != self.node_id && n.addr == addr);
-                shared
-            })
+            .filter(|(_, g)| any_other_member(g, self.node_id, |n| n.addr == addr))
             .count()
     }
 

@@ -282,17 +282,15 @@ impl Command {
     /// The command as the partition leader proposes it: a message is stamped with the
     /// leader's clock (one clock per partition at a time, not every gateway's).
     pub fn stamped(mut self, now_ms: u64) -> Self {
-        match &mut self {
+        self.stamp(now_ms);
+        self
+    }
+
+    fn stamp(&mut self, now_ms: u64) {
+        match self {
             Command::SendMessage { ts, .. } => *ts = now_ms,
-            Command::Batch(commands) => {
-                for command in commands.iter_mut() {
-                    if let Command::SendMessage { ts, .. } = command {
-                        *ts = now_ms;
-                    }
-                }
-            }
+            Command::Batch(commands) => commands.iter_mut().for_each(|c| c.stamp(now_ms)),
             _ => {}
         }
-        self
     }
 }

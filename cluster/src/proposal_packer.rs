@@ -119,8 +119,9 @@ impl Packers {
     /// Proposes `command` to `raft` (this node's group of partition `p`, which it leads) and
     /// returns the state machine's answer, packed with other writes while the group is busy.
     pub(crate) async fn write(&self, raft: &PartitionRaft, p: u16, command: Command) -> Result<Response, LocalFailure> {
+        // The gate is asked where a packed entry forms (`propose`), not for every write.
         let slots = slots();
-        if slots == 0 || matches!(command, Command::Batch(_)) || !(self.can_pack)(raft) {
+        if slots == 0 || matches!(command, Command::Batch(_)) {
             return local::write(raft, command).await;
         }
         let packer = self.packer(p);
@@ -176,8 +177,8 @@ pub(crate) fn write<'a>(
 struct Turn {
     packer: Arc<Packer>,
     raft: PartitionRaft,
-    /// Asked again before a packed entry leaves: a member that cannot read it may have joined
-    /// the group while the writes waited.
+    /// Asked when a packed entry forms, the moment it matters: a member that cannot read it
+    /// may have joined the group while the writes waited.
     can_pack: CanPack,
 }
 
@@ -218,7 +219,8 @@ async fn propose(raft: &PartitionRaft, mut batch: Vec<Waiting>, can_pack: &CanPa
         return;
     }
     if !can_pack(raft) {
-        // One entry per write, proposed together (openraft still shares their rounds).
+        // A member cannot read packed entries: one entry per write, proposed together
+        // (openraft still shares their rounds).
         let writes = batch.into_iter().map(|Waiting { command, reply }| async move {
             let _ = reply.send(local::write(raft, command).await);
         });

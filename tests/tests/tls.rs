@@ -20,6 +20,9 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
 
+/// The test user's sign-up and login body.
+const CREDENTIALS: &str = r#"{"username":"tls_alice","password":"correct horse"}"#;
+
 /// Bound of every network step.
 const STEP: Duration = Duration::from_secs(10);
 
@@ -126,25 +129,9 @@ async fn the_client_port_serves_https_and_wss_and_takes_a_new_certificate_on_sig
 
     // HTTPS: health, a sign-up and a login.
     assert_eq!(https(addr, &first.ca, "GET", "/healthz", None, "").await.0, 200);
-    let (status, _) = https(
-        addr,
-        &first.ca,
-        "POST",
-        "/v1/users",
-        None,
-        r#"{"username":"tls_alice","password":"correct horse"}"#,
-    )
-    .await;
+    let (status, _) = https(addr, &first.ca, "POST", "/v1/users", None, CREDENTIALS).await;
     assert_eq!(status, 201);
-    let (status, session) = https(
-        addr,
-        &first.ca,
-        "POST",
-        "/v1/sessions",
-        None,
-        r#"{"username":"tls_alice","password":"correct horse"}"#,
-    )
-    .await;
+    let (status, session) = https(addr, &first.ca, "POST", "/v1/sessions", None, CREDENTIALS).await;
     assert_eq!(status, 201, "{session}");
     let session: serde_json::Value = serde_json::from_str(&session).expect("session JSON");
     let token = session["token"].as_str().expect("token").to_string();
