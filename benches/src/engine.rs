@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::connection::{self, ConnSpec, Shared};
 use crate::population::{self, Population, Shape};
-use crate::proc_stats::{cpu_seconds, rss_bytes};
+use crate::proc_stats::{cpu_seconds, machine_ticks, rss_bytes, MachineTicks};
 use crate::report::StepReport;
 use crate::source_addr::source_for;
 use crate::stamp::{now_ns, Stamp};
@@ -34,6 +34,13 @@ const FIND_MAX_BISECTIONS: usize = 2;
 const MIN_RATE: f64 = 10.0;
 /// Upper bound on steps of one run, whatever the time limit allows.
 const MAX_STEPS: usize = 16;
+/// A find-max step that fails while the hypervisor took more than this share of the machine's
+/// CPU (steal time) is run again at the same rate, at most `STOLEN_RETRIES` times: on a shared
+/// host a neighbour's burst can take a third of the CPU for tens of seconds (docs/benchmarks.md),
+/// and such a step measures the host, not the server.
+const STOLEN_SHARE: f64 = 0.05;
+/// Repeats of one rate after stolen failures.
+const STOLEN_RETRIES: u32 = 2;
 /// Fraction of expected deliveries that may be lost or fail in a passing step.
 const ALLOWED_LOSS: f64 = 0.001;
 
@@ -258,6 +265,7 @@ impl Engine {
         let (mut lo, mut hi) = (0.0f64, f64::INFINITY);
         let mut rate = self.cfg.rate;
         let mut bisections = 0;
+        let mut stolen_retries = 0;
         // Room for one more step, two when the half-rate step follows.
         let one_step = self.cfg.duration + DRAIN_LIMIT + Duration::from_secs(2);
         let reserve = one_step * if self.cfg.then_half { 2 } else { 1 };
@@ -268,7 +276,18 @@ impl Engine {
             }
             let r = self.load_step(step, rate, None).await;
             let pass = r.pass;
+            let stolen = r.steal.is_some_and(|share| share > STOLEN_SHARE);
             reports.push(r);
+            if !pass && stolen && stolen_retries < STOLEN_RETRIES {
+                stolen_retries += 1;
+                eprintln!(
+                    "find-max: step {step} failed while the host took over {:.0} % of the CPU; again at {rate:.0}/s",
+                    STOLEN_SHARE * 100.0
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            stolen_retries = 0;
             if pass {
                 lo = rate;
             } else {
@@ -561,6 +580,7 @@ impl Engine {
             at: Instant::now(),
             own_cpu: cpu_seconds(None).unwrap_or(0.0),
             server_cpu: self.server_cpu(),
+            machine: machine_ticks().ok(),
         }
     }
 
@@ -615,6 +635,10 @@ impl Engine {
             server_rss_per_conn: None,
             server_cpu,
             loadgen_cpu: own_cpu / elapsed,
+            steal: match (machine_ticks(), probe.machine) {
+                (Ok(now), Some(before)) => Some(now.steal_share_since(&before)),
+                _ => None,
+            },
             pass: p99_ms <= self.cfg.p99_target_ms && lost + errors <= allowed,
             first_error: s.first_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             half_of_max: false,
@@ -667,6 +691,7 @@ struct Probe {
     at: Instant,
     own_cpu: f64,
     server_cpu: Option<f64>,
+    machine: Option<MachineTicks>,
 }
 
 /// `n` pseudo-random ASCII letters (xorshift; only their incompressibility matters).

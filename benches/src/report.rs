@@ -64,6 +64,10 @@ pub struct StepReport {
     /// Loadgen CPU over the step, in cores: near the core count means the loadgen, not the
     /// server, may be the limit.
     pub loadgen_cpu: f64,
+    /// Share of the machine's CPU time the hypervisor gave to other guests during the step
+    /// (`/proc/stat` steal): a step that fails while it is high measured the host, not us.
+    #[serde(default)]
+    pub steal: Option<f64>,
     /// p99 within the target and under 0.1% lost/errors.
     pub pass: bool,
     /// The first error seen, for diagnosis.
@@ -74,13 +78,13 @@ pub struct StepReport {
 }
 
 /// Markdown header matching `markdown_row`.
-pub const MARKDOWN_HEADER: &str = "| target | nodes | scenario | clients | rate/s | sent/s | deliveries/s | acked/s | p50 ms | p99 ms | p99.9 ms | max ms | lost | errors | server RSS/conn | server CPU | loadgen CPU |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+pub const MARKDOWN_HEADER: &str = "| target | nodes | scenario | clients | rate/s | sent/s | deliveries/s | acked/s | p50 ms | p99 ms | p99.9 ms | max ms | lost | errors | server RSS/conn | server CPU | loadgen CPU | steal % |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
 
 /// One Markdown table row.
 pub fn markdown_row(r: &StepReport) -> String {
     let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "–".into());
     format!(
-        "| {} | {} | {}{} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {:.2} |\n",
+        "| {} | {} | {}{} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {:.2} | {} |\n",
         r.target,
         r.nodes.max(1),
         r.scenario,
@@ -99,6 +103,7 @@ pub fn markdown_row(r: &StepReport) -> String {
         opt(r.server_rss_per_conn, &|b| format!("{b:.0} B")),
         opt(r.server_cpu, &|c| format!("{c:.2}")),
         r.loadgen_cpu,
+        opt(r.steal, &|s| format!("{:.1}", s * 100.0)),
     )
 }
 
