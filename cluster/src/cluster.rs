@@ -23,7 +23,7 @@ use crate::partition::LogStore;
 use crate::placement::partition_of;
 use crate::proposal_packer::{CanPack, Packers};
 use crate::router::Router;
-use crate::rpc::{ClusterSecret, PeerChannels, WIRE_LEVEL};
+use crate::rpc::{ClusterAccess, PeerChannels, WIRE_LEVEL};
 use crate::types::{NodeId, PartitionRaft};
 
 /// What the cluster layer needs from the node's configuration.
@@ -47,8 +47,8 @@ pub struct ClusterConfig {
     pub source_ip: Option<std::net::IpAddr>,
     /// Cluster address of a member to join; `None` bootstraps (or restarts) alone.
     pub join: Option<String>,
-    /// Shared secret of cluster RPCs; without it the node runs without peers.
-    pub cluster_secret: Option<String>,
+    /// The secret (and TLS) of cluster RPCs; without it the node runs without peers.
+    pub cluster_access: Option<ClusterAccess>,
     /// A member silent this long is declared dead and its replicas are rebuilt elsewhere.
     pub dead_after: Duration,
     /// Fewest log entries between two snapshots of a group; the interval grows with the
@@ -133,13 +133,10 @@ impl Cluster {
     /// data and partition count.
     pub async fn open(cfg: &ClusterConfig) -> Result<Arc<Cluster>, ClusterError> {
         let store = Store::open(&cfg.data_dir)?;
-        let peers = match &cfg.cluster_secret {
-            Some(secret) => Some(
-                PeerChannels::new(ClusterSecret::new(secret).map_err(|e| ClusterError::Internal(e.to_string()))?)
-                    .with_local_ip(cfg.source_ip),
-            ),
-            None => None,
-        };
+        let peers = cfg
+            .cluster_access
+            .clone()
+            .map(|access| PeerChannels::new(access).with_local_ip(cfg.source_ip));
         let stored = stored_partition_count(&store)?;
         let (partitions, bootstrap) = match (stored, &cfg.join) {
             (Some(p), _) => {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ringchat_cluster::rpc::{
-    spawn_server, ClusterSecret, MemberRpcService, NodeRpcService, NodeServices, RaftRpcService,
+    spawn_server, ClusterAccess, ClusterSecret, MemberRpcService, NodeRpcService, NodeServices, RaftRpcService,
 };
 use ringchat_cluster::{Cluster, ClusterConfig};
 use tokio::sync::mpsc;
@@ -150,6 +150,19 @@ impl App {
             Some(files) => Some(ClientTls::load(&files.cert, &files.key).context("--tls-cert/--tls-key")?),
             None => None,
         };
+        let cluster_access = match &config.cluster_secret {
+            Some(secret) => {
+                let tls = match &config.cluster_tls {
+                    Some(f) => Some(
+                        crate::tls::load_cluster_tls(&f.cert, &f.key, &f.ca)
+                            .context("--cluster-tls-cert/--cluster-tls-key/--cluster-tls-ca")?,
+                    ),
+                    None => None,
+                };
+                Some(ClusterAccess::with_tls(ClusterSecret::new(secret)?, tls))
+            }
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -176,7 +189,7 @@ impl App {
             // Outgoing cluster connections leave from the address the node listens on.
             source_ip: Some(config.cluster_listen.ip()).filter(|ip| !ip.is_unspecified()),
             join: config.join.clone(),
-            cluster_secret: config.cluster_secret.clone(),
+            cluster_access: cluster_access.clone(),
             dead_after: Duration::from_secs(config.dead_after_secs),
             snapshot_every: config.snapshot_every,
             cache_memory_bytes: 64 << 20,
@@ -187,19 +200,14 @@ impl App {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let rpc_stop = CancellationToken::new();
-        let rpc_server = match (&config.cluster_secret, rpc_listener) {
-            (Some(secret), Some(rpc_listener)) => {
+        let rpc_server = match (cluster_access, rpc_listener) {
+            (Some(access), Some(rpc_listener)) => {
                 let services = NodeServices::new(
                     RaftRpcService::new(cluster.clone(), config.data_dir.join("incoming")),
                     NodeRpcService::new(cluster.clone()),
                 )
                 .with_member(MemberRpcService::new(cluster.clone()));
-                Some(spawn_server(
-                    rpc_listener,
-                    services,
-                    ClusterSecret::new(secret)?,
-                    rpc_stop.clone(),
-                ))
+                Some(spawn_server(rpc_listener, services, access, rpc_stop.clone()))
             }
             _ => None,
         };

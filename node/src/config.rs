@@ -44,6 +44,16 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "RINGCHAT_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// PEM certificate chain of this node, signed by --cluster-tls-ca: the cluster port then
+    /// runs mutual TLS (needs --cluster-tls-key and --cluster-tls-ca; the secret stays required).
+    #[arg(long, env = "RINGCHAT_CLUSTER_TLS_CERT")]
+    pub cluster_tls_cert: Option<PathBuf>,
+    /// PEM private key of --cluster-tls-cert.
+    #[arg(long, env = "RINGCHAT_CLUSTER_TLS_KEY")]
+    pub cluster_tls_key: Option<PathBuf>,
+    /// PEM certificate of the CA every node's cluster certificate comes from.
+    #[arg(long, env = "RINGCHAT_CLUSTER_TLS_CA")]
+    pub cluster_tls_ca: Option<PathBuf>,
     /// Cluster address of any member to join.
     #[arg(long, env = "RINGCHAT_JOIN")]
     pub join: Option<String>,
@@ -103,6 +113,17 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// The cluster port's mutual TLS: this node's pair and the cluster CA (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTlsFiles {
+    /// Certificate chain, leaf first, signed by `ca`.
+    pub cert: PathBuf,
+    /// Private key of the leaf.
+    pub key: PathBuf,
+    /// The cluster CA: peers' certificates must come from it.
+    pub ca: PathBuf,
+}
+
 /// Validated node configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -120,6 +141,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Certificate and key of the client port's TLS (`None`: plain HTTP and WebSocket).
     pub tls: Option<TlsFiles>,
+    /// The cluster port's mutual TLS (`None`: h2c).
+    pub cluster_tls: Option<ClusterTlsFiles>,
     /// Member to join, if any.
     pub join: Option<String>,
     /// Replication factor.
@@ -172,6 +195,7 @@ impl Default for Config {
             advertise: "127.0.0.1:7071".into(),
             public_url: None,
             tls: None,
+            cluster_tls: None,
             join: None,
             replication: 3,
             partitions: 64,
@@ -223,6 +247,11 @@ impl Config {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                 (None, None) => None,
                 _ => bail!("--tls-cert and --tls-key go together"),
+            },
+            cluster_tls: match (pick!(cluster_tls_cert), pick!(cluster_tls_key), pick!(cluster_tls_ca)) {
+                (Some(cert), Some(key), Some(ca)) => Some(ClusterTlsFiles { cert, key, ca }),
+                (None, None, None) => None,
+                _ => bail!("--cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca go together"),
             },
             join: pick!(join),
             replication: pick!(replication).unwrap_or(d.replication),
@@ -292,6 +321,9 @@ impl Config {
         // Checked here, before the data dir is created, rather than when the RPC server starts.
         if let Some(secret) = &self.cluster_secret {
             ringchat_cluster::rpc::ClusterSecret::new(secret).map_err(|e| anyhow::anyhow!("--cluster-secret: {e}"))?;
+        }
+        if self.cluster_tls.is_some() && self.cluster_secret.is_none() {
+            bail!("--cluster-tls-* needs --cluster-secret (the secret stays a second factor)");
         }
         if self.join.is_some() && self.cluster_secret.is_none() {
             bail!("--join needs --cluster-secret (nodes refuse cluster RPCs without it)");

@@ -1,6 +1,7 @@
 //! `ringchat`: the server binary.
 
 use clap::{Parser, Subcommand};
+use ringchat_cluster::rpc::{ClusterAccess, ClusterSecret};
 use ringchat_node::config::{Config, ServeArgs};
 use ringchat_node::App;
 use tracing_subscriber::EnvFilter;
@@ -54,9 +55,8 @@ enum ClusterCommand {
         /// leader).
         #[arg(long)]
         partitions: bool,
-        /// The cluster secret.
-        #[arg(long, env = "RINGCHAT_CLUSTER_SECRET", hide_env_values = true)]
-        cluster_secret: String,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// Drain a node (its partitions move away first) and remove it.
     Remove {
@@ -65,13 +65,41 @@ enum ClusterCommand {
         /// Cluster address of any member.
         #[arg(long)]
         node: String,
-        /// The cluster secret.
-        #[arg(long, env = "RINGCHAT_CLUSTER_SECRET", hide_env_values = true)]
-        cluster_secret: String,
+        #[command(flatten)]
+        access: AccessArgs,
         /// Give up waiting for the drain after this many seconds.
         #[arg(long, default_value_t = 300)]
         wait_secs: u64,
     },
+}
+
+/// How the operator commands reach the cluster port: its secret, and the node certificate of
+/// a cluster that runs mutual TLS (`serve --cluster-tls-*`).
+#[derive(clap::Args)]
+struct AccessArgs {
+    /// The cluster secret.
+    #[arg(long, env = "RINGCHAT_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: String,
+    /// PEM certificate signed by the cluster CA (the cluster port runs mutual TLS).
+    #[arg(long, env = "RINGCHAT_CLUSTER_TLS_CERT", requires_all = ["cluster_tls_key", "cluster_tls_ca"])]
+    cluster_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --cluster-tls-cert.
+    #[arg(long, env = "RINGCHAT_CLUSTER_TLS_KEY", requires = "cluster_tls_cert")]
+    cluster_tls_key: Option<std::path::PathBuf>,
+    /// PEM certificate of the cluster CA.
+    #[arg(long, env = "RINGCHAT_CLUSTER_TLS_CA", requires = "cluster_tls_cert")]
+    cluster_tls_ca: Option<std::path::PathBuf>,
+}
+
+impl AccessArgs {
+    fn access(&self) -> anyhow::Result<ClusterAccess> {
+        let secret = ClusterSecret::new(&self.cluster_secret).map_err(|e| anyhow::anyhow!("--cluster-secret: {e}"))?;
+        let tls = match (&self.cluster_tls_cert, &self.cluster_tls_key, &self.cluster_tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(ringchat_node::tls::load_cluster_tls(cert, key, ca)?),
+            _ => None,
+        };
+        Ok(ClusterAccess::with_tls(secret, tls))
+    }
 }
 
 /// mimalloc, not glibc malloc: see `ringchat_node::allocator` and docs/allocator.md.
@@ -108,10 +136,11 @@ async fn operate(cmd: ClusterCommand) -> anyhow::Result<()> {
             node,
             json,
             partitions,
-            cluster_secret,
+            access,
         } => {
-            let status = fetch_status(&node, &cluster_secret).await?;
-            let detail = fetch_detail(&node, &cluster_secret).await?;
+            let access = access.access()?;
+            let status = fetch_status(&node, &access).await?;
+            let detail = fetch_detail(&node, &access).await?;
             let report = ringchat_node::status_text::StatusReport::new(status, detail);
             if json {
                 println!("{}", serde_json::to_string(&report.to_json())?);
@@ -123,14 +152,15 @@ async fn operate(cmd: ClusterCommand) -> anyhow::Result<()> {
         ClusterCommand::Remove {
             node_id,
             node,
-            cluster_secret,
+            access,
             wait_secs,
         } => {
-            request_removal(&node, &cluster_secret, node_id).await?;
+            let access = access.access()?;
+            request_removal(&node, &access, node_id).await?;
             eprintln!("node {node_id} is draining; waiting for its partitions to move");
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
             loop {
-                let status = fetch_status(&node, &cluster_secret).await?;
+                let status = fetch_status(&node, &access).await?;
                 let state = status
                     .members
                     .iter()

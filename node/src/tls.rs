@@ -1,4 +1,5 @@
-//! TLS on the client port (`--tls-cert`, `--tls-key`): HTTPS and WSS served by rustls.
+//! TLS on the client port (`--tls-cert`, `--tls-key`): HTTPS and WSS served by rustls; and the
+//! checks of the cluster port's mutual-TLS files (`load_cluster_tls`).
 //!
 //! The certificate can be replaced without a restart (certificates are short-lived, and a
 //! restart drops every WebSocket): on SIGHUP the node reads both files again, and new
@@ -9,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use ringchat_cluster::rpc::ClusterTls;
 use rustls::crypto::ring::sign::any_supported_type;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -50,6 +52,17 @@ pub enum TlsError {
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
+    /// The cluster CA file is missing, unreadable or holds no PEM certificate.
+    #[error("cluster CA {path}: {reason}")]
+    Authority {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The cluster transport refused the files (`ClusterTls::from_pem`).
+    #[error("{0}")]
+    Cluster(#[from] ringchat_cluster::rpc::RpcError),
 }
 
 /// The crypto rustls uses here: ring's. rustls 0.23.48 marks it deprecated because ring has no
@@ -113,6 +126,28 @@ impl ClientTls {
             }
         }
     }
+}
+
+/// The cluster port's mutual TLS (`--cluster-tls-cert`, `--cluster-tls-key`, `--cluster-tls-ca`):
+/// the pair is checked as the client port's is (readable, the key the certificate's), the CA
+/// must hold a certificate, then the transport builds both sides from them.
+pub fn load_cluster_tls(cert: &Path, key: &Path, ca: &Path) -> Result<ClusterTls, TlsError> {
+    read_pair(cert, key)?;
+    let bad_ca = |reason: String| TlsError::Authority {
+        path: ca.to_path_buf(),
+        reason,
+    };
+    let ca_pem = std::fs::read(ca).map_err(|e| bad_ca(e.to_string()))?;
+    if CertificateDer::pem_slice_iter(&ca_pem).next().is_none() {
+        return Err(bad_ca("no PEM certificate in the file".into()));
+    }
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| TlsError::Certificate {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    };
+    Ok(ClusterTls::from_pem(read(cert)?, read(key)?, ca_pem)?)
 }
 
 /// The certificate files and the pair loaded from them last.

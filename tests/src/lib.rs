@@ -408,10 +408,21 @@ pub fn partitions_stored(data_dir: &Path) -> BTreeSet<u16> {
     found
 }
 
+/// The `--cluster-tls-*` flags (with their values) `node` was started with: the operator
+/// commands present the same certificate.
+pub fn cluster_tls_flags(node: &NodeProcess) -> Vec<String> {
+    node.extra
+        .windows(2)
+        .filter(|w| w[0].starts_with("--cluster-tls-"))
+        .flat_map(|w| w.iter().cloned())
+        .collect()
+}
+
 /// `ringchat cluster status --json` against `node`, parsed.
 pub fn cluster_status(node: &NodeProcess) -> anyhow::Result<serde_json::Value> {
     let out = Command::new(ringchat_bin())
         .args(["cluster", "status", "--json", "--node", &node.cluster_addr])
+        .args(cluster_tls_flags(node))
         .env("RINGCHAT_CLUSTER_SECRET", CLUSTER_SECRET)
         .output()?;
     anyhow::ensure!(
@@ -435,6 +446,7 @@ pub fn remove_node(node: &NodeProcess, id: u64) {
             "--wait-secs",
             "90",
         ])
+        .args(cluster_tls_flags(node))
         .env("RINGCHAT_CLUSTER_SECRET", CLUSTER_SECRET)
         .output()
         .expect("run ringchat cluster remove");

@@ -2,6 +2,7 @@
 
 mod cluster;
 mod cluster_chat;
+mod cluster_tls;
 mod disk_full;
 mod docs_and_deploy;
 mod durability;

@@ -11,7 +11,7 @@ use super::status_detail::{StatusDetail, StatusRequest};
 use super::wire::ClusterStatus;
 use crate::codec::{decode, encode};
 use crate::rpc::member_proto::Json;
-use crate::rpc::{ClusterSecret, PeerChannels, LEADER_ADDR_METADATA_KEY};
+use crate::rpc::{ClusterAccess, PeerChannels, LEADER_ADDR_METADATA_KEY};
 use crate::types::NodeId;
 
 /// How long the node asked may take to gather the status from its peers.
@@ -20,9 +20,6 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(15);
 /// Why an operator command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
-    /// The secret given to the command cannot be a cluster secret.
-    #[error("invalid --cluster-secret: {0}")]
-    BadSecret(String),
     /// `--node` is not an address.
     #[error("invalid --node {addr}: {message}")]
     BadAddress {
@@ -74,12 +71,6 @@ pub enum OperatorError {
         /// The decoder's reason.
         message: String,
     },
-}
-
-fn peers(secret: &str) -> Result<PeerChannels, OperatorError> {
-    Ok(PeerChannels::new(
-        ClusterSecret::new(secret).map_err(|e| OperatorError::BadSecret(e.to_string()))?,
-    ))
 }
 
 type Client = super::membership::MemberClient;
@@ -134,8 +125,8 @@ where
 }
 
 /// The cluster status as the node at `addr` sees it (partition leaders gathered from all).
-pub async fn fetch_status(addr: &str, secret: &str) -> Result<ClusterStatus, OperatorError> {
-    let peers = peers(secret)?;
+pub async fn fetch_status(addr: &str, access: &ClusterAccess) -> Result<ClusterStatus, OperatorError> {
+    let peers = PeerChannels::new(access.clone());
     let mut client = client(&peers, addr)?;
     let payload = encode(&StatusRequest::default());
     ask(addr, || client.status(Json { payload })).await
@@ -143,8 +134,8 @@ pub async fn fetch_status(addr: &str, secret: &str) -> Result<ClusterStatus, Ope
 
 /// The status detail (actual voters and learners, reachability) gathered by the node at
 /// `addr`; `Ok(None)` from a node of a release without it.
-pub async fn fetch_detail(addr: &str, secret: &str) -> Result<Option<StatusDetail>, OperatorError> {
-    let peers = peers(secret)?;
+pub async fn fetch_detail(addr: &str, access: &ClusterAccess) -> Result<Option<StatusDetail>, OperatorError> {
+    let peers = PeerChannels::new(access.clone());
     let mut client = client(&peers, addr)?;
     let payload = encode(&StatusRequest::default());
     match ask(addr, || client.detail(Json { payload })).await {
@@ -155,8 +146,8 @@ pub async fn fetch_detail(addr: &str, secret: &str) -> Result<Option<StatusDetai
 }
 
 /// Asks the meta leader (found from `addr`) to drain and remove `node`.
-pub async fn request_removal(addr: &str, secret: &str, node: NodeId) -> Result<(), OperatorError> {
-    let peers = peers(secret)?;
+pub async fn request_removal(addr: &str, access: &ClusterAccess, node: NodeId) -> Result<(), OperatorError> {
+    let peers = PeerChannels::new(access.clone());
     let payload = encode(&node);
     let mut target = addr.to_string();
     for _ in 0..5 {

@@ -72,6 +72,29 @@ impl fmt::Debug for ClusterSecret {
     }
 }
 
+/// What a node shows and asks for on the cluster port: the secret always, and with
+/// `--cluster-tls-*` mutual TLS under it (the secret stays a second factor).
+#[derive(Clone, Debug)]
+pub struct ClusterAccess {
+    /// The secret every request carries and every server checks.
+    pub secret: ClusterSecret,
+    /// Mutual TLS of the connections (`None`: h2c, for loopback and private networks).
+    pub tls: Option<super::tls::ClusterTls>,
+}
+
+impl ClusterAccess {
+    /// `secret` over mutual TLS with `tls`.
+    pub fn with_tls(secret: ClusterSecret, tls: Option<super::tls::ClusterTls>) -> Self {
+        ClusterAccess { secret, tls }
+    }
+}
+
+impl From<ClusterSecret> for ClusterAccess {
+    fn from(secret: ClusterSecret) -> Self {
+        ClusterAccess { secret, tls: None }
+    }
+}
+
 /// Server-side interceptor that runs `ClusterSecret::verify` before a request reaches the
 /// service, so an unauthenticated caller never gets its body decoded or a partition looked up.
 #[derive(Clone, Debug)]

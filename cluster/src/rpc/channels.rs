@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
-use super::auth::ClusterSecret;
+use super::auth::{ClusterAccess, ClusterSecret};
 use super::client::GrpcNetwork;
 use super::error::RpcError;
 use super::peer_health::GroupsWith;
 use super::pipe::PeerPipe;
+use super::tls::ClusterTls;
 use super::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
 use crate::types::NodeId;
 
@@ -34,6 +35,8 @@ struct Peer {
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Peer>>>,
     secret: ClusterSecret,
+    /// Mutual TLS of every connection (`None`: h2c).
+    tls: Option<ClusterTls>,
     /// Source address of outgoing connections (the node's cluster listen address), so peers
     /// and packet filters see one address per node.
     local_ip: Option<IpAddr>,
@@ -44,11 +47,13 @@ pub struct PeerChannels {
 }
 
 impl PeerChannels {
-    /// An empty pool whose requests carry `secret`.
-    pub fn new(secret: ClusterSecret) -> Self {
+    /// An empty pool whose requests carry the secret of `access`, over its TLS if it has one.
+    pub fn new(access: impl Into<ClusterAccess>) -> Self {
+        let ClusterAccess { secret, tls } = access.into();
         PeerChannels {
             channels: Arc::new(Mutex::new(HashMap::new())),
             secret,
+            tls,
             local_ip: None,
             groups_with: GroupsWith::default(),
             bulk: Default::default(),
@@ -99,8 +104,13 @@ impl PeerChannels {
         if addr.is_empty() || addr.contains("://") || addr.contains('/') {
             return Err(bad("expected host:port".into()));
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| bad(e.to_string()))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|e| bad(e.to_string()))?;
+        if let Some(tls) = &self.tls {
+            // The name checked in the peer's certificate is the host of `addr`.
+            endpoint = endpoint.tls_config(tls.client()).map_err(|e| bad(e.to_string()))?;
+        }
+        let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .local_address(self.local_ip)
             .tcp_nodelay(true)

@@ -16,6 +16,9 @@ pub enum RpcError {
         /// Longest accepted secret.
         max: usize,
     },
+    /// The cluster TLS files cannot be used (`--cluster-tls-*`): the reason, with its causes.
+    #[error("cluster TLS: {0}")]
+    Tls(String),
     /// A peer's advertised address is not a usable `host:port`.
     #[error("bad peer address {addr:?}: {reason}")]
     BadAddress {

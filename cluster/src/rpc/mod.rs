@@ -17,6 +17,7 @@ pub mod pipe;
 pub mod pipe_server;
 pub mod registry;
 pub mod server;
+pub mod tls;
 
 /// Code generated from `proto/raft.proto` (and, in `node`, from `proto/node.proto`).
 #[allow(clippy::all, missing_docs)]
@@ -42,7 +43,7 @@ pub mod member_proto {
     tonic::include_proto!("ringchat.member.v1");
 }
 
-pub use auth::{ClusterSecret, SECRET_METADATA_KEY};
+pub use auth::{ClusterAccess, ClusterSecret, SECRET_METADATA_KEY};
 pub use channels::PeerChannels;
 pub use client::{GrpcNetwork, GrpcPeer};
 pub use error::RpcError;
@@ -52,6 +53,7 @@ pub use pipe::PeerPipe;
 pub use pipe_proto::Method;
 pub use registry::{GroupRegistry, PartitionGroups};
 pub use server::{spawn_server, NodeServices, RaftRpcService};
+pub use tls::ClusterTls;
 
 /// Largest gRPC message either side accepts or sends. An AppendEntries batch carries up to
 /// openraft's `max_payload_entries` commands of up to ~400 KiB each (100,000 characters of UTF-8); tonic's

@@ -15,7 +15,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::auth::{ClusterSecret, SecretCheck};
+use super::auth::{ClusterAccess, SecretCheck};
 use super::error::RpcError;
 use super::member_proto::member_service_server::MemberServiceServer;
 use super::member_server::MemberRpcService;
@@ -241,7 +241,8 @@ impl From<RaftRpcService> for NodeServices {
 }
 
 /// Serves `services` on `listener` until `shutdown` is cancelled, refusing every request that
-/// lacks `secret` (one interceptor in front of every service).
+/// lacks the secret of `access` (one interceptor in front of every service) and, with its TLS,
+/// every connection without a client certificate of the cluster CA.
 ///
 /// The returned task owns the server: after cancelling `shutdown`, await it to know that the
 /// listener is closed and in-flight RPCs have finished. It ends with an error only if serving
@@ -249,10 +250,11 @@ impl From<RaftRpcService> for NodeServices {
 pub fn spawn_server(
     listener: TcpListener,
     services: impl Into<NodeServices>,
-    secret: ClusterSecret,
+    access: impl Into<ClusterAccess>,
     shutdown: CancellationToken,
 ) -> JoinHandle<Result<(), RpcError>> {
     let NodeServices { raft, node, member } = services.into();
+    let ClusterAccess { secret, tls } = access.into();
     let raft = Arc::new(raft);
     let node = node.map(Arc::new);
     let member = member.map(Arc::new);
@@ -291,7 +293,13 @@ pub fn spawn_server(
     });
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            // Checked when the files were loaded (`ClusterTls::from_pem`), so this fails only
+            // if that check was skipped.
+            builder = builder.tls_config(tls.server())?;
+        }
+        builder
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .add_service(pipe)

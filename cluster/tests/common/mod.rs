@@ -37,7 +37,7 @@ pub fn single_node_config(dir: &Path, partitions: u16, snapshot_every: u64) -> r
         public_url: String::new(),
         source_ip: None,
         join: None,
-        cluster_secret: None,
+        cluster_access: None,
         dead_after: Duration::from_secs(30),
         snapshot_every,
         cache_memory_bytes: 1 << 20,
