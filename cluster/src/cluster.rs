@@ -182,6 +182,7 @@ impl Cluster {
             channels: ChannelCache::default(),
             snapshot_every: cfg.snapshot_every,
             liveness: Arc::default(),
+            lost_state: Arc::default(),
         };
         let meta = opener.open(META_PARTITION).await?;
         // A group runs only where the node replicates its partition: all of them on a node that
@@ -420,6 +421,9 @@ impl Cluster {
         if let Err(e) = self.store.sync() {
             tracing::error!(error = %e, "final fsync failed");
         }
+        if let Err(e) = self.store.marks.write_if_changed() {
+            tracing::error!(error = %e, "final write of the Raft marks failed");
+        }
     }
 }
 
@@ -480,6 +484,11 @@ fn raft_config(timers: bool) -> Result<Arc<Config>, ClusterError> {
         // ~1,000 entries was "caught up" at once, its new voter held none of the data, and
         // the backlog streamed afterwards, unthrottled by the move that had already ended.
         replication_lag_threshold: MAX_PAYLOAD_ENTRIES,
+        // A follower whose journal lost its tail comes back with a shorter log than its
+        // leader had matched. openraft's default treats that as a bug and panics the leader's
+        // group; here the follower detects the loss itself and holds its vote
+        // (`lost_state.rs`), and the leader only has to send the lost entries again.
+        allow_log_reversion: Some(true),
         ..Default::default()
     }
     .validate()

@@ -25,6 +25,7 @@ use ringchat_storage::Store;
 use crate::cluster::Cluster;
 use crate::delivery::{leader_watch, CommitSink, PartitionDelivery};
 use crate::error::ClusterError;
+use crate::lost_state::LostState;
 use crate::network::NoPeers;
 use crate::partition::channel_cache::ChannelCache;
 use crate::partition::reclaim;
@@ -56,6 +57,8 @@ pub(crate) struct GroupOpener {
     pub snapshot_every: u64,
     /// Peers' beats: a new leader asks whether its predecessor is alive (`leader_watch.rs`).
     pub liveness: Arc<crate::liveness::state::Liveness>,
+    /// Groups that lost durable Raft state here and may not vote yet (`lost_state.rs`).
+    pub lost_state: Arc<LostState>,
 }
 
 impl GroupOpener {
@@ -68,6 +71,9 @@ impl GroupOpener {
             .with_channel_cache(self.channels.clone())
             .with_snapshot_schedule(schedule)?;
         let log = LogStore::new(self.store.clone(), p);
+        let lost = LostState::lost(p, &log)
+            .await
+            .map_err(|e| ClusterError::Internal(e.to_string()))?;
         let config = if p == crate::meta::META_PARTITION {
             self.meta_config.clone()
         } else {
@@ -78,6 +84,9 @@ impl GroupOpener {
             None => PartitionRaft::new(self.node_id, config, NoPeers, log, sm).await,
         };
         let raft = raft.map_err(|e| ClusterError::Internal(e.to_string()))?;
+        if let Some(mark) = lost {
+            self.lost_state.hold(p, &raft, mark);
+        }
         leader_watch::spawn(&raft, self.node_id, p, delivery, self.liveness.clone());
         snapshot_schedule::spawn_trigger(&raft, p, snapshot_due);
         Ok(raft)
@@ -220,6 +229,7 @@ impl Cluster {
                     tracing::warn!(partition = p, error = %e, "closing a partition group");
                 }
                 drop(raft);
+                self.opener.lost_state.forget(p);
                 crate::group_events::GROUPS_CLOSED.record(p);
                 closed += 1;
                 // Still holding `changing`: the group cannot reopen while its keys go.

@@ -15,6 +15,7 @@ pub mod hosting;
 pub mod liveness;
 pub mod local;
 pub mod log_throttle;
+pub(crate) mod lost_state;
 pub mod message_cache;
 pub mod meta;
 pub mod model;

@@ -4,12 +4,14 @@
 //! Layout (see `docs/storage.md`): three keyspaces, every key prefixed by the partition id
 //! so one partition's data can be scanned, snapshotted and dropped as a unit.
 
+pub mod durable_marks;
 pub mod error;
 pub mod keys;
 
 pub mod store;
 pub mod syncer;
 
+pub use durable_marks::{DurableMarks, Mark};
 pub use error::{AtPath, StorageError};
 pub use keys::{KeyBuf, KeyReader};
 

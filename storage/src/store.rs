@@ -36,6 +36,9 @@ pub struct Store {
     pub sm: Keyspace,
     /// Group-commit thread: one fsync covers every append written before it.
     pub syncer: Syncer,
+    /// Each partition's newest fsync-confirmed log index and vote term, kept outside fjall
+    /// (`durable_marks.rs`): how a start tells a journal that lost its tail.
+    pub marks: std::sync::Arc<crate::DurableMarks>,
     /// fjall's folder, named in errors.
     fjall_dir: std::path::PathBuf,
 }
@@ -58,12 +61,14 @@ impl Store {
         let sm = db.keyspace("sm", with_large_values_apart).at_path(&fjall_dir)?;
         // fjall keeps its journals (`<id>.jnl`) directly in its database folder.
         let syncer = Syncer::start(db.clone(), fjall_dir.clone(), spacing);
+        let marks = std::sync::Arc::new(crate::DurableMarks::open(dir));
         Ok(Store {
             db,
             log,
             raft,
             sm,
             syncer,
+            marks,
             fjall_dir,
         })
     }

@@ -10,6 +10,7 @@ mod hardening;
 mod http_api;
 mod isolation;
 mod leader_delivery;
+mod lost_state;
 mod operability;
 mod partition;
 mod power_loss;

@@ -22,6 +22,10 @@ pub const BEAT_FRESH: Duration = Duration::from_millis(750);
 pub(super) const CAMPAIGN_AFTER_MS: std::ops::Range<u64> = 500..1500;
 /// How often the groups are looked at.
 pub(super) const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How often the durable Raft marks are written (if they moved) and the groups that lost
+/// state are checked for having caught up: a loss younger than this is not detected after a
+/// crash (a clean stop writes them last).
+pub(super) const MARKS_EVERY: Duration = Duration::from_secs(1);
 
 /// What a node tells each peer every `BEAT_EVERY`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -9,8 +9,9 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ServerState;
 use tokio_util::sync::CancellationToken;
 
-use super::state::{send_beat, Beat, BeatReply, BEAT_EVERY, CHECK_EVERY};
+use super::state::{send_beat, Beat, BeatReply, BEAT_EVERY, CHECK_EVERY, MARKS_EVERY};
 use crate::cluster::Cluster;
+use crate::meta::META_PARTITION;
 use crate::types::{NodeId, PartitionRaft};
 
 impl Cluster {
@@ -21,6 +22,7 @@ impl Cluster {
         let cluster = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut last_beat = Instant::now() - BEAT_EVERY;
+            let mut last_marks = Instant::now();
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -32,9 +34,33 @@ impl Cluster {
                     cluster.beat_peers();
                     cluster.nudge_stalled_replication().await;
                 }
+                if last_marks.elapsed() >= MARKS_EVERY {
+                    last_marks = Instant::now();
+                    cluster.keep_marks();
+                }
                 cluster.campaign_where_leaderless().await;
             }
         });
+    }
+
+    /// Writes the durable marks if they moved and releases the groups that got back what
+    /// they had lost (`lost_state.rs`).
+    fn keep_marks(&self) {
+        if self.store.marks.changed() {
+            // Two fsyncs: never on an async worker.
+            let marks = self.store.marks.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = marks.write_if_changed_unless_busy() {
+                    tracing::warn!(error = %e, "writing the Raft marks");
+                }
+            });
+        }
+        let groups = self
+            .hosted
+            .all()
+            .into_iter()
+            .chain(std::iter::once((META_PARTITION, self.meta.clone())));
+        self.opener.lost_state.release_caught_up(self.node_id, groups);
     }
 
     /// The data partitions this node leads, with their terms.
@@ -127,18 +153,22 @@ impl Cluster {
         }
     }
 
-    /// Answers a peer's beat: records it and lists what it claims but no longer leads.
+    /// Answers a peer's beat: records it and lists the partitions it should heartbeat: those
+    /// it claims but no longer leads (the heartbeat deposes it), and those that lost durable
+    /// state here (the heartbeat's refusal makes it replicate again from where this replica
+    /// really is).
     pub(crate) fn on_beat(&self, beat: &Beat) -> BeatReply {
         self.liveness.record(beat);
         let stale = beat
             .leads
             .iter()
             .filter(|(p, term)| {
-                self.hosted.get(*p).is_some_and(|raft| {
-                    let m = raft.metrics();
-                    let m = m.borrow_watched();
-                    m.current_term > *term && m.current_leader.is_some_and(|l| l != beat.from)
-                })
+                !self.opener.lost_state.may_lead(*p)
+                    || self.hosted.get(*p).is_some_and(|raft| {
+                        let m = raft.metrics();
+                        let m = m.borrow_watched();
+                        m.current_term > *term && m.current_leader.is_some_and(|l| l != beat.from)
+                    })
             })
             .map(|(p, _)| *p)
             .collect();
@@ -166,6 +196,9 @@ impl Cluster {
     /// `None` if group `p` has a live leader (or is not a voter here); otherwise whether its
     /// election should begin with a pre-vote (`false`: this node is the only voter).
     fn needs_election(&self, raft: &PartitionRaft, p: u16) -> Option<bool> {
+        if !self.opener.lost_state.may_lead(p) {
+            return None;
+        }
         let m = raft.metrics();
         let m = m.borrow_watched();
         if m.state == ServerState::Leader {

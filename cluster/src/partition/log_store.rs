@@ -49,6 +49,11 @@ impl LogStore {
         }
     }
 
+    /// The store under this log.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// True if `store` holds any Raft state of `partition` (a vote or log entries): this node
     /// bootstrapped the partition or replicated it before, so its group should run here.
     pub fn has_state(store: &Store, partition: u16) -> bool {
@@ -158,7 +163,9 @@ impl RaftLogStorage<C> for LogStore {
             .raft
             .insert(self.meta_key(b"vote"), crate::codec::encode(vote))
             .map_err(io::Error::other)?;
-        self.sync().await
+        self.sync().await?;
+        self.store.marks.raise_vote(self.partition, vote.leader_id().term);
+        Ok(())
     }
 
     /// Written at most once per `COMMITTED_SAVE_INTERVAL`: openraft calls this on every commit,
@@ -198,10 +205,15 @@ impl RaftLogStorage<C> for LogStore {
             written.push((entry, size));
         }
         batch.commit().map_err(io::Error::other)?;
+        let last = written.last().map(|(entry, _)| entry.index());
         self.tail.appended(written);
-        self.store
-            .syncer
-            .after_sync(move |result| callback.io_completed(result));
+        let (marks, partition) = (self.store.marks.clone(), self.partition);
+        self.store.syncer.after_sync(move |result| {
+            if let (Ok(()), Some(last)) = (&result, last) {
+                marks.raise_index(partition, last);
+            }
+            callback.io_completed(result)
+        });
         Ok(())
     }
 
@@ -214,7 +226,14 @@ impl RaftLogStorage<C> for LogStore {
             batch.remove(&self.store.log, key);
         }
         batch.commit().map_err(io::Error::other)?;
-        self.sync().await
+        self.sync().await?;
+        // A shorter log is now on disk: a crash before the next marks write must not read it
+        // as a lost tail.
+        let (marks, partition) = (self.store.marks.clone(), self.partition);
+        tokio::task::spawn_blocking(move || marks.lower_index(partition, from.checked_sub(1)))
+            .await
+            .map_err(io::Error::other)?
+            .map_err(io::Error::other)
     }
 
     /// The purge point is written first, then the entries are removed in batches of

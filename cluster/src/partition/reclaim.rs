@@ -19,6 +19,9 @@ const CHUNK: usize = 10_000;
 /// Deletes every key and snapshot file of `partition`; returns the number of keys deleted.
 /// Blocking (fjall and file I/O): run it off the async workers.
 pub fn drop_partition(store: &Store, partition: u16, snapshot_dir: &Path) -> Result<u64, StorageError> {
+    // First: with the data going, a mark left behind would make a later replica of the
+    // partition here look like one that lost its log.
+    store.marks.forget(partition)?;
     let mut deleted = 0;
     for keyspace in [&store.sm, &store.log, &store.raft] {
         deleted += drop_prefix(store, keyspace, &partition_prefix(partition))?;

@@ -21,6 +21,18 @@ pub trait PartitionGroups: Send + Sync + 'static {
     fn group_for_message(&self, partition: u16) -> BoxFuture<'_, Option<PartitionRaft>> {
         Box::pin(std::future::ready(self.group(partition)))
     }
+
+    /// False while this node's replica of `partition` may not become leader (it lost durable
+    /// Raft state and has not caught up: `lost_state.rs`).
+    fn may_lead(&self, _partition: u16) -> bool {
+        true
+    }
+
+    /// Whether this node's replica of `partition` may vote for a candidate of `term` whose log
+    /// ends at `last_index`: always, unless it lost durable state (`lost_state.rs`).
+    fn grants_vote(&self, _partition: u16, _term: u64, _last_index: Option<u64>) -> bool {
+        true
+    }
 }
 
 impl<F> PartitionGroups for F
@@ -103,5 +115,13 @@ impl PartitionGroups for Cluster {
             return Box::pin(std::future::ready(Some(self.meta.clone())));
         }
         Box::pin(self.open_for_message(partition))
+    }
+
+    fn may_lead(&self, partition: u16) -> bool {
+        self.opener.lost_state.may_lead(partition)
+    }
+
+    fn grants_vote(&self, partition: u16, term: u64, last_index: Option<u64>) -> bool {
+        self.opener.lost_state.grants_vote(partition, term, last_index)
     }
 }

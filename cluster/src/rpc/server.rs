@@ -61,6 +61,21 @@ impl RaftRpcService {
     }
 }
 
+impl RaftRpcService {
+    /// Refuses a (pre-)vote that this replica could only grant because it lost durable state
+    /// (`lost_state.rs`); to the candidate that is a vote not granted.
+    fn check_vote(&self, p: u16, rpc: &openraft::raft::VoteRequest<C>) -> Result<(), Status> {
+        let last_index = rpc.last_log_id.as_ref().map(|id| id.index);
+        if self.groups.grants_vote(p, rpc.vote.leader_id().term, last_index) {
+            Ok(())
+        } else {
+            Err(Status::unavailable(format!(
+                "partition {p} lost durable Raft state on this node: it votes only for a candidate holding what it lost"
+            )))
+        }
+    }
+}
+
 fn bad_request(what: &str, e: crate::codec::CodecError) -> Status {
     Status::invalid_argument(format!("{what}: {e}"))
 }
@@ -88,6 +103,7 @@ impl RaftService for RaftRpcService {
         let request = request.into_inner();
         let (p, raft) = self.group(request.partition).await?;
         let rpc = decode(&request.payload).map_err(|e| bad_request("vote payload", e))?;
+        self.check_vote(p, &rpc)?;
         let response = raft.vote(rpc).await.map_err(|e| raft_stopped(p, e))?;
         reply(&response)
     }
@@ -96,6 +112,7 @@ impl RaftService for RaftRpcService {
         let request = request.into_inner();
         let (p, raft) = self.group(request.partition).await?;
         let rpc = decode(&request.payload).map_err(|e| bad_request("pre_vote payload", e))?;
+        self.check_vote(p, &rpc)?;
         let response = raft.pre_vote(rpc).await.map_err(|e| raft_stopped(p, e))?;
         reply(&response)
     }
@@ -103,6 +120,11 @@ impl RaftService for RaftRpcService {
     async fn transfer_leader(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let request = request.into_inner();
         let (p, raft) = self.group(request.partition).await?;
+        if !self.groups.may_lead(p) {
+            return Err(Status::unavailable(format!(
+                "partition {p} lost durable Raft state on this node and does not lead until it has caught up"
+            )));
+        }
         let rpc = decode(&request.payload).map_err(|e| bad_request("transfer_leader payload", e))?;
         let response = raft.handle_transfer_leader(rpc).await.map_err(|e| raft_stopped(p, e))?;
         reply(&response)
