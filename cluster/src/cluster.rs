@@ -149,6 +149,15 @@ impl Cluster {
                 }
                 (p, false)
             }
+            // The database was damaged and set aside (`Store::open`): this node is the member it
+            // was, with its partition count from the marks, and waits for its peers to refill it
+            // (`lost_state.rs`); it neither bootstraps nor joins anew.
+            (None, _) if store.set_aside.is_some() => {
+                let membership = store.marks.membership().ok_or_else(|| {
+                    ClusterError::Internal("a set-aside database without a recorded membership".into())
+                })?;
+                (membership.partitions, false)
+            }
             (None, None) => (cfg.partitions, true),
             (None, Some(addr)) => {
                 let peers = peers

@@ -35,9 +35,20 @@ pub struct Mark {
     pub vote_term: u64,
 }
 
+/// What a node whose database is set aside needs to start as the member it was: the
+/// cluster's partition count and the other members' cluster addresses to refill from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Membership {
+    /// Partitions of the cluster (fixed at bootstrap).
+    pub partitions: u16,
+    /// Cluster addresses of the other members.
+    pub peers: Vec<String>,
+}
+
 #[derive(Default)]
 struct Marks {
     by_partition: BTreeMap<u16, Mark>,
+    membership: Option<Membership>,
     /// Changed since the file was last written.
     dirty: bool,
 }
@@ -55,21 +66,22 @@ impl DurableMarks {
     /// parse is reported and ignored: the marks only detect a loss, they never hold data.
     pub fn open(dir: &Path) -> DurableMarks {
         let path = dir.join(FILE_NAME);
-        let by_partition = match std::fs::read_to_string(&path) {
+        let (by_partition, membership) = match std::fs::read_to_string(&path) {
             Ok(text) => parse(&text).unwrap_or_else(|| {
                 tracing::error!(path = %path.display(), "unreadable Raft marks file: lost durable state cannot be detected at this start");
-                BTreeMap::new()
+                Default::default()
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e, "cannot read the Raft marks file: lost durable state cannot be detected at this start");
-                BTreeMap::new()
+                Default::default()
             }
         };
         DurableMarks {
             path,
             marks: Mutex::new(Marks {
                 by_partition,
+                membership,
                 dirty: false,
             }),
             writing: Mutex::new(()),
@@ -83,6 +95,25 @@ impl DurableMarks {
     /// The mark of `partition`, if it ever had durable state here.
     pub fn get(&self, partition: u16) -> Option<Mark> {
         self.lock().by_partition.get(&partition).copied()
+    }
+
+    /// The membership recorded last (`set_membership`).
+    pub fn membership(&self) -> Option<Membership> {
+        self.lock().membership.clone()
+    }
+
+    /// True if any partition ever had durable Raft state here.
+    pub fn any(&self) -> bool {
+        !self.lock().by_partition.is_empty()
+    }
+
+    /// Records the cluster's partition count and the other members' addresses.
+    pub fn set_membership(&self, membership: Membership) {
+        let mut marks = self.lock();
+        if marks.membership.as_ref() != Some(&membership) {
+            marks.membership = Some(membership);
+            marks.dirty = true;
+        }
     }
 
     /// An fsync confirmed log entries of `partition` up to `index`.
@@ -165,7 +196,7 @@ impl DurableMarks {
                 return Ok(());
             }
             marks.dirty = false;
-            render(&marks.by_partition)
+            render(&marks.by_partition, marks.membership.as_ref())
         };
         let written = write_atomically(&self.path, text.as_bytes());
         if written.is_err() {
@@ -176,8 +207,16 @@ impl DurableMarks {
     }
 }
 
-fn render(marks: &BTreeMap<u16, Mark>) -> String {
+fn render(marks: &BTreeMap<u16, Mark>, membership: Option<&Membership>) -> String {
     let mut text = format!("{HEADER}\n");
+    if let Some(m) = membership {
+        text.push_str(&format!("cluster {}", m.partitions));
+        for peer in &m.peers {
+            text.push(' ');
+            text.push_str(peer);
+        }
+        text.push('\n');
+    }
     for (p, m) in marks {
         text.push_str(&format!("{p} {} {}\n", m.last_index, m.vote_term));
     }
@@ -186,16 +225,23 @@ fn render(marks: &BTreeMap<u16, Mark>) -> String {
 }
 
 /// The marks of a whole file, `None` if any line is off (a torn or foreign file).
-fn parse(text: &str) -> Option<BTreeMap<u16, Mark>> {
+fn parse(text: &str) -> Option<(BTreeMap<u16, Mark>, Option<Membership>)> {
     let mut lines = text.lines();
     if lines.next()? != HEADER {
         return None;
     }
     let mut marks = BTreeMap::new();
+    let mut membership = None;
     for line in lines {
         let fields: Vec<&str> = line.split(' ').collect();
         match fields.as_slice() {
-            ["end", count] => return (count.parse::<usize>().ok()? == marks.len()).then_some(marks),
+            ["end", count] => return (count.parse::<usize>().ok()? == marks.len()).then_some((marks, membership)),
+            ["cluster", partitions, peers @ ..] => {
+                membership = Some(Membership {
+                    partitions: partitions.parse().ok()?,
+                    peers: peers.iter().map(|p| p.to_string()).collect(),
+                });
+            }
             [p, index, term] => {
                 let mark = Mark {
                     last_index: index.parse().ok()?,
@@ -252,11 +298,17 @@ mod tests {
             })
         );
         assert_eq!(again.get(65534).map(|m| m.last_index), Some(4));
+        assert_eq!(again.membership(), None);
+        again.set_membership(Membership {
+            partitions: 8,
+            peers: vec!["127.0.0.1:7071".into(), "127.0.0.2:7071".into()],
+        });
         again.lower_index(3, Some(5)).unwrap();
         again.forget(65534).unwrap();
         let third = DurableMarks::open(dir.path());
         assert_eq!(third.get(3).map(|m| m.last_index), Some(5));
         assert_eq!(third.get(65534), None);
+        assert_eq!(third.membership().map(|m| (m.partitions, m.peers.len())), Some((8, 2)));
     }
 
     #[test]
@@ -264,6 +316,6 @@ mod tests {
         assert!(parse(&format!("{HEADER}\n1 5 1\n")).is_none(), "no end line");
         assert!(parse(&format!("{HEADER}\n1 5 1\nend 2\n")).is_none(), "count mismatch");
         assert!(parse("something else\nend 0\n").is_none());
-        assert_eq!(parse(&format!("{HEADER}\nend 0\n")), Some(BTreeMap::new()));
+        assert_eq!(parse(&format!("{HEADER}\nend 0\n")), Some((BTreeMap::new(), None)));
     }
 }

@@ -11,7 +11,7 @@ pub mod keys;
 pub mod store;
 pub mod syncer;
 
-pub use durable_marks::{DurableMarks, Mark};
+pub use durable_marks::{DurableMarks, Mark, Membership};
 pub use error::{AtPath, StorageError};
 pub use keys::{KeyBuf, KeyReader};
 

@@ -39,6 +39,8 @@ pub struct Store {
     /// Each partition's newest fsync-confirmed log index and vote term, kept outside fjall
     /// (`durable_marks.rs`): how a start tells a journal that lost its tail.
     pub marks: std::sync::Arc<crate::DurableMarks>,
+    /// Where a damaged database was moved at this start (`open_with_fsync_spacing`).
+    pub set_aside: Option<std::path::PathBuf>,
     /// fjall's folder, named in errors.
     fjall_dir: std::path::PathBuf,
 }
@@ -50,10 +52,43 @@ impl Store {
     }
 
     /// Opens the database in `dir` with fsyncs starting at least `spacing` apart.
+    ///
+    /// A database fjall finds damaged (a checksum that does not match, a journal batch that does
+    /// not parse) is set aside, not used and not deleted, when this node is a member of a
+    /// cluster with other members to refill it from (`durable_marks.rs` records them): it then
+    /// opens empty, `set_aside` says where the damaged one went, and every partition it held
+    /// counts as having lost its state (`cluster/src/lost_state.rs`). A node without peers
+    /// refuses to start instead: its database is the only copy.
     pub fn open_with_fsync_spacing(dir: &Path, spacing: std::time::Duration) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).at_path(dir)?;
         let fjall_dir = dir.join("fjall");
-        let db = Database::builder(&fjall_dir).open().at_path(&fjall_dir)?;
+        let marks = std::sync::Arc::new(crate::DurableMarks::open(dir));
+        let (db, set_aside) = match Database::builder(&fjall_dir).open() {
+            Ok(db) => (db, None),
+            Err(e) if is_damage(&e) => {
+                let peers = marks.membership().map(|m| m.peers).unwrap_or_default();
+                if peers.is_empty() || !marks.any() {
+                    return Err(StorageError::Corrupt(format!(
+                        "the database in {} is damaged ({e:?}) and no other member is known to rebuild it from: restore the data dir from a backup, or move {} away to start this node empty",
+                        fjall_dir.display(),
+                        fjall_dir.display()
+                    )));
+                }
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let aside = dir.join(format!("fjall.damaged-{secs}"));
+                std::fs::rename(&fjall_dir, &aside).at_path(&fjall_dir)?;
+                tracing::error!(
+                    error = ?e,
+                    moved_to = %aside.display(),
+                    peers = ?peers,
+                    "the database is damaged: it is set aside and this node starts empty, refilled by its peers"
+                );
+                (Database::builder(&fjall_dir).open().at_path(&fjall_dir)?, Some(aside))
+            }
+            Err(e) => return Err(StorageError::from(e).at(&fjall_dir)),
+        };
         let log = db.keyspace("log", with_large_values_apart).at_path(&fjall_dir)?;
         let raft = db
             .keyspace("raft", KeyspaceCreateOptions::default)
@@ -61,7 +96,6 @@ impl Store {
         let sm = db.keyspace("sm", with_large_values_apart).at_path(&fjall_dir)?;
         // fjall keeps its journals (`<id>.jnl`) directly in its database folder.
         let syncer = Syncer::start(db.clone(), fjall_dir.clone(), spacing);
-        let marks = std::sync::Arc::new(crate::DurableMarks::open(dir));
         Ok(Store {
             db,
             log,
@@ -69,6 +103,7 @@ impl Store {
             sm,
             syncer,
             marks,
+            set_aside,
             fjall_dir,
         })
     }
@@ -77,5 +112,26 @@ impl Store {
     pub fn sync(&self) -> Result<(), StorageError> {
         self.db.persist(PersistMode::SyncAll).at_path(&self.fjall_dir)?;
         Ok(())
+    }
+}
+
+/// Whether fjall refused to open because what it read back is damaged (not because of the
+/// disk, a lock or a newer format).
+fn is_damage(e: &fjall::Error) -> bool {
+    use fjall::Error as F;
+    use fjall::LsmError as L;
+    match e {
+        F::JournalRecovery(_) | F::Decompress(_) | F::InvalidTrailer | F::InvalidTag(_) | F::Unrecoverable => true,
+        F::Storage(inner) => matches!(
+            inner,
+            L::ChecksumMismatch { .. }
+                | L::Decompress(_)
+                | L::InvalidTag(_)
+                | L::InvalidTrailer
+                | L::InvalidHeader(_)
+                | L::Unrecoverable
+                | L::Utf8(_)
+        ),
+        _ => false,
     }
 }

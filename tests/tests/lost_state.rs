@@ -1,6 +1,7 @@
-//! A replica whose journal lost its written tail (issue 13, finding 12): the node says which
-//! partitions lost durable Raft state, holds their votes and leadership until its peers have
-//! replicated the lost entries back, and nothing acknowledged is lost anywhere.
+//! A replica that lost durable state (issue 13, finding 12): a journal that lost its written
+//! tail, and a database fjall finds damaged. The node says which partitions lost Raft state,
+//! holds their votes and leadership until its peers have replicated it back (a damaged
+//! database is set aside and refilled whole), and nothing acknowledged is lost anywhere.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -40,20 +41,37 @@ fn cut_written_tail(fjall_dir: &Path, bytes: u64) -> (PathBuf, u64, u64) {
     panic!("no written journal under {}", fjall_dir.display());
 }
 
+/// Flips one byte in the middle of the written part of the newest fjall journal under
+/// `fjall_dir`, as a disk that returns wrong data would: fjall's batch checksum catches it.
+fn flip_a_journal_byte(fjall_dir: &Path) -> PathBuf {
+    let (path, written, _) = cut_written_tail(fjall_dir, 0);
+    let mut data = std::fs::read(&path).expect("read journal");
+    let at = (written / 2) as usize;
+    data[at] ^= 0xff;
+    std::fs::write(&path, &data).expect("write journal");
+    path
+}
+
 /// Waits (≤ `within`) until the node's log holds a line containing `needle`; the lines found.
 async fn log_lines(node: &NodeProcess, needle: &str, within: Duration) -> Vec<String> {
+    log_lines_at_least(node, needle, 1, within).await
+}
+
+/// Waits (≤ `within`) until the node's log holds `count` lines containing `needle`.
+async fn log_lines_at_least(node: &NodeProcess, needle: &str, count: usize, within: Duration) -> Vec<String> {
     let path = node.data_dir.with_extension("log");
     let deadline = Instant::now() + within;
     loop {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let found: Vec<String> = text.lines().filter(|l| l.contains(needle)).map(String::from).collect();
-        if !found.is_empty() {
+        if found.len() >= count {
             return found;
         }
         if Instant::now() > deadline {
             let tail: Vec<&str> = text.lines().rev().take(30).collect();
             panic!(
-                "no line with {needle:?} in {} within {within:?}; its end:\n{}",
+                "{} of {count} lines with {needle:?} in {} within {within:?}; its end:\n{}",
+                found.len(),
                 path.display(),
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
@@ -87,6 +105,52 @@ async fn a_replica_whose_journal_lost_its_tail_is_held_until_its_peers_refill_it
     log_lines(&nodes[2], "will not vote or lead", Duration::from_secs(10)).await;
     // The writers keep the partitions busy: their leaders replicate the lost entries again.
     log_lines(&nodes[2], "caught up from its peers", Duration::from_secs(60)).await;
+    let (users, channels, history) = workload.finish().await;
+    let verdict = check(&bases, &users, &channels, &history).await;
+    println!("{}", summary(&history, &verdict));
+    assert_eq!(
+        (verdict.lost, verdict.duplicates, verdict.gaps, verdict.order_mismatches),
+        (0, 0, 0, 0)
+    );
+    let [n1, n2, n3] = &mut nodes[..] else { unreachable!() };
+    stop_and_check_replicas(vec![(1, n1), (2, n2), (3, n3)], &layout, &channels, &history).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_database_is_damaged_is_set_aside_and_refilled_by_its_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path(), 3, &[]).await;
+    let layout = cluster_status(&nodes[0]).expect("status");
+    let partitions = layout["partitions"].as_array().map_or(0, Vec::len);
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let workload = Workload::start(&bases, 6).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while workload.acked_so_far() < 300 {
+        assert!(Instant::now() < deadline, "the writers did not get 300 acks in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    nodes[2].terminate();
+    let journal = flip_a_journal_byte(&nodes[2].data_dir.join("fjall"));
+    println!("flipped a byte in {}", journal.display());
+    // It starts (it used to refuse to, for good), empty, and says where the damaged copy went.
+    nodes[2].restart().await;
+    let damaged = log_lines(&nodes[2], "the database is damaged", Duration::from_secs(10)).await;
+    println!("{}", damaged.join("\n"));
+    let aside: Vec<_> = std::fs::read_dir(&nodes[2].data_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("fjall.damaged-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the damaged database is kept aside, not deleted");
+    // Every partition it replicated, and the meta group, come back from its peers, busy or not.
+    log_lines_at_least(
+        &nodes[2],
+        "caught up from its peers",
+        partitions + 1,
+        Duration::from_secs(90),
+    )
+    .await;
     let (users, channels, history) = workload.finish().await;
     let verdict = check(&bases, &users, &channels, &history).await;
     println!("{}", summary(&history, &verdict));

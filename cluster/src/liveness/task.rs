@@ -46,6 +46,17 @@ impl Cluster {
     /// Writes the durable marks if they moved and releases the groups that got back what
     /// they had lost (`lost_state.rs`).
     fn keep_marks(&self) {
+        if let Ok(members) = self.members() {
+            let peers = members
+                .into_iter()
+                .filter(|m| m.node_id != self.node_id)
+                .map(|m| m.cluster_addr)
+                .collect();
+            self.store.marks.set_membership(ringchat_storage::Membership {
+                partitions: self.partitions(),
+                peers,
+            });
+        }
         if self.store.marks.changed() {
             // Two fsyncs: never on an async worker.
             let marks = self.store.marks.clone();
@@ -155,20 +166,23 @@ impl Cluster {
 
     /// Answers a peer's beat: records it and lists the partitions it should heartbeat: those
     /// it claims but no longer leads (the heartbeat deposes it), and those that lost durable
-    /// state here (the heartbeat's refusal makes it replicate again from where this replica
-    /// really is).
+    /// state here (the heartbeat opens the group if needed, and its refusal makes the leader
+    /// replicate again from where this replica really is).
     pub(crate) fn on_beat(&self, beat: &Beat) -> BeatReply {
         self.liveness.record(beat);
         let stale = beat
             .leads
             .iter()
             .filter(|(p, term)| {
-                !self.opener.lost_state.may_lead(*p)
-                    || self.hosted.get(*p).is_some_and(|raft| {
-                        let m = raft.metrics();
-                        let m = m.borrow_watched();
-                        m.current_term > *term && m.current_leader.is_some_and(|l| l != beat.from)
-                    })
+                // Held here, or not even open although this node had its state (a database set
+                // aside): the leader's heartbeat opens it and starts the refill.
+                let lost = !self.opener.lost_state.may_lead(*p)
+                    || (self.hosted.get(*p).is_none() && self.store.marks.get(*p).is_some());
+                lost || self.hosted.get(*p).is_some_and(|raft| {
+                    let m = raft.metrics();
+                    let m = m.borrow_watched();
+                    m.current_term > *term && m.current_leader.is_some_and(|l| l != beat.from)
+                })
             })
             .map(|(p, _)| *p)
             .collect();
