@@ -93,7 +93,8 @@ struct AccessArgs {
 
 impl AccessArgs {
     fn access(&self) -> anyhow::Result<ClusterAccess> {
-        let secret = ClusterSecret::new(&self.cluster_secret).map_err(|e| anyhow::anyhow!("--cluster-secret: {e}"))?;
+        let secret =
+            ClusterSecret::new(&self.cluster_secret).map_err(|e| anyhow::anyhow!("invalid --cluster-secret: {e}"))?;
         let tls = match (&self.cluster_tls_cert, &self.cluster_tls_key, &self.cluster_tls_ca) {
             (Some(cert), Some(key), Some(ca)) => Some(ringchat_node::tls::load_cluster_tls(cert, key, ca)?),
             _ => None,
