@@ -357,6 +357,12 @@ impl Cluster {
             .collect()
     }
 
+    /// True once a read found the database damaged (`Store::note_damage`): the node should
+    /// restart, and the next start sets the database aside and refills it from the peers.
+    pub fn damage_noted(&self) -> bool {
+        self.store.damage_noted()
+    }
+
     /// Every group running here: the data partitions, then the meta group.
     pub(crate) fn all_groups(&self) -> Vec<(u16, PartitionRaft)> {
         let mut groups = self.hosted.all();

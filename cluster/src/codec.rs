@@ -23,9 +23,24 @@ pub const FORMAT_BINARY: u8 = 2;
 #[error("undecodable value: {0}")]
 pub struct CodecError(String);
 
+/// What the checksum check says when it fails: the bytes changed after they were written.
+const CHECKSUM_FAILED: &str = "checksum mismatch";
+
+impl CodecError {
+    /// True if the value's own checksum failed (damage), as opposed to bytes that check out
+    /// but that this release cannot read (a format or version problem).
+    pub fn is_damage(&self) -> bool {
+        self.0.starts_with(CHECKSUM_FAILED)
+    }
+}
+
 impl From<CodecError> for ringchat_storage::StorageError {
     fn from(e: CodecError) -> Self {
-        ringchat_storage::StorageError::Corrupt(e.0)
+        if e.is_damage() {
+            ringchat_storage::StorageError::Corrupt(e.0)
+        } else {
+            ringchat_storage::StorageError::Undecodable(e.0)
+        }
     }
 }
 
@@ -75,11 +90,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     match bytes.split_first() {
         Some((&FORMAT_BINARY, _)) => {
             let Some(split) = bytes.len().checked_sub(CHECKSUM_BYTES).filter(|&n| n > 0) else {
-                return Err(CodecError("too short for its checksum".into()));
+                return Err(CodecError(format!("{CHECKSUM_FAILED}: too short for its checksum")));
             };
             let (value, sum) = bytes.split_at(split);
             if checksum(value) != sum {
-                return Err(CodecError("checksum mismatch".into()));
+                return Err(CodecError(CHECKSUM_FAILED.into()));
             }
             decode_binary(&value[1..])
         }

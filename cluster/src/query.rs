@@ -189,12 +189,12 @@ fn scan<T: DeserializeOwned>(
     let mut out = Vec::new();
     for item in store.sm.prefix(&prefix) {
         let (k, v) = item.into_inner().map_err(StorageError::from)?;
-        let mut r = KeyReader::after_header(&k).ok_or_else(|| StorageError::Corrupt("short key".into()))?;
+        let mut r = KeyReader::after_header(&k).ok_or_else(|| StorageError::Undecodable("short key".into()))?;
         let mut parts = Vec::new();
         while !r.is_empty() {
             match r.str() {
                 Some(s) => parts.push(s.to_string()),
-                None => return Err(StorageError::Corrupt("bad key".into())),
+                None => return Err(StorageError::Undecodable("bad key".into())),
             }
         }
         out.push((parts.split_off(skip.min(parts.len())), crate::codec::decode(&v)?));

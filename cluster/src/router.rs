@@ -431,7 +431,14 @@ async fn attempt_local(
     outcome.map_err(|failure| match failure {
         LocalFailure::NotLeader(hint) => Failure::NotLeader(hint),
         LocalFailure::Unavailable(e) => Failure::Fail(ClusterError::Unavailable(format!("partition {p}: {e}"))),
-        LocalFailure::Storage(e) => Failure::Fail(ClusterError::Storage(e)),
+        LocalFailure::Storage(e) => {
+            // A damaged record answers an error, never its bytes; the node then restarts and
+            // rebuilds its database from its peers (`Store::note_damage`).
+            if e.is_damage() {
+                store.note_damage(&format!("partition {p}: {e}"));
+            }
+            Failure::Fail(ClusterError::Storage(e))
+        }
     })
 }
 

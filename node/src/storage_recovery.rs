@@ -19,8 +19,8 @@ const PROBE_EVERY: Duration = Duration::from_secs(2);
 /// Bytes the probe writes: room for the journal a reopened store starts with.
 const PROBE_BYTES: usize = 1 << 20;
 
-/// Waits until one of `cluster`'s groups has stopped (returns what stopped them) or `stop` is
-/// cancelled (returns `None`).
+/// Waits until one of `cluster`'s groups has stopped (returns what stopped them), a read found
+/// the database damaged, or `stop` is cancelled (returns `None`).
 pub async fn stopped_groups(cluster: &Cluster, stop: &CancellationToken) -> Option<Vec<(u16, String)>> {
     loop {
         tokio::select! {
@@ -30,6 +30,10 @@ pub async fn stopped_groups(cluster: &Cluster, stop: &CancellationToken) -> Opti
         let stopped = cluster.stopped_groups();
         if !stopped.is_empty() {
             return Some(stopped);
+        }
+        // A read found damaged data: only a restart sets the database aside (`Store::open`).
+        if cluster.damage_noted() {
+            return Some(vec![(u16::MAX, "a read found the database damaged".into())]);
         }
     }
 }

@@ -8,9 +8,13 @@ pub enum StorageError {
     /// fjall reported an I/O or corruption problem.
     #[error("fjall: {0}")]
     Fjall(#[from] fjall::Error),
-    /// A record read back from disk did not decode.
+    /// A record read back from disk is damaged: its checksum does not match.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// A record whose bytes check out but that this release cannot decode (a format or
+    /// version problem, or a bug): never treated as damage, so no database is set aside for it.
+    #[error("undecodable record: {0}")]
+    Undecodable(String),
     /// A plain I/O error (snapshot files, sync thread).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -26,6 +30,17 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// True if what was read back is damaged (a checksum that does not match, bytes that do
+    /// not decode), as opposed to a disk that refuses writes or a missing file.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            StorageError::Corrupt(_) => true,
+            StorageError::Undecodable(_) | StorageError::Io(_) => false,
+            StorageError::Fjall(e) => crate::store::is_damage(e),
+            StorageError::At { source, .. } => source.is_damage(),
+        }
+    }
+
     /// This error, as having happened on `path` (unchanged if it already names one).
     pub fn at(self, path: &Path) -> StorageError {
         match self {

@@ -63,13 +63,31 @@ impl Store {
         std::fs::create_dir_all(dir).at_path(dir)?;
         let fjall_dir = dir.join("fjall");
         let marks = std::sync::Arc::new(crate::DurableMarks::open(dir));
-        let (db, set_aside) = match Database::builder(&fjall_dir).open() {
+        let found_running = std::fs::read_to_string(dir.join(DAMAGE_FOUND)).ok();
+        let opened = match (Database::builder(&fjall_dir).open(), found_running) {
+            // Damage a read found while the node ran (`note_damage`): treated as damage found
+            // now, but only where peers can refill it; alone, the node goes on with what it has.
+            (Ok(db), Some(what)) => {
+                let peers_known = marks.membership().is_some_and(|m| !m.peers.is_empty()) && marks.any();
+                if peers_known {
+                    drop(db);
+                    Err(Damage::FoundRunning(what))
+                } else {
+                    tracing::error!(what = %what, "a read found the database damaged, and no other member is known to rebuild it from: it stays in use");
+                    Ok(db)
+                }
+            }
+            (Ok(db), None) => Ok(db),
+            (Err(e), _) if is_damage(&e) => Err(Damage::AtOpen(e)),
+            (Err(e), _) => return Err(StorageError::from(e).at(&fjall_dir)),
+        };
+        let (db, set_aside) = match opened {
             Ok(db) => (db, None),
-            Err(e) if is_damage(&e) => {
+            Err(e) => {
                 let peers = marks.membership().map(|m| m.peers).unwrap_or_default();
                 if peers.is_empty() || !marks.any() {
                     return Err(StorageError::Corrupt(format!(
-                        "the database in {} is damaged ({e:?}) and no other member is known to rebuild it from: restore the data dir from a backup, or move {} away to start this node empty",
+                        "the database in {} is damaged ({e}) and no other member is known to rebuild it from: restore the data dir from a backup, or move {} away to start this node empty",
                         fjall_dir.display(),
                         fjall_dir.display()
                     )));
@@ -80,11 +98,12 @@ impl Store {
                 let aside = dir.join(format!("fjall.damaged-{secs}"));
                 std::fs::rename(&fjall_dir, &aside).at_path(&fjall_dir)?;
                 tracing::error!(
-                    error = ?e,
+                    error = %e,
                     moved_to = %aside.display(),
                     peers = ?peers,
                     "the database is damaged: it is set aside and this node starts empty, refilled by its peers"
                 );
+                let _ = std::fs::remove_file(dir.join(DAMAGE_FOUND));
                 (Database::builder(&fjall_dir).open().at_path(&fjall_dir)?, Some(aside))
             }
             Err(e) => return Err(StorageError::from(e).at(&fjall_dir)),
@@ -108,6 +127,29 @@ impl Store {
         })
     }
 
+    /// Records that a read found the database damaged (`StorageError::is_damage`), so that the
+    /// next start sets it aside and refills it from the peers (`open_with_fsync_spacing`); the
+    /// node's storage recovery restarts it (`node/src/storage_recovery.rs`). Logged once.
+    pub fn note_damage(&self, what: &str) {
+        let flag = self.data_dir().join(DAMAGE_FOUND);
+        if self.damage_noted() {
+            return;
+        }
+        tracing::error!(what, "a read found the database damaged; the node restarts and rebuilds it from its peers");
+        if let Err(e) = std::fs::write(&flag, what) {
+            tracing::error!(error = %e, path = %flag.display(), "cannot record the damage");
+        }
+    }
+
+    /// True once `note_damage` recorded damage that the next start will act on.
+    pub fn damage_noted(&self) -> bool {
+        self.data_dir().join(DAMAGE_FOUND).exists()
+    }
+
+    fn data_dir(&self) -> &Path {
+        self.fjall_dir.parent().unwrap_or(&self.fjall_dir)
+    }
+
     /// Flushes and fsyncs everything written so far (used on shutdown and for votes).
     pub fn sync(&self) -> Result<(), StorageError> {
         self.db.persist(PersistMode::SyncAll).at_path(&self.fjall_dir)?;
@@ -115,13 +157,34 @@ impl Store {
     }
 }
 
-/// Whether fjall refused to open because what it read back is damaged (not because of the
-/// disk, a lock or a newer format).
-fn is_damage(e: &fjall::Error) -> bool {
+/// File in the data dir that says a read found the database damaged (`Store::note_damage`).
+const DAMAGE_FOUND: &str = "damage-found";
+
+/// Why the database is set aside.
+enum Damage {
+    /// fjall refused to open it.
+    AtOpen(fjall::Error),
+    /// A read of the running node found it damaged (`Store::note_damage`).
+    FoundRunning(String),
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Damage::AtOpen(e) => write!(f, "{e:?}"),
+            Damage::FoundRunning(what) => write!(f, "found while running: {what}"),
+        }
+    }
+}
+
+/// Whether fjall refused what it read back as damaged (not because of the disk, a lock, a
+/// newer format or a file name it does not know).
+pub(crate) fn is_damage(e: &fjall::Error) -> bool {
     use fjall::Error as F;
     use fjall::LsmError as L;
     match e {
-        F::JournalRecovery(_) | F::Decompress(_) | F::InvalidTrailer | F::InvalidTag(_) | F::Unrecoverable => true,
+        F::JournalRecovery(r) => *r != fjall::JournalRecoveryError::InvalidFileName,
+        F::Decompress(_) | F::InvalidTrailer | F::InvalidTag(_) | F::Unrecoverable => true,
         F::Storage(inner) => matches!(
             inner,
             L::ChecksumMismatch { .. }
@@ -130,7 +193,6 @@ fn is_damage(e: &fjall::Error) -> bool {
                 | L::InvalidTrailer
                 | L::InvalidHeader(_)
                 | L::Unrecoverable
-                | L::Utf8(_)
         ),
         _ => false,
     }

@@ -1,5 +1,5 @@
 //! A node whose disk fills up must say so and recover by itself: a write answers a retryable
-//! `unavailable` instead of hanging or acking, `/readyz` turns 503 so a load balancer stops
+//! `unavailable` instead of hanging or acking, reads go on, `/readyz` turns 503 so a load balancer stops
 //! sending it clients, and once there is room again the node serves again, in place, with
 //! nothing acknowledged lost (issue 13, finding 11: it used to stay 200 with every group
 //! stopped until someone restarted it).
@@ -93,6 +93,17 @@ async fn fill_up(dir: &Path) {
     assert_eq!(
         api_error(&refused.expect_err("a write on a still-full disk")),
         (503, "unavailable".to_string())
+    );
+    // Reads go on: history and the channel list come from the state machine already on disk.
+    let texts: Vec<String> = ringchat_tests::jepsen::read_channel(&node.base, &alice, &dm.channel_id)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts.first().map(String::as_str), Some("before"), "history on a full disk: {texts:?}");
+    assert!(
+        alice.http.channels().await.expect("the channel list on a full disk").iter().any(|c| c.channel_id == dm.channel_id),
+        "the DM is listed on a full disk"
     );
 
     // Space comes back: the node reopens its store by itself (nobody restarts the process,

@@ -161,3 +161,50 @@ async fn a_replica_whose_database_is_damaged_is_set_aside_and_refilled_by_its_pe
     let [n1, n2, n3] = &mut nodes[..] else { unreachable!() };
     stop_and_check_replicas(vec![(1, n1), (2, n2), (3, n3)], &layout, &channels, &history).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_record_found_while_running_makes_the_node_rebuild_from_its_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path(), 3, &[]).await;
+    let layout = cluster_status(&nodes[0]).expect("status");
+    let partitions = layout["partitions"].as_array().map_or(0, Vec::len);
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let workload = Workload::start(&bases, 6).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while workload.acked_so_far() < 300 {
+        assert!(Instant::now() < deadline, "the writers did not get 300 acks in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Bit rot in node 3's copy of every writer's channel record: fjall opens the database
+    // (its blocks are intact), the record's own checksum no longer matches.
+    nodes[2].terminate();
+    {
+        let store = ringchat_storage::Store::open(&nodes[2].data_dir).expect("open the stopped node's store");
+        for cid in &workload.channels {
+            let p = ringchat_cluster::placement::partition_of(cid, partitions as u16);
+            let key = ringchat_cluster::partition::tables::channel(p, cid);
+            let mut value = store.sm.get(&key).expect("read").expect("the channel record").to_vec();
+            let at = value.len() / 2;
+            value[at] ^= 0x55;
+            store.sm.insert(&key, value).expect("write");
+        }
+        store.sync().expect("fsync");
+    }
+    nodes[2].restart().await;
+    // The next message of such a channel makes node 3 read its record: the read fails (no
+    // damaged bytes are served or applied), the node restarts itself, sets the database aside
+    // and is refilled by its peers.
+    log_lines(&nodes[2], "a read found the database damaged", Duration::from_secs(30)).await;
+    log_lines(&nodes[2], "the database is damaged: it is set aside", Duration::from_secs(60)).await;
+    log_lines_at_least(&nodes[2], "caught up from its peers", partitions + 1, Duration::from_secs(90)).await;
+    let (users, channels, history) = workload.finish().await;
+    let verdict = check(&bases, &users, &channels, &history).await;
+    println!("{}", summary(&history, &verdict));
+    assert_eq!(
+        (verdict.lost, verdict.duplicates, verdict.gaps, verdict.order_mismatches),
+        (0, 0, 0, 0)
+    );
+    let [n1, n2, n3] = &mut nodes[..] else { unreachable!() };
+    stop_and_check_replicas(vec![(1, n1), (2, n2), (3, n3)], &layout, &channels, &history).await;
+}

@@ -169,7 +169,7 @@ impl Cluster {
         for item in self.store.sm.prefix(t::meta_nodes(META_PARTITION)) {
             let (k, v) = item.into_inner().map_err(StorageError::from)?;
             // Keys are checked only for shape; the record carries its own id.
-            KeyReader::after_header(&k).ok_or_else(|| StorageError::Corrupt("short meta key".into()))?;
+            KeyReader::after_header(&k).ok_or_else(|| StorageError::Undecodable("short meta key".into()))?;
             out.push(crate::codec::decode::<NodeInfo>(&v).map_err(StorageError::from)?);
         }
         Ok(out)

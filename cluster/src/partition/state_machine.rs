@@ -221,7 +221,13 @@ impl RaftStateMachine<C> for StateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             let response = match &entry.payload {
                 EntryPayload::Blank => Response::Done,
-                EntryPayload::Normal(cmd) => apply_command(&mut ov, p, cmd)?,
+                EntryPayload::Normal(cmd) => apply_command(&mut ov, p, cmd).map_err(|e| {
+                    // The group stops on this error; the next start sets the database aside.
+                    if e.is_damage() {
+                        self.store.note_damage(&format!("partition {p}: {e}"));
+                    }
+                    e
+                })?,
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembershipOf::<C>::new(Some(entry.log_id), m.clone());
                     membership_changed = true;
