@@ -64,7 +64,7 @@ impl Store {
         let fjall_dir = dir.join("fjall");
         let marks = std::sync::Arc::new(crate::DurableMarks::open(dir));
         let found_running = std::fs::read_to_string(dir.join(DAMAGE_FOUND)).ok();
-        let opened = match (Database::builder(&fjall_dir).open(), found_running) {
+        let opened = match (open_catching_panics(&fjall_dir), found_running) {
             // Damage a read found while the node ran (`note_damage`): treated as damage found
             // now, but only where peers can refill it; alone, the node goes on with what it has.
             (Ok(db), Some(what)) => {
@@ -74,12 +74,15 @@ impl Store {
                     Err(Damage::FoundRunning(what))
                 } else {
                     tracing::error!(what = %what, "a read found the database damaged, and no other member is known to rebuild it from: it stays in use");
+                    // Acted on: left in place it would restart the node again and again.
+                    let _ = std::fs::remove_file(dir.join(DAMAGE_FOUND));
                     Ok(db)
                 }
             }
             (Ok(db), None) => Ok(db),
-            (Err(e), _) if is_damage(&e) => Err(Damage::AtOpen(e)),
-            (Err(e), _) => return Err(StorageError::from(e).at(&fjall_dir)),
+            (Err(Opening::Failed(e)), _) if is_damage(&e) => Err(Damage::AtOpen(e)),
+            (Err(Opening::Failed(e)), _) => return Err(StorageError::from(e).at(&fjall_dir)),
+            (Err(Opening::Panicked(what)), _) => Err(Damage::Panicked(what)),
         };
         let (db, set_aside) = match opened {
             Ok(db) => (db, None),
@@ -106,7 +109,6 @@ impl Store {
                 let _ = std::fs::remove_file(dir.join(DAMAGE_FOUND));
                 (Database::builder(&fjall_dir).open().at_path(&fjall_dir)?, Some(aside))
             }
-            Err(e) => return Err(StorageError::from(e).at(&fjall_dir)),
         };
         let log = db.keyspace("log", with_large_values_apart).at_path(&fjall_dir)?;
         let raft = db
@@ -135,7 +137,10 @@ impl Store {
         if self.damage_noted() {
             return;
         }
-        tracing::error!(what, "a read found the database damaged; the node restarts and rebuilds it from its peers");
+        tracing::error!(
+            what,
+            "a read found the database damaged; the node restarts and rebuilds it from its peers"
+        );
         if let Err(e) = std::fs::write(&flag, what) {
             tracing::error!(error = %e, path = %flag.display(), "cannot record the damage");
         }
@@ -160,10 +165,37 @@ impl Store {
 /// File in the data dir that says a read found the database damaged (`Store::note_damage`).
 const DAMAGE_FOUND: &str = "damage-found";
 
+/// How opening the database went wrong.
+enum Opening {
+    /// fjall returned an error.
+    Failed(fjall::Error),
+    /// fjall panicked: some damaged journals trip an assertion in its recovery (fjall 3.1.13,
+    /// `journal/entry.rs`: a length field that no longer matches) instead of an error.
+    Panicked(String),
+}
+
+/// Opens the database in `fjall_dir`, turning a panic inside fjall's recovery into an error.
+fn open_catching_panics(fjall_dir: &Path) -> Result<Database, Opening> {
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Database::builder(fjall_dir).open()));
+    match opened {
+        Ok(result) => result.map_err(Opening::Failed),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic".into());
+            Err(Opening::Panicked(what))
+        }
+    }
+}
+
 /// Why the database is set aside.
 enum Damage {
     /// fjall refused to open it.
     AtOpen(fjall::Error),
+    /// fjall panicked while opening it (`Opening::Panicked`).
+    Panicked(String),
     /// A read of the running node found it damaged (`Store::note_damage`).
     FoundRunning(String),
 }
@@ -172,6 +204,7 @@ impl std::fmt::Display for Damage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Damage::AtOpen(e) => write!(f, "{e:?}"),
+            Damage::Panicked(what) => write!(f, "fjall panicked while recovering it: {what}"),
             Damage::FoundRunning(what) => write!(f, "found while running: {what}"),
         }
     }
@@ -195,5 +228,58 @@ pub(crate) fn is_damage(e: &fjall::Error) -> bool {
                 | L::Unrecoverable
         ),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap().flatten() {
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+
+    /// fjall 3.1.13 panics on some damaged journals (an assertion on a length field) where it
+    /// returns an error on others: either way, opening must end in a damage error (a node
+    /// without peers refuses to start with it), never a panic that takes the process down.
+    #[test]
+    fn a_journal_damaged_anywhere_opens_or_is_a_damage_error_never_a_panic() {
+        let base = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(base.path()).unwrap();
+            for i in 0u32..200 {
+                store.sm.insert(i.to_be_bytes(), vec![b'x'; 64 + i as usize]).unwrap();
+            }
+            store.sync().unwrap();
+        }
+        let journal = base.path().join("fjall").join("0.jnl");
+        let data = std::fs::read(&journal).unwrap();
+        let written = data.iter().rposition(|b| *b != 0).unwrap() + 1;
+        let mut damaged = 0;
+        for k in 0..48 {
+            let copy = tempfile::tempdir().unwrap();
+            copy_dir(base.path(), copy.path());
+            let at = written * k / 48;
+            let mut bytes = data.clone();
+            bytes[at] ^= 0xff;
+            std::fs::write(copy.path().join("fjall").join("0.jnl"), &bytes).unwrap();
+            match Store::open(copy.path()) {
+                Ok(_) => {}
+                Err(e) => {
+                    assert!(e.is_damage(), "byte {at}: {e}");
+                    assert!(e.to_string().contains("move"), "the error says what to do: {e}");
+                    damaged += 1;
+                }
+            }
+        }
+        assert!(damaged > 0, "no flipped byte was found damaged");
     }
 }

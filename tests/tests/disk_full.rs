@@ -100,9 +100,19 @@ async fn fill_up(dir: &Path) {
         .into_iter()
         .map(|m| m.text)
         .collect();
-    assert_eq!(texts.first().map(String::as_str), Some("before"), "history on a full disk: {texts:?}");
+    assert_eq!(
+        texts.first().map(String::as_str),
+        Some("before"),
+        "history on a full disk: {texts:?}"
+    );
     assert!(
-        alice.http.channels().await.expect("the channel list on a full disk").iter().any(|c| c.channel_id == dm.channel_id),
+        alice
+            .http
+            .channels()
+            .await
+            .expect("the channel list on a full disk")
+            .iter()
+            .any(|c| c.channel_id == dm.channel_id),
         "the DM is listed on a full disk"
     );
 

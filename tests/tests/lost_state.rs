@@ -196,8 +196,19 @@ async fn a_damaged_record_found_while_running_makes_the_node_rebuild_from_its_pe
     // damaged bytes are served or applied), the node restarts itself, sets the database aside
     // and is refilled by its peers.
     log_lines(&nodes[2], "a read found the database damaged", Duration::from_secs(30)).await;
-    log_lines(&nodes[2], "the database is damaged: it is set aside", Duration::from_secs(60)).await;
-    log_lines_at_least(&nodes[2], "caught up from its peers", partitions + 1, Duration::from_secs(90)).await;
+    log_lines(
+        &nodes[2],
+        "the database is damaged: it is set aside",
+        Duration::from_secs(60),
+    )
+    .await;
+    log_lines_at_least(
+        &nodes[2],
+        "caught up from its peers",
+        partitions + 1,
+        Duration::from_secs(90),
+    )
+    .await;
     let (users, channels, history) = workload.finish().await;
     let verdict = check(&bases, &users, &channels, &history).await;
     println!("{}", summary(&history, &verdict));
