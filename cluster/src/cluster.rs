@@ -371,11 +371,16 @@ impl Cluster {
     }
 
     /// Waits until `is_ready`, or `timeout`.
+    /// Gives up at once when a group has stopped on an error or a read found damage: the node
+    /// cannot get ready before its storage recovery restarts it, which waits for this.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if self.is_ready() {
                 return true;
+            }
+            if self.damage_noted() || !self.stopped_groups().is_empty() {
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -208,18 +208,29 @@ impl NodeProcess {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                // The log lives in the test's temp dir, which is gone once the test fails.
-                let log = std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                panic!(
-                    "ringchat exited early with {status}; the end of {}:\n{}",
-                    self.data_dir.with_extension("log").display(),
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
+                panic!("ringchat exited early with {status}; {}", self.log_tail(15));
             }
-            assert!(Instant::now() < deadline, "node at {} not ready within 30 s", self.base);
+            assert!(
+                Instant::now() < deadline,
+                "node at {} not ready within 30 s; {}",
+                self.base,
+                self.log_tail(30)
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The last `lines` lines of the node's log, for a failure message: the log lives in the
+    /// test's temp dir, which is gone once the test fails.
+    fn log_tail(&self, lines: usize) -> String {
+        let path = self.data_dir.with_extension("log");
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+        format!(
+            "the end of {}:\n{}",
+            path.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
     }
 
     /// An unauthenticated HTTP client for this node.

@@ -95,11 +95,7 @@ async fn fill_up(dir: &Path) {
         (503, "unavailable".to_string())
     );
     // Reads go on: history and the channel list come from the state machine already on disk.
-    let texts: Vec<String> = ringchat_tests::jepsen::read_channel(&node.base, &alice, &dm.channel_id)
-        .await
-        .into_iter()
-        .map(|m| m.text)
-        .collect();
+    let texts = texts_of(&node, &alice, &dm.channel_id).await;
     assert_eq!(
         texts.first().map(String::as_str),
         Some("before"),
@@ -138,11 +134,7 @@ async fn fill_up(dir: &Path) {
         .await
         .expect("a write once the disk has room again");
     assert!(sent.seq >= 2, "{sent:?}");
-    let texts: Vec<String> = ringchat_tests::jepsen::read_channel(&node.base, &alice, &dm.channel_id)
-        .await
-        .into_iter()
-        .map(|m| m.text)
-        .collect();
+    let texts = texts_of(&node, &alice, &dm.channel_id).await;
     assert_eq!(
         texts.first().map(String::as_str),
         Some("before"),
@@ -151,6 +143,15 @@ async fn fill_up(dir: &Path) {
     assert_eq!(texts.last().map(String::as_str), Some("after"), "{texts:?}");
     let exit = node.terminate().expect("the recovered node stops on SIGTERM");
     assert!(exit.success(), "the recovered node exited with {exit}");
+}
+
+/// The texts of a channel read through the node's HTTP API, ascending.
+async fn texts_of(node: &NodeProcess, user: &TestUser, channel_id: &str) -> Vec<String> {
+    ringchat_tests::jepsen::read_channel(&node.base, user, channel_id)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect()
 }
 
 /// Writes `path` until the filesystem is full (1 MiB, then 4 KiB pieces); returns the bytes

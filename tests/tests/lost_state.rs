@@ -80,10 +80,16 @@ async fn log_lines_at_least(node: &NodeProcess, needle: &str, count: usize, with
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_whose_journal_lost_its_tail_is_held_until_its_peers_refill_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut nodes = start_cluster(dir.path(), 3, &[]).await;
+/// A 3-node cluster under six writers that have 300 acks already.
+struct Busy {
+    nodes: Vec<NodeProcess>,
+    layout: serde_json::Value,
+    bases: Vec<String>,
+    workload: Workload,
+}
+
+async fn busy_cluster(dir: &Path) -> Busy {
+    let nodes = start_cluster(dir, 3, &[]).await;
     let layout = cluster_status(&nodes[0]).expect("status");
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
     let workload = Workload::start(&bases, 6).await;
@@ -92,6 +98,42 @@ async fn a_replica_whose_journal_lost_its_tail_is_held_until_its_peers_refill_it
         assert!(Instant::now() < deadline, "the writers did not get 300 acks in 30 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Busy {
+        nodes,
+        layout,
+        bases,
+        workload,
+    }
+}
+
+/// Stops the writers, reads every acked message back through every node, then checks every
+/// replica's own store: nothing lost, duplicated, out of order or different anywhere.
+async fn finish_and_check(
+    mut nodes: Vec<NodeProcess>,
+    layout: &serde_json::Value,
+    bases: &[String],
+    workload: Workload,
+) {
+    let (users, channels, history) = workload.finish().await;
+    let verdict = check(bases, &users, &channels, &history).await;
+    println!("{}", summary(&history, &verdict));
+    assert_eq!(
+        (verdict.lost, verdict.duplicates, verdict.gaps, verdict.order_mismatches),
+        (0, 0, 0, 0)
+    );
+    let [n1, n2, n3] = &mut nodes[..] else { unreachable!() };
+    stop_and_check_replicas(vec![(1, n1), (2, n2), (3, n3)], layout, &channels, &history).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_journal_lost_its_tail_is_held_until_its_peers_refill_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let Busy {
+        mut nodes,
+        layout,
+        bases,
+        workload,
+    } = busy_cluster(dir.path()).await;
 
     // Node 3 stops cleanly while the writers go on (its marks are written last), then loses
     // the written tail of its journal, as a disk that lied about an fsync would leave it.
@@ -105,30 +147,19 @@ async fn a_replica_whose_journal_lost_its_tail_is_held_until_its_peers_refill_it
     log_lines(&nodes[2], "will not vote or lead", Duration::from_secs(10)).await;
     // The writers keep the partitions busy: their leaders replicate the lost entries again.
     log_lines(&nodes[2], "caught up from its peers", Duration::from_secs(60)).await;
-    let (users, channels, history) = workload.finish().await;
-    let verdict = check(&bases, &users, &channels, &history).await;
-    println!("{}", summary(&history, &verdict));
-    assert_eq!(
-        (verdict.lost, verdict.duplicates, verdict.gaps, verdict.order_mismatches),
-        (0, 0, 0, 0)
-    );
-    let [n1, n2, n3] = &mut nodes[..] else { unreachable!() };
-    stop_and_check_replicas(vec![(1, n1), (2, n2), (3, n3)], &layout, &channels, &history).await;
+    finish_and_check(nodes, &layout, &bases, workload).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_database_is_damaged_is_set_aside_and_refilled_by_its_peers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = start_cluster(dir.path(), 3, &[]).await;
-    let layout = cluster_status(&nodes[0]).expect("status");
+    let Busy {
+        mut nodes,
+        layout,
+        bases,
+        workload,
+    } = busy_cluster(dir.path()).await;
     let partitions = layout["partitions"].as_array().map_or(0, Vec::len);
-    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
-    let workload = Workload::start(&bases, 6).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while workload.acked_so_far() < 300 {
-        assert!(Instant::now() < deadline, "the writers did not get 300 acks in 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     nodes[2].terminate();
     let journal = flip_a_journal_byte(&nodes[2].data_dir.join("fjall"));
@@ -151,30 +182,19 @@ async fn a_replica_whose_database_is_damaged_is_set_aside_and_refilled_by_its_pe
         Duration::from_secs(90),
     )
     .await;
-    let (users, channels, history) = workload.finish().await;
-    let verdict = check(&bases, &users, &channels, &history).await;
-    println!("{}", summary(&history, &verdict));
-    assert_eq!(
-        (verdict.lost, verdict.duplicates, verdict.gaps, verdict.order_mismatches),
-        (0, 0, 0, 0)
-    );
-    let [n1, n2, n3] = &mut nodes[..] else { unreachable!() };
-    stop_and_check_replicas(vec![(1, n1), (2, n2), (3, n3)], &layout, &channels, &history).await;
+    finish_and_check(nodes, &layout, &bases, workload).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_record_found_while_running_makes_the_node_rebuild_from_its_peers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = start_cluster(dir.path(), 3, &[]).await;
-    let layout = cluster_status(&nodes[0]).expect("status");
+    let Busy {
+        mut nodes,
+        layout,
+        bases,
+        workload,
+    } = busy_cluster(dir.path()).await;
     let partitions = layout["partitions"].as_array().map_or(0, Vec::len);
-    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
-    let workload = Workload::start(&bases, 6).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while workload.acked_so_far() < 300 {
-        assert!(Instant::now() < deadline, "the writers did not get 300 acks in 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     // Bit rot in node 3's copy of every writer's channel record: fjall opens the database
     // (its blocks are intact), the record's own checksum no longer matches.
@@ -209,13 +229,5 @@ async fn a_damaged_record_found_while_running_makes_the_node_rebuild_from_its_pe
         Duration::from_secs(90),
     )
     .await;
-    let (users, channels, history) = workload.finish().await;
-    let verdict = check(&bases, &users, &channels, &history).await;
-    println!("{}", summary(&history, &verdict));
-    assert_eq!(
-        (verdict.lost, verdict.duplicates, verdict.gaps, verdict.order_mismatches),
-        (0, 0, 0, 0)
-    );
-    let [n1, n2, n3] = &mut nodes[..] else { unreachable!() };
-    stop_and_check_replicas(vec![(1, n1), (2, n2), (3, n3)], &layout, &channels, &history).await;
+    finish_and_check(nodes, &layout, &bases, workload).await;
 }
