@@ -17,7 +17,7 @@ use crate::proposal_packer::Packers;
 use crate::query::{self, Query, QueryResult};
 use crate::rpc::GroupRegistry;
 use crate::rpc::PartitionGroups;
-use crate::types::{NodeId, PartitionRaft, TypeConfig};
+use crate::types::{only_voter_is_self, NodeId, PartitionRaft, TypeConfig};
 
 /// The partitions this node hosts and the store their state machines live in: what the router
 /// and the node RPC server need to serve a request locally.
@@ -179,14 +179,6 @@ pub(crate) async fn renew_lease(raft: &PartitionRaft) -> Result<(), String> {
 /// Answers `q` from the local replica of `p` if `linearize` is false, or after confirming by
 /// openraft's leader lease (no network round trip while the lease holds) that this replica
 /// leads `p` and has applied everything committed before the read.
-/// True if the group's membership has exactly one voter: this replica.
-fn sole_voter(raft: &PartitionRaft) -> bool {
-    let metrics = raft.metrics();
-    let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&metrics);
-    let alone = m.membership_config.membership().voter_ids().count() == 1;
-    alone
-}
-
 pub(crate) async fn read(
     raft: &PartitionRaft,
     store: &Store,
@@ -207,7 +199,7 @@ pub(crate) async fn read(
             // disk. Where it is the only voter it is the only copy, and nothing was acked past
             // what it applied (an ack waits for the apply), so reads go on from it while writes
             // answer `unavailable`; with other voters a new leader elsewhere serves them.
-            Err(RaftError::Fatal(e)) if !matches!(e, openraft::error::Fatal::Stopped) && sole_voter(raft) => {}
+            Err(RaftError::Fatal(e)) if !matches!(e, openraft::error::Fatal::Stopped) && only_voter_is_self(raft) => {}
             Err(RaftError::Fatal(e)) => return Err(LocalFailure::Unavailable(e.to_string())),
         }
     }

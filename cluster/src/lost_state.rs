@@ -21,7 +21,7 @@ use ringchat_storage::Mark;
 
 use crate::meta::META_PARTITION;
 use crate::partition::LogStore;
-use crate::types::{NodeId, PartitionRaft};
+use crate::types::{only_voter_is_self, PartitionRaft};
 
 /// The held groups and the marks they must reach again.
 #[derive(Default)]
@@ -44,7 +44,7 @@ impl LostState {
         let state = probe.get_log_state().await?;
         let last_index = state.last_log_id.map(|id| id.index);
         let vote_term = probe.read_vote().await?.map(|v| v.leader_id().term);
-        let log_short = mark.last_index > last_index.unwrap_or(0) || (mark.last_index > 0 && last_index.is_none());
+        let log_short = mark.last_index > last_index.unwrap_or(0);
         let vote_old = mark.vote_term > vote_term.unwrap_or(0);
         if !(log_short || vote_old) {
             return Ok(None);
@@ -94,25 +94,21 @@ impl LostState {
     }
 
     /// Releases every held group among `groups` whose log reached its mark again and that
-    /// has seen the marked term, and every one in which node `me` is the only voter (nobody
+    /// has seen the marked term, and every one in which this node is the only voter (nobody
     /// could give it back what it lost: holding it would stop the partition for good).
-    pub fn release_caught_up(&self, me: NodeId, groups: impl IntoIterator<Item = (u16, PartitionRaft)>) {
+    pub fn release_caught_up(&self, groups: impl IntoIterator<Item = (u16, PartitionRaft)>) {
         let mut held = self.held();
         if held.is_empty() {
             return;
         }
         for (p, raft) in groups {
             let Some(mark) = held.get(&p).copied() else { continue };
-            let (caught_up, alone) = {
+            let caught_up = {
                 let m = raft.metrics();
                 let m = m.borrow_watched();
-                let caught_up =
-                    m.last_log_index.is_some_and(|i| i >= mark.last_index) && m.current_term >= mark.vote_term;
-                let mut voters = m.membership_config.membership().voter_ids().peekable();
-                let alone = voters.peek().is_some() && voters.all(|v| v == me);
-                (caught_up, alone)
+                m.last_log_index.is_some_and(|i| i >= mark.last_index) && m.current_term >= mark.vote_term
             };
-            if !(caught_up || alone) {
+            if !(caught_up || only_voter_is_self(&raft)) {
                 continue;
             }
             held.remove(&p);

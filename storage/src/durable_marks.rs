@@ -102,9 +102,14 @@ impl DurableMarks {
         self.lock().membership.clone()
     }
 
-    /// True if any partition ever had durable Raft state here.
-    pub fn any(&self) -> bool {
-        !self.lock().by_partition.is_empty()
+    /// The other members' cluster addresses, if this node had durable Raft state and knows
+    /// peers that hold copies of it (empty otherwise: nobody could refill it).
+    pub fn peers_to_refill_from(&self) -> Vec<String> {
+        let marks = self.lock();
+        match &marks.membership {
+            Some(m) if !marks.by_partition.is_empty() => m.peers.clone(),
+            _ => Vec::new(),
+        }
     }
 
     /// Records the cluster's partition count and the other members' addresses.
@@ -118,20 +123,20 @@ impl DurableMarks {
 
     /// An fsync confirmed log entries of `partition` up to `index`.
     pub fn raise_index(&self, partition: u16, index: u64) {
-        let mut marks = self.lock();
-        let mark = marks.by_partition.entry(partition).or_default();
-        if index > mark.last_index {
-            mark.last_index = index;
-            marks.dirty = true;
-        }
+        self.raise(partition, index, |mark| &mut mark.last_index);
     }
 
     /// An fsync confirmed a vote of `partition` in `term`.
     pub fn raise_vote(&self, partition: u16, term: u64) {
+        self.raise(partition, term, |mark| &mut mark.vote_term);
+    }
+
+    /// Raises the field `field` of `partition`'s mark to `value`; marks never go down here.
+    fn raise(&self, partition: u16, value: u64, field: fn(&mut Mark) -> &mut u64) {
         let mut marks = self.lock();
-        let mark = marks.by_partition.entry(partition).or_default();
-        if term > mark.vote_term {
-            mark.vote_term = term;
+        let slot = field(marks.by_partition.entry(partition).or_default());
+        if value > *slot {
+            *slot = value;
             marks.dirty = true;
         }
     }

@@ -68,8 +68,7 @@ impl Store {
             // Damage a read found while the node ran (`note_damage`): treated as damage found
             // now, but only where peers can refill it; alone, the node goes on with what it has.
             (Ok(db), Some(what)) => {
-                let peers_known = marks.membership().is_some_and(|m| !m.peers.is_empty()) && marks.any();
-                if peers_known {
+                if !marks.peers_to_refill_from().is_empty() {
                     drop(db);
                     Err(Damage::FoundRunning(what))
                 } else {
@@ -87,8 +86,8 @@ impl Store {
         let (db, set_aside) = match opened {
             Ok(db) => (db, None),
             Err(e) => {
-                let peers = marks.membership().map(|m| m.peers).unwrap_or_default();
-                if peers.is_empty() || !marks.any() {
+                let peers = marks.peers_to_refill_from();
+                if peers.is_empty() {
                     return Err(StorageError::Corrupt(format!(
                         "the database in {} is damaged ({e}) and no other member is known to rebuild it from: restore the data dir from a backup, or move {} away to start this node empty",
                         fjall_dir.display(),
@@ -133,10 +132,10 @@ impl Store {
     /// next start sets it aside and refills it from the peers (`open_with_fsync_spacing`); the
     /// node's storage recovery restarts it (`node/src/storage_recovery.rs`). Logged once.
     pub fn note_damage(&self, what: &str) {
-        let flag = self.data_dir().join(DAMAGE_FOUND);
         if self.damage_noted() {
             return;
         }
+        let flag = self.data_dir().join(DAMAGE_FOUND);
         tracing::error!(
             what,
             "a read found the database damaged; the node restarts and rebuilds it from its peers"

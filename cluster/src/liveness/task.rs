@@ -71,7 +71,7 @@ impl Cluster {
             .all()
             .into_iter()
             .chain(std::iter::once((META_PARTITION, self.meta.clone())));
-        self.opener.lost_state.release_caught_up(self.node_id, groups);
+        self.opener.lost_state.release_caught_up(groups);
     }
 
     /// The data partitions this node leads, with their terms.
@@ -173,16 +173,16 @@ impl Cluster {
         let stale = beat
             .leads
             .iter()
-            .filter(|(p, term)| {
-                // Held here, or not even open although this node had its state (a database set
-                // aside): the leader's heartbeat opens it and starts the refill.
-                let lost = !self.opener.lost_state.may_lead(*p)
-                    || (self.hosted.get(*p).is_none() && self.store.marks.get(*p).is_some());
-                lost || self.hosted.get(*p).is_some_and(|raft| {
+            .filter(|(p, term)| match self.hosted.get(*p) {
+                // Not even open although this node had its state (a database set aside): the
+                // leader's heartbeat opens the group and starts the refill.
+                None => self.store.marks.get(*p).is_some(),
+                Some(raft) => {
                     let m = raft.metrics();
                     let m = m.borrow_watched();
-                    m.current_term > *term && m.current_leader.is_some_and(|l| l != beat.from)
-                })
+                    let deposed = m.current_term > *term && m.current_leader.is_some_and(|l| l != beat.from);
+                    deposed || !self.opener.lost_state.may_lead(*p)
+                }
             })
             .map(|(p, _)| *p)
             .collect();
