@@ -84,6 +84,8 @@ async fn log_lines_at_least(node: &NodeProcess, needle: &str, count: usize, with
 struct Busy {
     nodes: Vec<NodeProcess>,
     layout: serde_json::Value,
+    /// The cluster's partition count.
+    partitions: usize,
     bases: Vec<String>,
     workload: Workload,
 }
@@ -91,6 +93,7 @@ struct Busy {
 async fn busy_cluster(dir: &Path) -> Busy {
     let nodes = start_cluster(dir, 3, &[]).await;
     let layout = cluster_status(&nodes[0]).expect("status");
+    let partitions = layout["partitions"].as_array().map_or(0, Vec::len);
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
     let workload = Workload::start(&bases, 6).await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -101,6 +104,7 @@ async fn busy_cluster(dir: &Path) -> Busy {
     Busy {
         nodes,
         layout,
+        partitions,
         bases,
         workload,
     }
@@ -133,6 +137,7 @@ async fn a_replica_whose_journal_lost_its_tail_is_held_until_its_peers_refill_it
         layout,
         bases,
         workload,
+        ..
     } = busy_cluster(dir.path()).await;
 
     // Node 3 stops cleanly while the writers go on (its marks are written last), then loses
@@ -156,10 +161,10 @@ async fn a_replica_whose_database_is_damaged_is_set_aside_and_refilled_by_its_pe
     let Busy {
         mut nodes,
         layout,
+        partitions,
         bases,
         workload,
     } = busy_cluster(dir.path()).await;
-    let partitions = layout["partitions"].as_array().map_or(0, Vec::len);
 
     nodes[2].terminate();
     let journal = flip_a_journal_byte(&nodes[2].data_dir.join("fjall"));
@@ -191,10 +196,10 @@ async fn a_damaged_record_found_while_running_makes_the_node_rebuild_from_its_pe
     let Busy {
         mut nodes,
         layout,
+        partitions,
         bases,
         workload,
     } = busy_cluster(dir.path()).await;
-    let partitions = layout["partitions"].as_array().map_or(0, Vec::len);
 
     // Bit rot in node 3's copy of every writer's channel record: fjall opens the database
     // (its blocks are intact), the record's own checksum no longer matches.
