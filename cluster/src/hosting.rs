@@ -70,6 +70,7 @@ impl GroupOpener {
             .with_delivery(delivery.clone())
             .with_channel_cache(self.channels.clone())
             .with_snapshot_schedule(schedule)?;
+        let opened = sm.group_opened();
         let log = LogStore::new(self.store.clone(), p);
         let lost = LostState::lost(p, &log)
             .await
@@ -84,6 +85,7 @@ impl GroupOpener {
             None => PartitionRaft::new(self.node_id, config, NoPeers, log, sm).await,
         };
         let raft = raft.map_err(|e| ClusterError::Internal(e.to_string()))?;
+        opened.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(mark) = lost {
             self.lost_state.hold(p, &raft, mark);
         }

@@ -264,24 +264,23 @@ async fn pipe_answers_concurrent_calls_in_batches_and_reopens_after_the_peer_res
     node.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn new_learner_catches_up_through_install_snapshot() {
-    let (mut nodes, leader) = three_voters().await;
+/// Writes 20 users of ~40 KiB through the leader (an ~800 KiB snapshot, streamed as several
+/// 256 KiB chunks), waits until every node applied them, then snapshots the leader and purges
+/// its log, so a new learner can only catch up through InstallSnapshot. Returns the last index.
+async fn snapshot_and_purge(nodes: &[TestNode], leader: NodeId) -> u64 {
     let mut last_index = 0;
-    // 20 users of ~40 KiB: an ~800 KiB snapshot, streamed as several 256 KiB chunks.
     for n in 0..20 {
-        let written = leader_of(&nodes, leader)
+        let written = leader_of(nodes, leader)
             .raft
             .client_write(ensure_user_padded(n, 40 * 1024))
             .await
             .expect("write commits");
         last_index = written.log_id.index;
     }
-    for node in &nodes {
+    for node in nodes {
         wait_applied(node, last_index).await;
     }
-
-    let leader_raft = leader_of(&nodes, leader).raft.clone();
+    let leader_raft = &leader_of(nodes, leader).raft;
     leader_raft.trigger().snapshot().await.expect("trigger snapshot");
     leader_raft
         .wait(Some(WAIT))
@@ -304,7 +303,12 @@ async fn new_learner_catches_up_through_install_snapshot() {
         )
         .await
         .expect("purge within 10 s");
+    last_index
+}
 
+/// Adds node 4 as a learner and waits until it installed a snapshot of `last_index` and
+/// holds every user written by `snapshot_and_purge`.
+async fn add_learner_from_snapshot(leader_raft: &ringchat_cluster::types::PartitionRaft, last_index: u64) -> TestNode {
     let learner = TestNode::start(4).await;
     leader_raft
         .add_learner(learner.id, learner.node(), true)
@@ -327,6 +331,15 @@ async fn new_learner_catches_up_through_install_snapshot() {
         let user = learner.user(&format!("u_{n}")).expect("learner has the user");
         assert_eq!(user.username.len(), format!("user{n}").len() + 40 * 1024);
     }
+    learner
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_learner_catches_up_through_install_snapshot() {
+    let (mut nodes, leader) = three_voters().await;
+    let last_index = snapshot_and_purge(&nodes, leader).await;
+    let leader_raft = leader_of(&nodes, leader).raft.clone();
+    let learner = add_learner_from_snapshot(&leader_raft, last_index).await;
     let installed: u64 = std::fs::read_dir(learner.dir.path().join("snapshots"))
         .expect("learner snapshot dir")
         .map(|e| e.expect("dir entry").metadata().expect("metadata").len())
@@ -361,31 +374,97 @@ async fn new_learner_catches_up_through_install_snapshot() {
     }
 }
 
+/// A leader whose snapshot file was damaged on disk builds a new one from its state machine
+/// before sending, so the learner gets intact data and the group keeps running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cut_snapshot_stream_is_refused_and_leaves_no_file() {
+async fn a_damaged_snapshot_file_is_rebuilt_before_a_learner_gets_it() {
+    let (mut nodes, leader) = three_voters().await;
+    let last_index = snapshot_and_purge(&nodes, leader).await;
+    let snapshots = leader_of(&nodes, leader).dir.path().join("snapshots");
+    let files: Vec<_> = std::fs::read_dir(&snapshots)
+        .expect("leader snapshot dir")
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    assert_eq!(files.len(), 1, "one snapshot file: {files:?}");
+    let mut bytes = std::fs::read(&files[0]).expect("read snapshot");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&files[0], &bytes).expect("damage snapshot");
+    assert!(ringchat_cluster::partition::verify_snapshot(&files[0]).is_err());
+
+    let leader_raft = leader_of(&nodes, leader).raft.clone();
+    let learner = add_learner_from_snapshot(&leader_raft, last_index).await;
+    let rebuilt: Vec<_> = std::fs::read_dir(&snapshots)
+        .expect("leader snapshot dir")
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    assert_eq!(rebuilt.len(), 1, "one snapshot file after the rebuild: {rebuilt:?}");
+    ringchat_cluster::partition::verify_snapshot(&rebuilt[0]).expect("the leader's snapshot is intact again");
+    let written = leader_raft
+        .client_write(ensure_user(100))
+        .await
+        .expect("the group still commits");
+    wait_applied(&learner, written.log_id.index).await;
+
+    nodes.push(learner);
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// A snapshot stream whose bytes do not match its checksum is refused before the group sees
+/// it (handed to the group, the failed install would stop it), with a code the sender retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_stream_with_a_wrong_checksum_is_refused() {
     let node = TestNode::start(1).await;
+    let mut file = b"RCSNAP2\n".to_vec();
+    file.extend_from_slice(&u32::MAX.to_be_bytes());
+    file.extend_from_slice(&[0u8; 8]);
+    let status = send_snapshot_stream(&node, file.len() as u64, file)
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::DataLoss, "{status:?}");
+    assert!(
+        node.raft.metrics().borrow_watched().snapshot.is_none(),
+        "nothing installed"
+    );
+    let running = node.raft.client_write(ensure_user(1)).await;
+    assert!(
+        !matches!(running, Err(openraft::error::RaftError::Fatal(_))),
+        "the group still runs: {running:?}"
+    );
+    node.stop().await;
+}
+
+/// Sends a snapshot stream of `data` to `node`'s partition whose header declares `size` bytes.
+async fn send_snapshot_stream(node: &TestNode, size: u64, data: Vec<u8>) -> Result<(), tonic::Status> {
     let mut client = RaftServiceClient::connect(format!("http://{}", node.addr))
         .await
         .expect("connect");
     let vote = node.raft.metrics().borrow_watched().vote;
     let header = SnapshotHeader {
         partition: u32::from(PARTITION),
-        vote: serde_json::to_vec(&vote).expect("vote json"),
-        meta: serde_json::to_vec(&SnapshotMetaOf::<TypeConfig>::default()).expect("meta json"),
-        size: 1000,
+        vote: ringchat_cluster::codec::encode(&vote),
+        meta: ringchat_cluster::codec::encode(&SnapshotMetaOf::<TypeConfig>::default()),
+        size,
     };
     let messages = vec![
         SnapshotChunk {
             part: Some(Part::Header(header)),
         },
         SnapshotChunk {
-            part: Some(Part::Data(vec![0u8; 100])),
+            part: Some(Part::Data(data)),
         },
     ];
     let mut request = tonic::Request::new(futures_util::stream::iter(messages));
     ClusterSecret::new(SECRET).expect("secret").attach(&mut request);
-    let status = client
-        .install_snapshot(request)
+    client.install_snapshot(request).await.map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_snapshot_stream_is_refused_and_leaves_no_file() {
+    let node = TestNode::start(1).await;
+    let status = send_snapshot_stream(&node, 1000, vec![0u8; 100])
         .await
         .expect_err("100 of 1000 bytes is refused");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
@@ -397,7 +476,5 @@ async fn cut_snapshot_stream_is_refused_and_leaves_no_file() {
         node.raft.metrics().borrow_watched().snapshot.is_none(),
         "nothing installed"
     );
-
-    drop(client);
     node.stop().await;
 }

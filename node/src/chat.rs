@@ -242,9 +242,7 @@ impl Chat {
 
     /// Resolves a bearer token to its session.
     pub async fn authenticate(&self, token: &str) -> Result<AuthContext, ApiError> {
-        if token.is_empty() || token.len() > 256 {
-            return Err(ApiError::unauthorized());
-        }
+        let token = crate::bearer_token::checked(token).ok_or_else(ApiError::unauthorized)?;
         let hash = token_hash(token);
         match self.cluster.get_session(&hash).await? {
             Some(s) => Ok(AuthContext {

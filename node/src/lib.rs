@@ -4,6 +4,7 @@
 pub mod allocator;
 pub mod app;
 pub mod auth;
+pub mod bearer_token;
 pub mod chat;
 pub mod commit_delivery;
 pub mod config;

@@ -13,5 +13,5 @@ pub mod state_machine;
 pub mod tables;
 
 pub use log_store::LogStore;
-pub use snapshot::SnapshotFile;
+pub use snapshot::{verify_snapshot, SnapshotFile};
 pub use state_machine::StateMachine;

@@ -2,9 +2,13 @@
 //! consistent fjall read snapshot, so building or installing one never holds a partition's
 //! whole history in memory.
 //!
-//! File format v1: magic `RCSNAP1\n`, then records `[u32 BE key len][key][u32 BE value len]
+//! File format v2: magic `RCSNAP2\n`, then records `[u32 BE key len][key][u32 BE value len]
 //! [value]` with the 2-byte partition prefix stripped from keys, then an end marker
-//! `u32::MAX`. A missing end marker means a torn file and is refused.
+//! `u32::MAX`, then the xxh3-64 (BE) of every byte before it. A missing end marker means a torn
+//! file, a wrong checksum a damaged one: both are refused. The values carry their own codec
+//! checksums, but the keys only this one, so without it a changed key would be installed as a
+//! record under another key. Format v1 (`RCSNAP1\n`, no checksum) is still read: files
+//! written by earlier releases stay on disk until the next snapshot replaces them.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -13,8 +17,10 @@ use std::path::{Path, PathBuf};
 use fjall::Readable;
 use ringchat_storage::keys::partition_prefix;
 use ringchat_storage::Store;
+use xxhash_rust::xxh3::Xxh3;
 
-const MAGIC: &[u8; 8] = b"RCSNAP1\n";
+const MAGIC: &[u8; 8] = b"RCSNAP2\n";
+const MAGIC_V1: &[u8; 8] = b"RCSNAP1\n";
 const END: u32 = u32::MAX;
 
 /// Snapshot data handed between openraft and storage: the path of a complete snapshot file.
@@ -24,7 +30,7 @@ pub struct SnapshotFile(pub PathBuf);
 /// Writes partition `p` as seen by `view` to `path` (via a temp file, fsync'd, renamed).
 pub fn write_snapshot(store: &Store, view: &fjall::Snapshot, p: u16, path: &Path) -> io::Result<u64> {
     let tmp = path.with_extension("tmp");
-    let mut out = BufWriter::new(File::create(&tmp)?);
+    let mut out = Hashing::new(BufWriter::new(File::create(&tmp)?));
     out.write_all(MAGIC)?;
     let mut count = 0u64;
     for item in view.prefix(&store.sm, partition_prefix(p)) {
@@ -37,6 +43,9 @@ pub fn write_snapshot(store: &Store, view: &fjall::Snapshot, p: u16, path: &Path
         count += 1;
     }
     out.write_all(&END.to_be_bytes())?;
+    let checksum = out.hash.digest();
+    let mut out = out.inner;
+    out.write_all(&checksum.to_be_bytes())?;
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -47,33 +56,86 @@ pub fn write_snapshot(store: &Store, view: &fjall::Snapshot, p: u16, path: &Path
 }
 
 /// Reads a snapshot file, calling `each(key_without_prefix, value)` per record.
+///
+/// The checksum is known only at the end, so `each` may have seen records of a file that is
+/// then refused: a caller that must not act on a damaged file checks it first
+/// (`verify_snapshot`).
 pub fn read_snapshot(path: &Path, each: impl FnMut(&[u8], &[u8]) -> io::Result<()>) -> io::Result<u64> {
     read_snapshot_from(BufReader::new(File::open(path)?), each)
 }
 
+/// Reads a whole snapshot file and checks it (shape and checksum) without using its records.
+pub fn verify_snapshot(path: &Path) -> io::Result<u64> {
+    read_snapshot(path, |_, _| Ok(()))
+}
+
 /// Reads snapshot bytes from `input` (a file a peer sent: untrusted), calling `each` per record.
-pub fn read_snapshot_from(
-    mut input: impl Read,
-    mut each: impl FnMut(&[u8], &[u8]) -> io::Result<()>,
-) -> io::Result<u64> {
+pub fn read_snapshot_from(input: impl Read, mut each: impl FnMut(&[u8], &[u8]) -> io::Result<()>) -> io::Result<u64> {
+    let mut input = Hashing::new(input);
     let mut magic = [0u8; 8];
     input.read_exact(&mut magic)?;
-    if &magic != MAGIC {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a ringchat snapshot"));
-    }
+    let checked = match &magic {
+        m if m == MAGIC => true,
+        m if m == MAGIC_V1 => false,
+        _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "not a ringchat snapshot")),
+    };
     let mut count = 0u64;
     let mut key = Vec::new();
     let mut value = Vec::new();
     loop {
         let klen = read_u32(&mut input)?;
         if klen == END {
-            return Ok(count);
+            break;
         }
         read_exact_vec(&mut input, &mut key, klen)?;
         let vlen = read_u32(&mut input)?;
         read_exact_vec(&mut input, &mut value, vlen)?;
         each(&key, &value)?;
         count += 1;
+    }
+    if checked {
+        let computed = input.hash.digest();
+        let mut stored = [0u8; 8];
+        input.inner.read_exact(&mut stored)?;
+        if u64::from_be_bytes(stored) != computed {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "snapshot checksum mismatch"));
+        }
+    }
+    Ok(count)
+}
+
+/// A reader or writer that hashes every byte passing through it.
+struct Hashing<T> {
+    inner: T,
+    hash: Xxh3,
+}
+
+impl<T> Hashing<T> {
+    fn new(inner: T) -> Self {
+        Self {
+            inner,
+            hash: Xxh3::new(),
+        }
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -105,8 +167,9 @@ fn read_exact_vec(r: &mut impl Read, buf: &mut Vec<u8>, len: u32) -> io::Result<
 mod tests {
     use super::*;
 
+    /// A v1 file (no checksum), or torn when `end` is false.
     fn file(records: &[(&[u8], &[u8])], end: bool) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
+        let mut out = MAGIC_V1.to_vec();
         for (k, v) in records {
             out.extend_from_slice(&(k.len() as u32).to_be_bytes());
             out.extend_from_slice(k);
@@ -139,12 +202,44 @@ mod tests {
 
     #[test]
     fn a_record_that_claims_more_than_the_file_holds_is_refused() {
-        let mut bytes = MAGIC.to_vec();
+        let mut bytes = MAGIC_V1.to_vec();
         bytes.extend_from_slice(&3u32.to_be_bytes());
         bytes.extend_from_slice(b"key");
         bytes.extend_from_slice(&((64u32 << 20) - 1).to_be_bytes());
         bytes.extend_from_slice(b"short");
         let err = read_snapshot_from(bytes.as_slice(), |_, _| Ok(())).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_written_file_reads_back_and_any_changed_byte_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        for i in 0..20u32 {
+            let mut key = partition_prefix(3).to_vec();
+            key.extend_from_slice(format!("key-{i:02}").as_bytes());
+            store.sm.insert(key, format!("value {i}")).unwrap();
+        }
+        let path = dir.path().join("p3.snap");
+        assert_eq!(write_snapshot(&store, &store.db.snapshot(), 3, &path).unwrap(), 20);
+        let mut seen = Vec::new();
+        read_snapshot(&path, |k, v| {
+            seen.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 20);
+        assert_eq!(seen[7], (b"key-07".to_vec(), b"value 7".to_vec()));
+        let good = std::fs::read(&path).unwrap();
+        for at in 0..good.len() {
+            let mut bad = good.clone();
+            bad[at] ^= 0x04;
+            std::fs::write(&path, &bad).unwrap();
+            assert!(
+                verify_snapshot(&path).is_err(),
+                "byte {at} of {} changed, still accepted",
+                good.len()
+            );
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures_util::{Stream, TryStreamExt};
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::apply::apply_command;
 use super::channel_cache::ChannelCache;
 use super::overlay::Overlay;
-use super::snapshot::{read_snapshot, write_snapshot, SnapshotFile};
+use super::snapshot::{read_snapshot, verify_snapshot, write_snapshot, SnapshotFile};
 use super::snapshot_schedule::SnapshotSchedule;
 use super::tables as t;
 use crate::command::Response;
@@ -47,6 +48,11 @@ pub struct StateMachine {
     channels: Option<(ChannelCache, u64)>,
     /// When the next snapshot is due (`None`: openraft's own policy, in tests and tools).
     schedule: Option<Arc<SnapshotSchedule>>,
+    /// Set once the group is open (`group_opened`): from then on a snapshot handed out is one
+    /// about to be sent, and its file is checked first (`get_current_snapshot`).
+    opened: Arc<AtomicBool>,
+    /// The snapshot file last checked whole, so a retried send does not read it again.
+    checked: Option<PathBuf>,
 }
 
 impl StateMachine {
@@ -70,7 +76,16 @@ impl StateMachine {
             delivery: None,
             channels: None,
             schedule: None,
+            opened: Arc::new(AtomicBool::new(false)),
+            checked: None,
         })
+    }
+
+    /// The switch to flip once openraft has opened the group. While it opens, openraft reads
+    /// the current snapshot only for its metadata, and checking every file there would read a
+    /// node's whole history at each start.
+    pub fn group_opened(&self) -> Arc<AtomicBool> {
+        self.opened.clone()
     }
 
     /// The same state machine asking `schedule` for snapshots, starting from the snapshot on
@@ -302,6 +317,8 @@ impl RaftStateMachine<C> for StateMachine {
         let dest = self.snapshot_dir.join(format!("p{p}-{index}.snap"));
         let dest2 = dest.clone();
         let records = tokio::task::spawn_blocking(move || -> io::Result<u64> {
+            // A damaged file is refused before anything of the current state is dropped.
+            verify_snapshot(&src)?;
             // Drop the partition's current state, then load the snapshot's, in bounded batches.
             let mut batch = store.db.batch();
             for item in store.sm.prefix(partition_prefix(p)) {
@@ -357,12 +374,33 @@ impl RaftStateMachine<C> for StateMachine {
         Ok(())
     }
 
+    /// The current snapshot; once the group is open (a snapshot asked for then is about to be
+    /// sent to a replica), its file is checked whole first, and a damaged one is replaced by a
+    /// new snapshot of the state machine, which is intact (its records are checked on read):
+    /// a replica must never be refused or fed a damaged copy over and over.
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, SnapshotFile>>, io::Error> {
-        Ok(self.read_pointer()?.and_then(|ptr| {
-            ptr.path.exists().then_some(SnapshotOf::<C, SnapshotFile> {
-                meta: ptr.meta,
-                snapshot: SnapshotFile(ptr.path),
-            })
+        let Some(ptr) = self.read_pointer()?.filter(|ptr| ptr.path.exists()) else {
+            return Ok(None);
+        };
+        if self.opened.load(Ordering::Relaxed) && self.checked.as_ref() != Some(&ptr.path) {
+            let path = ptr.path.clone();
+            match tokio::task::spawn_blocking(move || verify_snapshot(&path))
+                .await
+                .map_err(io::Error::other)?
+            {
+                Ok(_) => self.checked = Some(ptr.path.clone()),
+                Err(e) => {
+                    tracing::error!(partition = self.partition, path = %ptr.path.display(), error = %e,
+                        "snapshot file is damaged; building a new one from the state machine");
+                    let rebuilt = self.get_snapshot_builder().await.build().await?;
+                    self.checked = Some(rebuilt.snapshot.0.clone());
+                    return Ok(Some(rebuilt));
+                }
+            }
+        }
+        Ok(Some(SnapshotOf::<C, SnapshotFile> {
+            meta: ptr.meta,
+            snapshot: SnapshotFile(ptr.path),
         }))
     }
 }

@@ -182,6 +182,16 @@ impl RaftService for RaftRpcService {
             .await
             .map_err(|e| Status::internal(format!("writing snapshot: {e}")))?;
         drop(file);
+        // A damaged file is refused here, with an answer the sender retries: handed to the
+        // group, the failed install would stop it as a storage error.
+        let path = staged.0.clone();
+        let checked = tokio::task::spawn_blocking(move || crate::partition::verify_snapshot(&path))
+            .await
+            .map_err(|e| Status::internal(format!("checking snapshot: {e}")))?;
+        if let Err(e) = checked {
+            tracing::warn!(partition = p, error = %e, "received snapshot refused");
+            return Err(Status::data_loss(format!("snapshot refused: {e}")));
+        }
 
         tracing::info!(partition = p, bytes = received, "snapshot received, installing");
         let snapshot = SnapshotOf::<C, SnapshotFile> {

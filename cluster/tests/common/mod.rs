@@ -118,6 +118,7 @@ impl Replica {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open store");
         let sm = StateMachine::open(store.clone(), partition, dir.path().join("snapshots")).expect("open sm");
+        let opened = sm.group_opened();
         let listener = TcpListener::bind(listen).await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr").to_string();
         let peers = PeerChannels::new(secret());
@@ -130,6 +131,7 @@ impl Replica {
         )
         .await
         .expect("start raft");
+        opened.store(true, std::sync::atomic::Ordering::Relaxed);
         let shutdown = CancellationToken::new();
         let server = spawn_server(
             listener,
