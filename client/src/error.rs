@@ -31,6 +31,9 @@ pub enum ClientError {
     /// Transport failure of the WebSocket.
     #[error("websocket: {0}")]
     Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    /// TLS could not be set up (the trusted roots or a CA file).
+    #[error("tls: {0}")]
+    Tls(String),
     /// The server sent something this SDK could not decode.
     #[error("decode: {0}")]
     Decode(String),

@@ -5,6 +5,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::error::ClientError;
+use crate::tls::Trust;
 use crate::types::{ChannelSummary, HistoryPage, Presence, SentMessage, Session, UserInfo};
 
 /// An HTTP client for one node, optionally carrying a bearer token. Cheap to clone (the
@@ -17,12 +18,31 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    /// A client for the node at `base` (`http://127.0.0.1:7070`), without a token.
+    /// A client for the node at `base` (`http://127.0.0.1:7070`), without a token. An
+    /// `https://` base is reached over TLS trusting the system's roots; if they cannot be
+    /// loaded, every call fails with the reason.
     pub fn new(base: &str) -> HttpClient {
+        let trust = if crate::tls::is_tls(base) { Trust::system().ok() } else { None };
+        Self::build(base, trust.as_ref())
+    }
+
+    /// A client for the node at `base` whose TLS certificate `trust` accepts (a private CA).
+    pub fn with_trust(base: &str, trust: &Trust) -> HttpClient {
+        Self::build(base, Some(trust))
+    }
+
+    fn build(base: &str, trust: Option<&Trust>) -> HttpClient {
+        let builder = reqwest::Client::builder();
+        let builder = match trust {
+            Some(trust) => builder.use_preconfigured_tls((*trust.config()).clone()),
+            None => builder,
+        };
         HttpClient {
             base: base.trim_end_matches('/').to_string(),
             token: None,
-            inner: reqwest::Client::new(),
+            // Building fails only for a TLS setup reqwest cannot use; a client without TLS
+            // then answers an `https://` call with reqwest's own error.
+            inner: builder.build().unwrap_or_default(),
         }
     }
 

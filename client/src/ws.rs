@@ -10,10 +10,11 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::error::ClientError;
 use crate::http::api_error;
+use crate::tls::Trust;
 
 /// A connected WebSocket. Frames that arrive while `request` waits for its reply are kept and
 /// handed out by later `recv`/`recv_type` calls, so nothing is lost between helpers.
@@ -23,17 +24,24 @@ pub struct WsClient {
 }
 
 impl WsClient {
-    /// Opens `GET /v1/ws` on the node at `base` (`http://…`).
+    /// Opens `GET /v1/ws` on the node at `base` (`http://…`, or `https://…` for WSS trusting
+    /// the system's roots).
     pub async fn connect(base: &str) -> Result<WsClient, ClientError> {
-        Self::open(base, None).await
+        let trust = if crate::tls::is_tls(base) { Some(Trust::system()?) } else { None };
+        Self::open(base, None, trust.as_ref()).await
+    }
+
+    /// Opens the socket over WSS to a node whose certificate `trust` accepts (a private CA).
+    pub async fn connect_with_trust(base: &str, trust: &Trust) -> Result<WsClient, ClientError> {
+        Self::open(base, None, Some(trust)).await
     }
 
     /// Opens the socket with an `Origin` header, as a browser would.
     pub async fn connect_with_origin(base: &str, origin: &str) -> Result<WsClient, ClientError> {
-        Self::open(base, Some(origin)).await
+        Self::open(base, Some(origin), None).await
     }
 
-    async fn open(base: &str, origin: Option<&str>) -> Result<WsClient, ClientError> {
+    async fn open(base: &str, origin: Option<&str>, trust: Option<&Trust>) -> Result<WsClient, ClientError> {
         let url = format!("{}/v1/ws", base.trim_end_matches('/').replacen("http", "ws", 1));
         let mut request = url.into_client_request()?;
         if let Some(o) = origin {
@@ -47,7 +55,8 @@ impl WsClient {
         let config = WebSocketConfig::default()
             .max_message_size(Some(64 << 20))
             .max_frame_size(Some(64 << 20));
-        match tokio_tungstenite::connect_async_with_config(request, Some(config), true).await {
+        let connector = trust.map(|t| Connector::Rustls(t.config()));
+        match tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector).await {
             Ok((socket, _)) => Ok(WsClient {
                 socket,
                 pending: VecDeque::new(),

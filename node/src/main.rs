@@ -38,6 +38,10 @@ enum Commands {
         /// Password; prefer the environment (a command line is visible in `ps`).
         #[arg(long, env = "RINGCHAT_PASSWORD", hide_env_values = true)]
         password: String,
+        /// PEM file of a CA to trust for an `https://` URL besides the system's roots (a node
+        /// whose certificate a private CA signed).
+        #[arg(long, env = "RINGCHAT_CA_CERT")]
+        ca_cert: Option<std::path::PathBuf>,
     },
 }
 
@@ -123,9 +127,14 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(operate(cmd))
         }
-        Commands::Chat { url, user, password } => {
+        Commands::Chat {
+            url,
+            user,
+            password,
+            ca_cert,
+        } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(ringchat_node::terminal_chat::run(&url, &user, &password))
+            rt.block_on(ringchat_node::terminal_chat::run(&url, &user, &password, ca_cert.as_deref()))
         }
     }
 }

@@ -6,10 +6,11 @@
 //! `[<channel_id>] <username>: <text>` for a message, `* …` for everything else.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use ringchat_client::{ClientError, HttpClient, Message, WsClient};
+use ringchat_client::{ClientError, HttpClient, Message, Trust, WsClient};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// How long a `recv` waits before the loop looks at stdin again (it is woken by either).
@@ -18,15 +19,30 @@ const RECV_SLICE: Duration = Duration::from_secs(30);
 const HELP: &str = "* commands: /dm <username> | /group <name> <username>... | /open <channel_id> | \
 /channels | /history [n] | /quit; any other line is sent to the open channel";
 
-/// Logs in as `username` on `url` and runs until `/quit` or the end of stdin.
-pub async fn run(url: &str, username: &str, password: &str) -> anyhow::Result<()> {
-    let http = HttpClient::new(url);
+/// Logs in as `username` on `url` and runs until `/quit` or the end of stdin. An `https://`
+/// URL is reached over TLS, trusting the system's roots and the CA in `ca_file` if given.
+pub async fn run(url: &str, username: &str, password: &str, ca_file: Option<&Path>) -> anyhow::Result<()> {
+    let trust = match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).with_context(|| format!("reading --ca-cert {}", path.display()))?;
+            Some(Trust::with_ca_pem(&pem).with_context(|| format!("--ca-cert {}", path.display()))?)
+        }
+        None => None,
+    };
+    let http = match &trust {
+        Some(trust) => HttpClient::with_trust(url, trust),
+        None => HttpClient::new(url),
+    };
     let session = http
         .login(username, password, Some("terminal"), None)
         .await
         .map_err(|e| anyhow!("login as {username}: {e}"))?;
     let http = http.with_token(&session.token);
-    let mut ws = WsClient::connect(url).await.context("WebSocket")?;
+    let ws = match &trust {
+        Some(trust) => WsClient::connect_with_trust(url, trust).await,
+        None => WsClient::connect(url).await,
+    };
+    let mut ws = ws.context("WebSocket")?;
     ws.hello(&session.token).await.context("hello")?;
     let mut chat = TerminalChat {
         http,

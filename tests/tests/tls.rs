@@ -29,6 +29,7 @@ const STEP: Duration = Duration::from_secs(10);
 /// A test CA and a server certificate it signed for `localhost` and 127.0.0.1.
 struct Issued {
     ca: CertificateDer<'static>,
+    ca_pem: String,
     cert_pem: String,
     key_pem: String,
 }
@@ -43,6 +44,7 @@ fn issue() -> Issued {
     let cert = params.signed_by(&key, &ca, &ca_key).expect("server certificate");
     Issued {
         ca: ca.der().clone(),
+        ca_pem: ca.pem(),
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     }
@@ -210,6 +212,62 @@ async fn the_client_port_serves_https_and_wss_and_takes_a_new_certificate_on_sig
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(https(addr, &second.ca, "GET", "/healthz", None, "").await.0, 200);
 
+    node.stop().await;
+}
+
+/// The Rust SDK and `ringchat chat` reach a node over HTTPS and WSS when told to trust its
+/// CA, and refuse it when not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_and_the_terminal_chat_speak_tls_to_a_node_whose_ca_they_trust() {
+    use ringchat_client::{HttpClient, Trust, WsClient};
+
+    let certs = tempfile::tempdir().unwrap();
+    let issued = issue();
+    let node = InProcessNode::start_with(|cfg| cfg.tls = Some(write_pair(certs.path(), &issued))).await;
+    let base = format!("https://localhost:{}", node.app.addr.port());
+
+    // Without the CA (system roots only) the certificate is refused.
+    let stranger = HttpClient::new(&base).signup("tls_nobody", "correct horse").await;
+    assert!(
+        matches!(stranger, Err(ringchat_client::ClientError::Http(_))),
+        "{stranger:?}"
+    );
+    assert!(WsClient::connect(&base).await.is_err(), "WSS without the CA");
+
+    let trust = Trust::with_ca_pem(issued.ca_pem.as_bytes()).expect("the test CA");
+    let http = HttpClient::with_trust(&base, &trust);
+    let alice = http.signup("tls_alice", "correct horse").await.expect("sign-up over HTTPS");
+    let bob = http.signup("tls_bob", "correct horse").await.expect("sign-up over HTTPS");
+    let session = http
+        .login("tls_bob", "correct horse", None, None)
+        .await
+        .expect("login over HTTPS");
+    let mut bob_ws = WsClient::connect_with_trust(&base, &trust).await.expect("WSS");
+    bob_ws.hello(&session.token).await.expect("hello over WSS");
+    bob_ws.catch_up(STEP).await.expect("caught up");
+
+    // The terminal client, given the CA file, logs in, opens a DM and sends over TLS.
+    let ca_file = certs.path().join("ca.pem");
+    std::fs::write(&ca_file, &issued.ca_pem).unwrap();
+    let mut child = tokio::process::Command::new(ringchat_tests::ringchat_bin())
+        .args(["chat", "--url", &base, "--user", "tls_alice", "--ca-cert"])
+        .arg(&ca_file)
+        .env("RINGCHAT_PASSWORD", "correct horse")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ringchat chat");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"/dm tls_bob\nhello over tls\n").await.unwrap();
+    let got = bob_ws.recv_type("message", STEP).await.expect("the terminal's message over WSS");
+    assert_eq!(got["text"], "hello over tls");
+    assert_eq!(got["sender_id"], alice.user_id.as_str());
+    stdin.write_all(b"/quit\n").await.unwrap();
+    let status = tokio::time::timeout(STEP, child.wait()).await.expect("exits").unwrap();
+    assert!(status.success(), "{status}");
+    assert_ne!(bob.user_id, alice.user_id);
     node.stop().await;
 }
 
