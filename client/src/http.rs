@@ -19,10 +19,14 @@ pub struct HttpClient {
 
 impl HttpClient {
     /// A client for the node at `base` (`http://127.0.0.1:7070`), without a token. An
-    /// `https://` base is reached over TLS trusting the system's roots; if they cannot be
-    /// loaded, every call fails with the reason.
+    /// `https://` base is reached over TLS trusting the system's roots (a node of a private
+    /// CA: `with_trust`).
     pub fn new(base: &str) -> HttpClient {
-        let trust = if crate::tls::is_tls(base) { Trust::system().ok() } else { None };
+        let trust = if crate::tls::is_tls(base) {
+            Trust::system().ok()
+        } else {
+            None
+        };
         Self::build(base, trust.as_ref())
     }
 

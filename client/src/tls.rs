@@ -46,8 +46,7 @@ impl Trust {
     }
 
     fn with_roots(roots: RootCertStore) -> Result<Trust, ClientError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ClientConfig::builder_with_provider(provider)
+        let mut config = ClientConfig::builder_with_provider(ring_provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| ClientError::Tls(e.to_string()))?
             .with_root_certificates(roots)
@@ -65,6 +64,13 @@ impl Trust {
     }
 }
 
+/// ring's crypto, as the server's (`ringchat_node::tls::crypto_provider` says why ring, and why
+/// rustls's deprecation of it is not followed yet).
+#[allow(deprecated)]
+fn ring_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 /// The platform's trusted roots; what cannot be read is skipped (a node behind a private CA
 /// is reached with `with_ca_pem`).
 fn system_roots() -> RootCertStore {
@@ -76,5 +82,6 @@ fn system_roots() -> RootCertStore {
 
 /// True if `base` names a TLS endpoint (`https://…`).
 pub(crate) fn is_tls(base: &str) -> bool {
-    base.get(..8).is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+    base.get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
 }

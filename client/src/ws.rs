@@ -27,7 +27,11 @@ impl WsClient {
     /// Opens `GET /v1/ws` on the node at `base` (`http://…`, or `https://…` for WSS trusting
     /// the system's roots).
     pub async fn connect(base: &str) -> Result<WsClient, ClientError> {
-        let trust = if crate::tls::is_tls(base) { Some(Trust::system()?) } else { None };
+        let trust = if crate::tls::is_tls(base) {
+            Some(Trust::system()?)
+        } else {
+            None
+        };
         Self::open(base, None, trust.as_ref()).await
     }
 

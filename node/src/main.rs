@@ -134,7 +134,12 @@ fn main() -> anyhow::Result<()> {
             ca_cert,
         } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(ringchat_node::terminal_chat::run(&url, &user, &password, ca_cert.as_deref()))
+            rt.block_on(ringchat_node::terminal_chat::run(
+                &url,
+                &user,
+                &password,
+                ca_cert.as_deref(),
+            ))
         }
     }
 }

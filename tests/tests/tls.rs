@@ -236,8 +236,14 @@ async fn the_sdk_and_the_terminal_chat_speak_tls_to_a_node_whose_ca_they_trust()
 
     let trust = Trust::with_ca_pem(issued.ca_pem.as_bytes()).expect("the test CA");
     let http = HttpClient::with_trust(&base, &trust);
-    let alice = http.signup("tls_alice", "correct horse").await.expect("sign-up over HTTPS");
-    let bob = http.signup("tls_bob", "correct horse").await.expect("sign-up over HTTPS");
+    let alice = http
+        .signup("tls_alice", "correct horse")
+        .await
+        .expect("sign-up over HTTPS");
+    let bob = http
+        .signup("tls_bob", "correct horse")
+        .await
+        .expect("sign-up over HTTPS");
     let session = http
         .login("tls_bob", "correct horse", None, None)
         .await
@@ -261,7 +267,10 @@ async fn the_sdk_and_the_terminal_chat_speak_tls_to_a_node_whose_ca_they_trust()
         .expect("spawn ringchat chat");
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"/dm tls_bob\nhello over tls\n").await.unwrap();
-    let got = bob_ws.recv_type("message", STEP).await.expect("the terminal's message over WSS");
+    let got = bob_ws
+        .recv_type("message", STEP)
+        .await
+        .expect("the terminal's message over WSS");
     assert_eq!(got["text"], "hello over tls");
     assert_eq!(got["sender_id"], alice.user_id.as_str());
     stdin.write_all(b"/quit\n").await.unwrap();
