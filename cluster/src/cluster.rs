@@ -23,7 +23,7 @@ use crate::partition::LogStore;
 use crate::placement::partition_of;
 use crate::proposal_packer::{CanPack, Packers};
 use crate::router::Router;
-use crate::rpc::{ClusterAccess, PeerChannels, WIRE_LEVEL};
+use crate::rpc::{ClusterAccess, PeerChannels, PACKED_ENTRIES};
 use crate::types::{NodeId, PartitionRaft};
 
 /// What the cluster layer needs from the node's configuration.
@@ -101,7 +101,7 @@ pub struct Cluster {
 fn packing_gate(node_id: NodeId, peers: Option<PeerChannels>) -> CanPack {
     Arc::new(move |raft: &PartitionRaft| match &peers {
         None => true,
-        Some(peers) => !any_other_member(raft, node_id, |node| !peers.peer_reads(&node.addr, WIRE_LEVEL)),
+        Some(peers) => !any_other_member(raft, node_id, |node| !peers.peer_reads(&node.addr, PACKED_ENTRIES)),
     })
 }
 

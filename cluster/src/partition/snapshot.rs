@@ -23,6 +23,21 @@ const MAGIC: &[u8; 8] = b"RCSNAP2\n";
 const MAGIC_V1: &[u8; 8] = b"RCSNAP1\n";
 const END: u32 = u32::MAX;
 
+/// Bytes at the end of a v2 file that a v1 reader does not know: the checksum.
+pub const V2_TRAILER: u64 = 8;
+
+/// True if `start` (a file's first bytes) opens a v2 file.
+pub fn is_v2(start: &[u8]) -> bool {
+    start.starts_with(MAGIC)
+}
+
+/// Turns the opening bytes of a v2 file (at least the magic's 8) into v1's: with the trailer
+/// left off, the rest is a v1 file with the same records and end marker, for a peer of a
+/// release before v2 (`rpc::SNAPSHOT_V2`).
+pub fn open_as_v1(start: &mut [u8]) {
+    start[..MAGIC_V1.len()].copy_from_slice(MAGIC_V1);
+}
+
 /// Snapshot data handed between openraft and storage: the path of a complete snapshot file.
 #[derive(Debug, Clone)]
 pub struct SnapshotFile(pub PathBuf);
@@ -241,5 +256,34 @@ mod tests {
                 good.len()
             );
         }
+    }
+
+    #[test]
+    fn a_v2_file_sent_as_v1_reads_the_same_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        for i in 0..5u32 {
+            let mut key = partition_prefix(1).to_vec();
+            key.extend_from_slice(format!("k{i}").as_bytes());
+            store.sm.insert(key, format!("v{i}")).unwrap();
+        }
+        let path = dir.path().join("p1.snap");
+        write_snapshot(&store, &store.db.snapshot(), 1, &path).unwrap();
+        let v2 = std::fs::read(&path).unwrap();
+        assert!(is_v2(&v2));
+        let mut v1 = v2[..v2.len() - V2_TRAILER as usize].to_vec();
+        open_as_v1(&mut v1);
+        assert!(!is_v2(&v1) && v1.starts_with(MAGIC_V1));
+        let records = |bytes: &[u8]| {
+            let mut seen = Vec::new();
+            read_snapshot_from(bytes, |k, v| {
+                seen.push((k.to_vec(), v.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+            seen
+        };
+        assert_eq!(records(&v1), records(&v2));
+        assert_eq!(records(&v1).len(), 5);
     }
 }

@@ -17,7 +17,7 @@ use openraft::raft::{
 use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -275,10 +275,26 @@ impl RaftNetworkV2<C> for GrpcPeer {
                 e,
             ))
         };
-        let file = tokio::fs::File::open(&snapshot.snapshot.0)
+        let mut file = tokio::fs::File::open(&snapshot.snapshot.0)
             .await
             .map_err(storage_error)?;
         let size = file.metadata().await.map_err(storage_error)?.len();
+        // A peer of a release before snapshot format v2 is sent the file as v1.
+        let peer_reads_v2 = self
+            .pipe
+            .as_ref()
+            .is_ok_and(|pipe| pipe.peer_wire_level() >= super::SNAPSHOT_V2);
+        let mut start = [0u8; 8];
+        let as_v1 = !peer_reads_v2 && {
+            file.read_exact(&mut start).await.map_err(storage_error)?;
+            file.seek(io::SeekFrom::Start(0)).await.map_err(storage_error)?;
+            crate::partition::snapshot::is_v2(&start)
+        };
+        let size = if as_v1 {
+            size - crate::partition::snapshot::V2_TRAILER
+        } else {
+            size
+        };
         let ttl = option.soft_ttl();
         let action = RPCTypes::InstallSnapshot;
         let header = SnapshotHeader {
@@ -288,7 +304,12 @@ impl RaftNetworkV2<C> for GrpcPeer {
             size,
         };
         let read_failure = Arc::new(Mutex::new(None));
-        let chunks = snapshot_chunks(header, file, read_failure.clone(), self.peers.bulk.clone());
+        let chunks = snapshot_chunks(
+            header,
+            (file, size, as_v1),
+            read_failure.clone(),
+            self.peers.bulk.clone(),
+        );
         let mut client = usable(&self.client).map_err(|f| self.rpc_error(action, f))?.clone();
         let request = self.request(chunks, ttl);
 
@@ -304,40 +325,41 @@ impl RaftNetworkV2<C> for GrpcPeer {
     }
 }
 
-/// The stream of one snapshot: `header`, then the file in chunks, each paid from the node's
-/// bulk budget. A read error ends the stream early (the receiver then refuses the short
-/// snapshot) and is left in `failure`.
+/// The stream of one snapshot: `header`, then the first `size` bytes of the file in chunks
+/// (its opening rewritten to format v1 when `as_v1`), each paid from the node's bulk budget.
+/// A read error ends the stream early (the receiver then refuses the short snapshot) and is
+/// left in `failure`.
 fn snapshot_chunks(
     header: SnapshotHeader,
-    file: tokio::fs::File,
+    (file, size, as_v1): (tokio::fs::File, u64, bool),
     failure: Arc<Mutex<Option<io::Error>>>,
     budget: super::bulk_budget::BulkBudget,
 ) -> impl futures_util::Stream<Item = SnapshotChunk> + Send + 'static {
-    let start = (Some(header), Some(file), failure);
-    futures_util::stream::unfold(start, move |(header, file, failure)| {
+    let start = (Some(header), Some(file), 0u64, failure);
+    futures_util::stream::unfold(start, move |(header, file, sent, failure)| {
         let budget = budget.clone();
         async move {
             if let Some(header) = header {
                 let chunk = SnapshotChunk {
                     part: Some(Part::Header(header)),
                 };
-                return Some((chunk, (None, file, failure)));
+                return Some((chunk, (None, file, sent, failure)));
             }
             let mut file = file?;
-            let mut data = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
-            match (&mut file)
-                .take(SNAPSHOT_CHUNK_BYTES as u64)
-                .read_to_end(&mut data)
-                .await
-            {
+            let want = (SNAPSHOT_CHUNK_BYTES as u64).min(size - sent);
+            let mut data = Vec::with_capacity(want as usize);
+            match (&mut file).take(want).read_to_end(&mut data).await {
                 Ok(0) => None,
                 Ok(n) => {
+                    if as_v1 && sent == 0 && data.len() >= 8 {
+                        crate::partition::snapshot::open_as_v1(&mut data);
+                    }
                     budget.take(n).await;
                     Some((
                         SnapshotChunk {
                             part: Some(Part::Data(data)),
                         },
-                        (None, Some(file), failure),
+                        (None, Some(file), sent + n as u64, failure),
                     ))
                 }
                 Err(e) => {
@@ -347,4 +369,56 @@ fn snapshot_chunks(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    /// What a peer of a release before snapshot format v2 receives: the file's records and end
+    /// marker under v1's magic, without the checksum, and a header that says so.
+    #[tokio::test]
+    async fn a_v2_file_streams_as_v1_to_a_peer_that_cannot_read_v2() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ringchat_storage::Store::open(&dir.path().join("db")).unwrap();
+        let mut key = ringchat_storage::keys::partition_prefix(2).to_vec();
+        key.extend_from_slice(b"k");
+        store.sm.insert(key, vec![7u8; 3 * SNAPSHOT_CHUNK_BYTES]).unwrap();
+        let path = dir.path().join("p2.snap");
+        crate::partition::snapshot::write_snapshot(&store, &store.db.snapshot(), 2, &path).unwrap();
+        let v2 = std::fs::read(&path).unwrap();
+        let size = v2.len() as u64 - crate::partition::snapshot::V2_TRAILER;
+        let header = SnapshotHeader {
+            partition: 2,
+            vote: Vec::new(),
+            meta: Vec::new(),
+            size,
+        };
+        let file = tokio::fs::File::open(&path).await.unwrap();
+        let failure = Arc::new(Mutex::new(None));
+        let chunks: Vec<SnapshotChunk> =
+            snapshot_chunks(header, (file, size, true), failure.clone(), Default::default())
+                .collect()
+                .await;
+        assert!(failure.lock().unwrap().is_none());
+        let mut sent = Vec::new();
+        for chunk in &chunks[1..] {
+            match &chunk.part {
+                Some(Part::Data(data)) => sent.extend_from_slice(data),
+                other => panic!("expected data, got {other:?}"),
+            }
+        }
+        assert!(chunks.len() > 3, "several chunks");
+        assert_eq!(sent.len() as u64, size);
+        assert!(sent.starts_with(b"RCSNAP1\n"));
+        assert_eq!(sent[8..], v2[8..size as usize]);
+        let records = crate::partition::snapshot::read_snapshot_from(sent.as_slice(), |_, v| {
+            assert_eq!(v.len(), 3 * SNAPSHOT_CHUNK_BYTES);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(records, 1);
+    }
 }

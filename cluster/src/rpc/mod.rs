@@ -61,10 +61,14 @@ pub use tls::ClusterTls;
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// What this release's node-to-node messages may contain, announced on every pipe stream it
-/// answers (`x-ringchat-wire`): 2 = log entries may be packed (`Command::Batch`,
-/// `proposal_packer.rs`). A peer that announces less (releases before levels announce
-/// nothing: 1) is never sent what it cannot decode.
-pub const WIRE_LEVEL: u8 = 2;
+/// answers (`x-ringchat-wire`): every level below it too. A peer that announces less
+/// (releases before levels announce nothing: 1) is never sent what it cannot decode.
+pub const WIRE_LEVEL: u8 = SNAPSHOT_V2;
+/// Wire level 2: log entries may be packed (`Command::Batch`, `proposal_packer.rs`).
+pub const PACKED_ENTRIES: u8 = 2;
+/// Wire level 3: snapshot streams may be format v2 (with their checksum,
+/// `partition/snapshot.rs`); a peer below it is sent the same file as v1.
+pub const SNAPSHOT_V2: u8 = 3;
 /// The pipe stream's response header that carries `WIRE_LEVEL`.
 pub const WIRE_LEVEL_METADATA_KEY: &str = "x-ringchat-wire";
 
