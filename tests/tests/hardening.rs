@@ -451,3 +451,31 @@ async fn new_dm_ids_are_keyed_and_stay_the_same_for_the_pair_across_restarts() {
     assert_eq!(alice.open_dm(&bob.user_id).await.unwrap().channel_id, ab);
     node.terminate();
 }
+
+/// Finding 6: whether two users have a DM must not be testable by a third. The DM's real id,
+/// its old unkeyed id (which an outsider can compute) and a made-up id all get one answer,
+/// the same status, code and message, for reading and for posting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outsider_gets_the_same_answer_for_an_existing_dm_and_a_missing_one() {
+    let node = InProcessNode::start().await;
+    let alice = new_user(&node.base, "alice").await;
+    let bob = new_user(&node.base, "bob").await;
+    let carol = new_user(&node.base, "carol").await;
+    let dm = alice.http.open_dm(&bob.user_id).await.unwrap().channel_id;
+    alice.http.send_message(&dm, "private", "m1").await.unwrap();
+    let computable = ringchat_node::auth::legacy_dm_channel_id(&alice.user_id, &bob.user_id);
+    let made_up = ringchat_node::auth::legacy_dm_channel_id(&carol.user_id, "u_nobody");
+    let mut answers = Vec::new();
+    for id in [&dm, &computable, &made_up] {
+        let read = carol.http.history(id, None, None, None).await.unwrap_err();
+        let post = carol.http.send_message(id, "hi", "c1").await.unwrap_err();
+        assert_eq!(api_error(&read).0, 403, "{id}: {read}");
+        assert_eq!(api_error(&post).0, 403, "{id}: {post}");
+        answers.push((read.to_string(), post.to_string()));
+    }
+    assert!(
+        answers.iter().all(|a| *a == answers[0]),
+        "an outsider can tell the ids apart: {answers:?}"
+    );
+    node.stop().await;
+}
