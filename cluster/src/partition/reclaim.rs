@@ -31,7 +31,8 @@ pub fn drop_partition(store: &Store, partition: u16, snapshot_dir: &Path) -> Res
         for file in files.flatten() {
             let name = file.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with(&name_prefix) && name.ends_with(".snap") {
+            let temp = format!(".{}", super::snapshot::TEMP_EXTENSION);
+            if name.starts_with(&name_prefix) && (name.ends_with(".snap") || name.contains(&temp)) {
                 std::fs::remove_file(file.path())?;
             }
         }
@@ -85,6 +86,8 @@ mod tests {
                 .insert(KeyBuf::new(p, 1).raw(b"vote").build(), b"vote")
                 .unwrap();
             std::fs::write(snaps.join(format!("p{p}-40.snap")), b"snapshot").unwrap();
+            // A temp file a crash left behind mid-build.
+            std::fs::write(snaps.join(format!("p{p}-41.tmp3")), b"half a snapshot").unwrap();
         }
         store.raft.insert(b"\xff\xffpartitions", b"64").unwrap();
 
@@ -94,7 +97,8 @@ mod tests {
             assert_eq!(count(keyspace, 1), 0);
             assert!(count(keyspace, 0) > 0 && count(keyspace, 12) > 0);
         }
-        assert!(!snaps.join("p1-40.snap").exists());
+        assert!(!snaps.join("p1-40.snap").exists() && !snaps.join("p1-41.tmp3").exists());
+        assert!(snaps.join("p0-41.tmp3").exists(), "another partition's temp file stays");
         assert!(snaps.join("p0-40.snap").exists() && snaps.join("p12-40.snap").exists());
         assert!(store.raft.get(b"\xff\xffpartitions").unwrap().is_some());
     }

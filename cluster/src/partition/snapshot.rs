@@ -13,6 +13,7 @@
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use fjall::Readable;
 use ringchat_storage::keys::partition_prefix;
@@ -42,10 +43,33 @@ pub fn open_as_v1(start: &mut [u8]) {
 #[derive(Debug, Clone)]
 pub struct SnapshotFile(pub PathBuf);
 
-/// Writes partition `p` as seen by `view` to `path` (via a temp file, fsync'd, renamed).
+/// Writes partition `p` as seen by `view` to `path` (via a temp file, fsync'd, renamed). The
+/// temp file's name is this build's own: two builds of one partition at the same index (a
+/// scheduled one and the rebuild of a damaged file) must not write into one file. A failed
+/// build removes its temp file.
 pub fn write_snapshot(store: &Store, view: &fjall::Snapshot, p: u16, path: &Path) -> io::Result<u64> {
-    let tmp = path.with_extension("tmp");
-    let mut out = Hashing::new(BufWriter::new(File::create(&tmp)?));
+    static BUILDS: AtomicU64 = AtomicU64::new(0);
+    let tmp = path.with_extension(format!("{TEMP_EXTENSION}{}", BUILDS.fetch_add(1, Ordering::Relaxed)));
+    let written = write_to(store, view, p, &tmp).and_then(|count| {
+        std::fs::rename(&tmp, path)?;
+        Ok(count)
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let count = written?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(count)
+}
+
+/// What a snapshot's temp file name carries after the partition and index (`p3-120.tmp7`).
+pub const TEMP_EXTENSION: &str = "tmp";
+
+/// Writes the whole file to `tmp` and fsyncs it; returns the record count.
+fn write_to(store: &Store, view: &fjall::Snapshot, p: u16, tmp: &Path) -> io::Result<u64> {
+    let mut out = Hashing::new(BufWriter::new(File::create(tmp)?));
     out.write_all(MAGIC)?;
     let mut count = 0u64;
     for item in view.prefix(&store.sm, partition_prefix(p)) {
@@ -63,10 +87,6 @@ pub fn write_snapshot(store: &Store, view: &fjall::Snapshot, p: u16, path: &Path
     out.write_all(&checksum.to_be_bytes())?;
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
     Ok(count)
 }
 
