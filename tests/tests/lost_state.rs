@@ -41,13 +41,22 @@ fn cut_written_tail(fjall_dir: &Path, bytes: u64) -> (PathBuf, u64, u64) {
     panic!("no written journal under {}", fjall_dir.display());
 }
 
-/// Flips one byte in the middle of the written part of the newest fjall journal under
-/// `fjall_dir`, as a disk that returns wrong data would: fjall's batch checksum catches it.
+/// Flips one byte of a message text (the workload's `w<writer>-<n>`) in the middle half of the
+/// written part of the newest fjall journal under `fjall_dir`, as a disk that returns wrong
+/// data would: fjall's batch checksum catches it. A text byte, not any byte: a changed batch
+/// header can read as a torn tail (fjall then drops the rest of the journal silently, which
+/// is the truncated-journal case, not this one), and only the last batch may be torn.
 fn flip_a_journal_byte(fjall_dir: &Path) -> PathBuf {
     let (path, written, _) = cut_written_tail(fjall_dir, 0);
     let mut data = std::fs::read(&path).expect("read journal");
-    let at = (written / 2) as usize;
-    data[at] ^= 0xff;
+    let (from, to) = ((written / 4) as usize, (written * 3 / 4) as usize);
+    let is_text = |w: &[u8]| w[0] == b'w' && w[1].is_ascii_digit() && w[2] == b'-';
+    let at = data[from..to]
+        .windows(3)
+        .position(is_text)
+        .map(|i| from + i)
+        .expect("a message text in the middle of the journal");
+    data[at] ^= 0x01;
     std::fs::write(&path, &data).expect("write journal");
     path
 }
