@@ -44,8 +44,8 @@ impl HttpClient {
         HttpClient {
             base: base.trim_end_matches('/').to_string(),
             token: None,
-            // Building fails only for a TLS setup reqwest cannot use; a client without TLS
-            // then answers an `https://` call with reqwest's own error.
+            // Building fails only for a TLS setup reqwest cannot use; the default client
+            // (reqwest's own roots: none here) then answers an `https://` call with an error.
             inner: builder.build().unwrap_or_default(),
         }
     }

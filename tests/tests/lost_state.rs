@@ -164,6 +164,18 @@ async fn a_replica_whose_journal_lost_its_tail_is_held_until_its_peers_refill_it
     finish_and_check(nodes, &layout, &bases, workload).await;
 }
 
+/// Waits until every partition `node` replicated, and the meta group, came back from its peers
+/// (a database set aside is refilled whole, busy partitions or not).
+async fn refilled_whole(node: &NodeProcess, partitions: usize) {
+    log_lines_at_least(
+        node,
+        "caught up from its peers",
+        partitions + 1,
+        Duration::from_secs(90),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_database_is_damaged_is_set_aside_and_refilled_by_its_peers() {
     let dir = tempfile::tempdir().unwrap();
@@ -188,14 +200,7 @@ async fn a_replica_whose_database_is_damaged_is_set_aside_and_refilled_by_its_pe
         .filter(|e| e.file_name().to_string_lossy().starts_with("fjall.damaged-"))
         .collect();
     assert_eq!(aside.len(), 1, "the damaged database is kept aside, not deleted");
-    // Every partition it replicated, and the meta group, come back from its peers, busy or not.
-    log_lines_at_least(
-        &nodes[2],
-        "caught up from its peers",
-        partitions + 1,
-        Duration::from_secs(90),
-    )
-    .await;
+    refilled_whole(&nodes[2], partitions).await;
     finish_and_check(nodes, &layout, &bases, workload).await;
 }
 
@@ -236,12 +241,6 @@ async fn a_damaged_record_found_while_running_makes_the_node_rebuild_from_its_pe
         Duration::from_secs(60),
     )
     .await;
-    log_lines_at_least(
-        &nodes[2],
-        "caught up from its peers",
-        partitions + 1,
-        Duration::from_secs(90),
-    )
-    .await;
+    refilled_whole(&nodes[2], partitions).await;
     finish_and_check(nodes, &layout, &bases, workload).await;
 }

@@ -27,11 +27,11 @@ pub fn drop_partition(store: &Store, partition: u16, snapshot_dir: &Path) -> Res
         deleted += drop_prefix(store, keyspace, &partition_prefix(partition))?;
     }
     let name_prefix = format!("p{partition}-");
+    let temp = format!(".{}", super::snapshot::TEMP_EXTENSION);
     if let Ok(files) = std::fs::read_dir(snapshot_dir) {
         for file in files.flatten() {
             let name = file.file_name();
             let name = name.to_string_lossy();
-            let temp = format!(".{}", super::snapshot::TEMP_EXTENSION);
             if name.starts_with(&name_prefix) && (name.ends_with(".snap") || name.contains(&temp)) {
                 std::fs::remove_file(file.path())?;
             }

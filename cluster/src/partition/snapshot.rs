@@ -198,6 +198,22 @@ fn read_exact_vec(r: &mut impl Read, buf: &mut Vec<u8>, len: u32) -> io::Result<
     Ok(())
 }
 
+/// Writes a snapshot of partition `p` holding `records` (keys without the partition prefix)
+/// to `dir/p<p>.snap`, through a store in `dir/db`; tests of the format and of its transport.
+#[cfg(test)]
+pub(crate) fn write_test_snapshot(dir: &Path, p: u16, records: &[(Vec<u8>, Vec<u8>)]) -> PathBuf {
+    let store = Store::open(&dir.join("db")).expect("open store");
+    for (key, value) in records {
+        let mut full = partition_prefix(p).to_vec();
+        full.extend_from_slice(key);
+        store.sm.insert(full, value).expect("insert");
+    }
+    let path = dir.join(format!("p{p}.snap"));
+    let written = write_snapshot(&store, &store.db.snapshot(), p, &path).expect("write snapshot");
+    assert_eq!(written, records.len() as u64);
+    path
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,14 +265,10 @@ mod tests {
     #[test]
     fn a_written_file_reads_back_and_any_changed_byte_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        for i in 0..20u32 {
-            let mut key = partition_prefix(3).to_vec();
-            key.extend_from_slice(format!("key-{i:02}").as_bytes());
-            store.sm.insert(key, format!("value {i}")).unwrap();
-        }
-        let path = dir.path().join("p3.snap");
-        assert_eq!(write_snapshot(&store, &store.db.snapshot(), 3, &path).unwrap(), 20);
+        let records: Vec<_> = (0..20u32)
+            .map(|i| (format!("key-{i:02}").into_bytes(), format!("value {i}").into_bytes()))
+            .collect();
+        let path = write_test_snapshot(dir.path(), 3, &records);
         let mut seen = Vec::new();
         read_snapshot(&path, |k, v| {
             seen.push((k.to_vec(), v.to_vec()));
@@ -281,14 +293,10 @@ mod tests {
     #[test]
     fn a_v2_file_sent_as_v1_reads_the_same_records() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        for i in 0..5u32 {
-            let mut key = partition_prefix(1).to_vec();
-            key.extend_from_slice(format!("k{i}").as_bytes());
-            store.sm.insert(key, format!("v{i}")).unwrap();
-        }
-        let path = dir.path().join("p1.snap");
-        write_snapshot(&store, &store.db.snapshot(), 1, &path).unwrap();
+        let records: Vec<_> = (0..5u32)
+            .map(|i| (format!("k{i}").into_bytes(), format!("v{i}").into_bytes()))
+            .collect();
+        let path = write_test_snapshot(dir.path(), 1, &records);
         let v2 = std::fs::read(&path).unwrap();
         assert!(is_v2(&v2));
         let mut v1 = v2[..v2.len() - V2_TRAILER as usize].to_vec();

@@ -382,12 +382,8 @@ mod tests {
     #[tokio::test]
     async fn a_v2_file_streams_as_v1_to_a_peer_that_cannot_read_v2() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ringchat_storage::Store::open(&dir.path().join("db")).unwrap();
-        let mut key = ringchat_storage::keys::partition_prefix(2).to_vec();
-        key.extend_from_slice(b"k");
-        store.sm.insert(key, vec![7u8; 3 * SNAPSHOT_CHUNK_BYTES]).unwrap();
-        let path = dir.path().join("p2.snap");
-        crate::partition::snapshot::write_snapshot(&store, &store.db.snapshot(), 2, &path).unwrap();
+        let record = (b"k".to_vec(), vec![7u8; 3 * SNAPSHOT_CHUNK_BYTES]);
+        let path = crate::partition::snapshot::write_test_snapshot(dir.path(), 2, &[record]);
         let v2 = std::fs::read(&path).unwrap();
         let size = v2.len() as u64 - crate::partition::snapshot::V2_TRAILER;
         let header = SnapshotHeader {
