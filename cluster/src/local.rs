@@ -15,6 +15,7 @@ use ringchat_storage::{StorageError, Store};
 use crate::command::{Command, Response};
 use crate::proposal_packer::Packers;
 use crate::query::{self, Query, QueryResult};
+use crate::rpc::withheld_commits::READ_LEASE_MARGIN;
 use crate::rpc::GroupRegistry;
 use crate::rpc::PartitionGroups;
 use crate::types::{only_voter_is_self, NodeId, PartitionRaft, TypeConfig};
@@ -162,15 +163,19 @@ fn lease_running_out(raft: &PartitionRaft) -> bool {
 /// Leader lease if fresh, otherwise one heartbeat round to a quorum first: data partitions
 /// are quiescent (`liveness/`), so an idle group's lease has always run out, and a plain
 /// `LeaseRead` would refuse every first read after a quiet spell.
-fn lease_or_heartbeat() -> LinearizerOption {
-    LinearizerOption::new(None, true)
+/// The acknowledgement must also be `READ_LEASE_MARGIN` younger than openraft's lease: a
+/// withheld commit-only request counts as acknowledged when it was withheld, a little after
+/// the follower really answered (`rpc/withheld_commits.rs`).
+fn lease_or_heartbeat(raft: &PartitionRaft) -> LinearizerOption {
+    let lease = Duration::from_millis(raft.config().election_timeout_max);
+    LinearizerOption::new(Some(lease.saturating_sub(READ_LEASE_MARGIN)), true)
 }
 
 /// Makes sure this leader's quorum lease is fresh, with one heartbeat round if it ran out; a
 /// quiescent group's leader needs it before openraft accepts a write or a membership change.
 /// An error if no quorum answered (this node may no longer lead).
 pub(crate) async fn renew_lease(raft: &PartitionRaft) -> Result<(), String> {
-    raft.ensure_linearizable(lease_or_heartbeat())
+    raft.ensure_linearizable(lease_or_heartbeat(raft))
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
@@ -187,7 +192,7 @@ pub(crate) async fn read(
     linearize: bool,
 ) -> Result<QueryResult, LocalFailure> {
     if linearize {
-        match raft.ensure_linearizable(lease_or_heartbeat()).await {
+        match raft.ensure_linearizable(lease_or_heartbeat(raft)).await {
             Ok(_) => {}
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                 return Err(LocalFailure::NotLeader(hint(raft, &f)))

@@ -33,6 +33,7 @@ impl Cluster {
                     last_beat = Instant::now();
                     cluster.beat_peers();
                     cluster.nudge_stalled_replication().await;
+                    cluster.send_withheld_commits().await;
                 }
                 if last_marks.elapsed() >= MARKS_EVERY {
                     last_marks = Instant::now();
@@ -161,6 +162,27 @@ impl Cluster {
         }
         for raft in stalled {
             let _ = raft.trigger().heartbeat().await;
+        }
+    }
+
+    /// Heartbeats the groups led here that withheld a commit from a follower a whole beat ago
+    /// or more and have sent nothing since: the heartbeat carries it, so an idle group's
+    /// followers apply what was committed (`rpc/withheld_commits.rs`).
+    async fn send_withheld_commits(&self) {
+        let Some(peers) = &self.peers else { return };
+        let withheld = peers.withheld_commits();
+        for p in withheld.overdue(BEAT_EVERY) {
+            let leads = self.hosted.get(p).filter(|raft| {
+                let m = raft.metrics();
+                let leads = m.borrow_watched().state == ServerState::Leader;
+                leads
+            });
+            match leads {
+                Some(raft) => {
+                    let _ = raft.trigger().heartbeat().await;
+                }
+                None => withheld.forget(p),
+            }
         }
     }
 

@@ -44,6 +44,8 @@ pub struct PeerChannels {
     groups_with: GroupsWith,
     /// Bytes per second for catching replicas up (`bulk_budget.rs`), shared by every group.
     pub(crate) bulk: super::bulk_budget::BulkBudget,
+    /// Commits the groups' replication did not send on their own (`withheld_commits.rs`).
+    pub(crate) withheld: super::withheld_commits::WithheldCommits,
 }
 
 impl PeerChannels {
@@ -57,6 +59,7 @@ impl PeerChannels {
             local_ip: None,
             groups_with: GroupsWith::default(),
             bulk: Default::default(),
+            withheld: Default::default(),
         }
     }
 
@@ -69,6 +72,11 @@ impl PeerChannels {
     /// The Raft network factory of partition `partition` on node `local_id`, over these channels.
     pub fn network(&self, local_id: NodeId, partition: u16) -> GrpcNetwork {
         GrpcNetwork::new(self.clone(), local_id, partition)
+    }
+
+    /// The commits withheld from followers (`withheld_commits.rs`), for the liveness tick.
+    pub fn withheld_commits(&self) -> &super::withheld_commits::WithheldCommits {
+        &self.withheld
     }
 
     /// Sets how many groups replicate with the peer at an address (the first call wins).

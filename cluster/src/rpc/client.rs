@@ -28,6 +28,7 @@ use super::pipe_proto::Method;
 use super::proto::raft_service_client::RaftServiceClient;
 use super::proto::snapshot_chunk::Part;
 use super::proto::{RaftReply, RaftRequest, SnapshotChunk, SnapshotHeader};
+use super::withheld_commits::Confirmed;
 use super::MAX_MESSAGE_BYTES;
 use crate::codec::{decode, encode};
 use crate::partition::SnapshotFile;
@@ -62,10 +63,10 @@ impl GrpcNetwork {
     }
 }
 
-impl RaftNetworkFactory<C> for GrpcNetwork {
-    type Network = GrpcPeer;
-
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GrpcPeer {
+impl GrpcNetwork {
+    /// A connection for `target`; `replication` marks the client of a data partition's
+    /// replication stream, the only one that may withhold commit-only requests.
+    fn connect(&self, target: NodeId, node: &BasicNode, replication: bool) -> GrpcPeer {
         let client = self.peers.channel(&node.addr).map(|channel| {
             RaftServiceClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -79,7 +80,23 @@ impl RaftNetworkFactory<C> for GrpcNetwork {
             partition: self.partition,
             client: client.map_err(Arc::new),
             pipe: pipe.map_err(Arc::new),
+            withhold_commits: replication && self.partition != crate::meta::META_PARTITION,
+            confirmed: None,
         }
+    }
+}
+
+impl RaftNetworkFactory<C> for GrpcNetwork {
+    type Network = GrpcPeer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GrpcPeer {
+        self.connect(target, node, true)
+    }
+
+    /// Heartbeats are probes: they always reach the follower, and they carry the commits the
+    /// replication client withheld (`withheld_commits.rs`).
+    async fn new_heartbeat_client(&mut self, target: NodeId, node: &BasicNode) -> GrpcPeer {
+        self.connect(target, node, false)
     }
 }
 
@@ -93,6 +110,11 @@ pub struct GrpcPeer {
     client: Result<RaftServiceClient<Channel>, Arc<RpcError>>,
     /// The pipe (AppendEntries, votes, leader transfers), or why the address is unusable.
     pipe: Result<PeerPipe, Arc<RpcError>>,
+    /// A data partition's replication client: answers commit-only requests the follower has
+    /// no use for yet (`withheld_commits.rs`).
+    withhold_commits: bool,
+    /// What the follower last accepted in full through this client.
+    confirmed: Option<Confirmed>,
 }
 
 /// How a failed call is reported to openraft.
@@ -211,6 +233,12 @@ impl RaftNetworkV2<C> for GrpcPeer {
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        if self.withhold_commits && self.confirmed.as_ref().is_some_and(|c| c.covers_commit_only(&rpc)) {
+            self.peers
+                .withheld
+                .withhold(self.partition, self.target, rpc.leader_commit.clone());
+            return Ok(AppendEntriesResponse::Success);
+        }
         // A full batch of a backlog (a replica catching up) is paid from the node's bulk
         // budget; live replication sends small batches and never waits here.
         let payload = encode(&rpc);
@@ -224,6 +252,15 @@ impl RaftNetworkV2<C> for GrpcPeer {
         if !bulk && !rpc.entries.is_empty() && answer.is_ok() {
             self.peers.bulk.observe_live(started.elapsed());
         }
+        self.confirmed = match &answer {
+            Ok(AppendEntriesResponse::Success) => {
+                self.peers
+                    .withheld
+                    .delivered(self.partition, self.target, rpc.leader_commit.clone());
+                Some(Confirmed::by(&rpc, started))
+            }
+            _ => None,
+        };
         answer
     }
 

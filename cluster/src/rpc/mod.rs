@@ -18,6 +18,7 @@ pub mod pipe_server;
 pub mod registry;
 pub mod server;
 pub mod tls;
+pub mod withheld_commits;
 
 /// Code generated from `proto/raft.proto` (and, in `node`, from `proto/node.proto`).
 #[allow(clippy::all, missing_docs)]
