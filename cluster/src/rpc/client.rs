@@ -236,7 +236,7 @@ impl RaftNetworkV2<C> for GrpcPeer {
         if self.withhold_commits && self.confirmed.as_ref().is_some_and(|c| c.covers_commit_only(&rpc)) {
             self.peers
                 .withheld
-                .withhold(self.partition, self.target, rpc.leader_commit.clone());
+                .withhold(self.partition, self.target, rpc.leader_commit);
             return Ok(AppendEntriesResponse::Success);
         }
         // A full batch of a backlog (a replica catching up) is paid from the node's bulk
@@ -256,7 +256,7 @@ impl RaftNetworkV2<C> for GrpcPeer {
             Ok(AppendEntriesResponse::Success) => {
                 self.peers
                     .withheld
-                    .delivered(self.partition, self.target, rpc.leader_commit.clone());
+                    .delivered(self.partition, self.target, rpc.leader_commit);
                 Some(Confirmed::by(&rpc, started))
             }
             _ => None,

@@ -50,11 +50,7 @@ impl Confirmed {
     pub(crate) fn by(rpc: &AppendEntriesRequest<C>, sent_at: Instant) -> Self {
         Confirmed {
             vote: rpc.vote,
-            matching: rpc
-                .entries
-                .last()
-                .map(|e| e.log_id.clone())
-                .or_else(|| rpc.prev_log_id.clone()),
+            matching: rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id),
             sent_at,
         }
     }
