@@ -75,13 +75,19 @@ impl GroupOpener {
         let lost = LostState::lost(p, &log)
             .await
             .map_err(|e| ClusterError::Internal(e.to_string()))?;
-        let config = if p == crate::meta::META_PARTITION {
+        let is_meta = p == crate::meta::META_PARTITION;
+        let config = if is_meta {
             self.meta_config.clone()
         } else {
             self.partition_config.clone()
         };
         let raft = match &self.peers {
-            Some(peers) => PartitionRaft::new(self.node_id, config, peers.network(self.node_id, p), log, sm).await,
+            Some(peers) => {
+                // Data partitions are quiescent: their idle followers get withheld commits
+                // from the liveness tick's heartbeats; the meta group keeps openraft's own.
+                let network = peers.network(self.node_id, p).withholding_commits(!is_meta);
+                PartitionRaft::new(self.node_id, config, network, log, sm).await
+            }
             None => PartitionRaft::new(self.node_id, config, NoPeers, log, sm).await,
         };
         let raft = raft.map_err(|e| ClusterError::Internal(e.to_string()))?;

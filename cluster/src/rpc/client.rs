@@ -50,6 +50,8 @@ pub struct GrpcNetwork {
     peers: PeerChannels,
     local_id: NodeId,
     partition: u16,
+    /// Whether the group's replication withholds commit-only requests (`withheld_commits.rs`).
+    withhold_commits: bool,
 }
 
 impl GrpcNetwork {
@@ -59,7 +61,16 @@ impl GrpcNetwork {
             peers,
             local_id,
             partition,
+            withhold_commits: false,
         }
+    }
+
+    /// The same network, its replication withholding commit-only requests
+    /// (`withheld_commits.rs`): for groups whose idle followers get the commit from the
+    /// liveness tick's heartbeat, i.e. the quiescent data partitions.
+    pub fn withholding_commits(mut self, on: bool) -> Self {
+        self.withhold_commits = on;
+        self
     }
 }
 
@@ -80,7 +91,7 @@ impl GrpcNetwork {
             partition: self.partition,
             client: client.map_err(Arc::new),
             pipe: pipe.map_err(Arc::new),
-            withhold_commits: replication && self.partition != crate::meta::META_PARTITION,
+            withhold_commits: replication && self.withhold_commits,
             confirmed: None,
         }
     }
