@@ -143,6 +143,41 @@ async fn three_nodes_replicate_writes_over_grpc() {
     }
 }
 
+/// Writes one at a time: each commit moves with no entry behind it, so its commit-only request
+/// is answered by the leader's replication client itself (`withheld_commits.rs`). The followers
+/// must still apply every write, through the next request or a heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_apply_every_write_when_commit_only_requests_are_withheld() {
+    let (nodes, leader) = three_voters().await;
+    let leader_node = leader_of(&nodes, leader);
+    let mut last_index = 0;
+    for n in 0..20 {
+        let written = leader_node
+            .raft
+            .client_write(ensure_user(n))
+            .await
+            .expect("write commits");
+        last_index = written.log_id.index;
+        // Let the answer to the write's own request arrive before the next write, so the
+        // commit finds nothing to ride on.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        leader_node.peers.withheld_commits().total() > 0,
+        "no commit-only request was withheld: the test does not test the rule"
+    );
+    for node in &nodes {
+        wait_applied(node, last_index).await;
+        for n in 0..20 {
+            let user = node.user(&format!("u_{n}")).expect("replica has the user");
+            assert_eq!(user.username, format!("user{n}"), "node {}", node.id);
+        }
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_the_right_secret_are_refused() {
     let node = TestNode::start(1).await;

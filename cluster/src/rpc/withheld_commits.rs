@@ -21,6 +21,7 @@
 //! (`local::read`), so the lease a read relies on is always one the followers granted.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,8 @@ impl Confirmed {
 #[derive(Clone, Default)]
 pub struct WithheldCommits {
     inner: Arc<Mutex<HashMap<(u16, NodeId), Withheld>>>,
+    /// Requests answered locally since the node started (tests; the metric counts the same).
+    total: Arc<AtomicU64>,
 }
 
 struct Withheld {
@@ -85,6 +88,7 @@ impl WithheldCommits {
     /// Records that `commit` of partition `p` was not sent to `target`.
     pub(crate) fn withhold(&self, p: u16, target: NodeId, commit: Option<LogIdOf<C>>) {
         metrics::counter!("ringchat_raft_commit_only_withheld_total").increment(1);
+        self.total.fetch_add(1, Ordering::Relaxed);
         let mut map = self.lock();
         let entry = map.entry((p, target)).or_insert(Withheld {
             commit: None,
@@ -114,6 +118,11 @@ impl WithheldCommits {
         partitions.sort_unstable();
         partitions.dedup();
         partitions
+    }
+
+    /// Commit-only requests answered locally since the node started.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
     }
 
     /// Forgets what was withheld in partition `p` (this node no longer leads it: the next

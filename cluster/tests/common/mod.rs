@@ -125,7 +125,9 @@ impl Replica {
         let raft = PartitionRaft::new(
             id,
             config,
-            peers.network(id, partition),
+            // Withholding as a node's data partitions do; openraft's own heartbeats (every
+            // 100 ms here) carry the withheld commits, as the liveness tick does in a node.
+            peers.network(id, partition).withholding_commits(true),
             LogStore::new(store.clone(), partition),
             sm,
         )
