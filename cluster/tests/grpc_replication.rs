@@ -119,6 +119,17 @@ async fn wait_applied(node: &TestNode, index: u64) {
         .expect("replica caught up within 10 s");
 }
 
+/// Waits until every node applied up to `last_index`, then checks each holds users 0..`count`.
+async fn every_node_has_users(nodes: &[TestNode], last_index: u64, count: u64) {
+    for node in nodes {
+        wait_applied(node, last_index).await;
+        for n in 0..count {
+            let user = node.user(&format!("u_{n}")).expect("replica has the user");
+            assert_eq!(user.username, format!("user{n}"), "node {}", node.id);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_replicate_writes_over_grpc() {
     let (nodes, leader) = three_voters().await;
@@ -131,13 +142,7 @@ async fn three_nodes_replicate_writes_over_grpc() {
             .expect("write commits");
         last_index = written.log_id.index;
     }
-    for node in &nodes {
-        wait_applied(node, last_index).await;
-        for n in 0..5 {
-            let user = node.user(&format!("u_{n}")).expect("replica has the user");
-            assert_eq!(user.username, format!("user{n}"), "node {}", node.id);
-        }
-    }
+    every_node_has_users(&nodes, last_index, 5).await;
     for node in nodes {
         node.stop().await;
     }
@@ -166,13 +171,7 @@ async fn followers_apply_every_write_when_commit_only_requests_are_withheld() {
         leader_node.peers.withheld_commits().total() > 0,
         "no commit-only request was withheld: the test does not test the rule"
     );
-    for node in &nodes {
-        wait_applied(node, last_index).await;
-        for n in 0..20 {
-            let user = node.user(&format!("u_{n}")).expect("replica has the user");
-            assert_eq!(user.username, format!("user{n}"), "node {}", node.id);
-        }
-    }
+    every_node_has_users(&nodes, last_index, 20).await;
     for node in nodes {
         node.stop().await;
     }
