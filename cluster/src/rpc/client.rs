@@ -72,9 +72,7 @@ impl GrpcNetwork {
         self.withhold_commits = on;
         self
     }
-}
 
-impl GrpcNetwork {
     /// A connection for `target`; `replication` marks the client of a data partition's
     /// replication stream, the only one that may withhold commit-only requests.
     fn connect(&self, target: NodeId, node: &BasicNode, replication: bool) -> GrpcPeer {
@@ -93,6 +91,7 @@ impl GrpcNetwork {
             pipe: pipe.map_err(Arc::new),
             withhold_commits: replication && self.withhold_commits,
             confirmed: None,
+            withheld: false,
         }
     }
 }
@@ -126,6 +125,9 @@ pub struct GrpcPeer {
     withhold_commits: bool,
     /// What the follower last accepted in full through this client.
     confirmed: Option<Confirmed>,
+    /// This client withheld a commit that no accepted request has carried since; until then
+    /// an accepted request need not look at the node's shared record of withheld commits.
+    withheld: bool,
 }
 
 /// How a failed call is reported to openraft.
@@ -248,6 +250,7 @@ impl RaftNetworkV2<C> for GrpcPeer {
             self.peers
                 .withheld
                 .withhold(self.partition, self.target, rpc.leader_commit);
+            self.withheld = true;
             return Ok(AppendEntriesResponse::Success);
         }
         // A full batch of a backlog (a replica catching up) is paid from the node's bulk
@@ -265,9 +268,15 @@ impl RaftNetworkV2<C> for GrpcPeer {
         }
         self.confirmed = match &answer {
             Ok(AppendEntriesResponse::Success) => {
-                self.peers
-                    .withheld
-                    .delivered(self.partition, self.target, rpc.leader_commit);
+                // The heartbeat client always looks: it carries what the replication client
+                // withheld. A replication client's requests go one at a time, so the one
+                // accepted after its own withholding carries a commit at least as new.
+                if self.withheld || !self.withhold_commits {
+                    self.peers
+                        .withheld
+                        .delivered(self.partition, self.target, rpc.leader_commit);
+                    self.withheld = false;
+                }
                 Some(Confirmed::by(&rpc, started))
             }
             _ => None,
