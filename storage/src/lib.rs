@@ -4,6 +4,7 @@
 //! Layout (see `docs/storage.md`): three keyspaces, every key prefixed by the partition id
 //! so one partition's data can be scanned, snapshotted and dropped as a unit.
 
+pub mod background_priority;
 pub mod durable_marks;
 pub mod error;
 pub mod keys;

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 
+use crate::background_priority::open_at_background_priority;
 use crate::{AtPath, StorageError, Syncer};
 
 /// Values at least this large (long messages, and the log entries carrying them) are stored
@@ -106,7 +107,10 @@ impl Store {
                     "the database is damaged: it is set aside and this node starts empty, refilled by its peers"
                 );
                 let _ = std::fs::remove_file(dir.join(DAMAGE_FOUND));
-                (Database::builder(&fjall_dir).open().at_path(&fjall_dir)?, Some(aside))
+                (
+                    open_at_background_priority(|| Database::builder(&fjall_dir).open()).at_path(&fjall_dir)?,
+                    Some(aside),
+                )
             }
         };
         let log = db.keyspace("log", with_large_values_apart).at_path(&fjall_dir)?;
@@ -175,7 +179,10 @@ enum Opening {
 
 /// Opens the database in `fjall_dir`, turning a panic inside fjall's recovery into an error.
 fn open_catching_panics(fjall_dir: &Path) -> Result<Database, Opening> {
-    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Database::builder(fjall_dir).open()));
+    // fjall's flush and compaction threads start at a lower priority (`background_priority.rs`).
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        open_at_background_priority(|| Database::builder(fjall_dir).open())
+    }));
     match opened {
         Ok(result) => result.map_err(Opening::Failed),
         Err(panic) => {

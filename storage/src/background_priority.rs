@@ -1,0 +1,80 @@
+//! fjall's flush and compaction threads run at a lower CPU priority than the request path.
+//!
+//! A memtable flush or a compaction is tens to hundreds of milliseconds of CPU at once. On a
+//! machine whose cores the request path keeps busy, one took a core from the tokio workers and
+//! the fsync thread for that long, every message in flight waited behind it, and those stalls
+//! decided the cluster's p99 near its highest rate (docs/benchmarks.md, "eighteenth"). At a
+//! lower priority the scheduler gives background work what the request path leaves over; it
+//! still gets a share when the cores stay full, and if it ever falls far behind, fjall's own
+//! write backpressure slows the writers (RocksDB lowers its compaction threads the same way).
+
+/// The nice value of fjall's worker threads (0 is the default, 19 the lowest priority).
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// Opens a fjall database with `open` on a short-lived thread at `BACKGROUND_NICE`: the
+/// worker threads fjall starts while opening inherit their creator's nice value. Raising a
+/// thread's priority back needs a privilege, so the lowered thread is one that ends here.
+pub fn open_at_background_priority(
+    open: impl FnOnce() -> fjall::Result<fjall::Database> + Send,
+) -> fjall::Result<fjall::Database> {
+    std::thread::scope(|scope| {
+        let opener = std::thread::Builder::new()
+            .name("ringchat-open".into())
+            .spawn_scoped(scope, || {
+                lower_this_thread();
+                open()
+            })?;
+        opener.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Sets the calling thread's nice value to `BACKGROUND_NICE` (Linux; elsewhere nothing).
+fn lower_this_thread() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority only reads its arguments; on Linux PRIO_PROCESS with 0 names the
+    // calling thread, and lowering one's own priority needs no privilege.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICE);
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// fjall names its worker threads so (`worker_pool.rs`).
+    const FJALL_WORKER: &str = "fjall:worker";
+
+    /// Nice values of this process's fjall worker threads (`/proc/self/task/*/stat`, field 19).
+    fn fjall_worker_nices() -> Vec<i32> {
+        let mut nices = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else {
+                continue;
+            };
+            if comm.trim_end() != FJALL_WORKER {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            // Fields after the parenthesised name: state is field 3, nice field 19.
+            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+            let nice: i32 = after_name.split(' ').nth(16).unwrap().parse().unwrap();
+            nices.push(nice);
+        }
+        nices
+    }
+
+    #[test]
+    fn an_opened_store_runs_fjalls_workers_below_the_request_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = crate::Store::open(dir.path()).unwrap();
+        let nices = fjall_worker_nices();
+        assert!(!nices.is_empty(), "fjall started no worker threads");
+        assert!(
+            nices.iter().all(|n| *n == BACKGROUND_NICE),
+            "fjall workers' nice values: {nices:?}"
+        );
+    }
+}
