@@ -8,21 +8,21 @@
 //! still gets a share when the cores stay full, and if it ever falls far behind, fjall's own
 //! write backpressure slows the writers (RocksDB lowers its compaction threads the same way).
 
+use std::path::Path;
+
 /// The nice value of fjall's worker threads (0 is the default, 19 the lowest priority).
 pub const BACKGROUND_NICE: i32 = 10;
 
-/// Opens a fjall database with `open` on a short-lived thread at `BACKGROUND_NICE`: the
+/// Opens the fjall database in `fjall_dir` on a short-lived thread at `BACKGROUND_NICE`: the
 /// worker threads fjall starts while opening inherit their creator's nice value. Raising a
 /// thread's priority back needs a privilege, so the lowered thread is one that ends here.
-pub fn open_at_background_priority(
-    open: impl FnOnce() -> fjall::Result<fjall::Database> + Send,
-) -> fjall::Result<fjall::Database> {
+pub fn open_at_background_priority(fjall_dir: &Path) -> fjall::Result<fjall::Database> {
     std::thread::scope(|scope| {
         let opener = std::thread::Builder::new()
             .name("ringchat-open".into())
             .spawn_scoped(scope, || {
                 lower_this_thread();
-                open()
+                fjall::Database::builder(fjall_dir).open()
             })?;
         opener.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })

@@ -108,7 +108,7 @@ impl Store {
                 );
                 let _ = std::fs::remove_file(dir.join(DAMAGE_FOUND));
                 (
-                    open_at_background_priority(|| Database::builder(&fjall_dir).open()).at_path(&fjall_dir)?,
+                    open_at_background_priority(&fjall_dir).at_path(&fjall_dir)?,
                     Some(aside),
                 )
             }
@@ -180,9 +180,7 @@ enum Opening {
 /// Opens the database in `fjall_dir`, turning a panic inside fjall's recovery into an error.
 fn open_catching_panics(fjall_dir: &Path) -> Result<Database, Opening> {
     // fjall's flush and compaction threads start at a lower priority (`background_priority.rs`).
-    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        open_at_background_priority(|| Database::builder(fjall_dir).open())
-    }));
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| open_at_background_priority(fjall_dir)));
     match opened {
         Ok(result) => result.map_err(Opening::Failed),
         Err(panic) => {
