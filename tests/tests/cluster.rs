@@ -114,6 +114,9 @@ async fn a_fourth_node_takes_a_fair_share_and_data_written_before_stays_readable
         }
         dms.push(dm.channel_id);
     }
+    // Every partition's log gets longer than one AppendEntries batch, so each replica that
+    // moves is filled from a snapshot instead of a replay of the log.
+    let long_logs = fill_every_partition_log(&nodes, &alice, 8).await;
     // Scale out.
     let joined = start_cluster_node(dir.path(), 4, Some(&nodes[0].cluster_addr), &[]).await;
     nodes.push(joined);
@@ -134,6 +137,23 @@ async fn a_fourth_node_takes_a_fair_share_and_data_written_before_stays_readable
         "replicas moved between old nodes: {moved:?}"
     );
     assert!(fraction > 0.0 && fraction <= 0.5, "{fraction}");
+    // Each replica moved to node 4 arrived as a snapshot (plus the log after it).
+    let installed = metric_sum(&nodes[3], "ringchat_snapshots_installed_total").await;
+    assert!(
+        installed >= moved.len() as u64,
+        "node 4 installed {installed} snapshots for {} moved replicas",
+        moved.len()
+    );
+    let mut by_snapshot = 0;
+    for node in &nodes {
+        let text = node.http().metrics().await.unwrap();
+        by_snapshot += text
+            .lines()
+            .filter(|l| l.starts_with("ringchat_replica_fills_total{from=\"snapshot\"}"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64;
+    }
+    assert!(by_snapshot >= moved.len() as u64, "{by_snapshot} fills by snapshot");
     // Each node runs exactly the groups of the partitions placed on it: the new node opened its
     // share as replicas moved in, the old nodes closed the ones that moved away.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -173,6 +193,20 @@ async fn a_fourth_node_takes_a_fair_share_and_data_written_before_stays_readable
         let page = alice4.history(cid, None, None, None).await.unwrap();
         let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    }
+    for (cid, sent) in &long_logs {
+        let mut seqs = Vec::new();
+        let mut before = None;
+        for _ in 0..10 {
+            let page = alice4.history(cid, before, None, None).await.unwrap();
+            if page.messages.is_empty() {
+                break;
+            }
+            before = page.messages.iter().map(|m| m.seq).min();
+            seqs.extend(page.messages.iter().map(|m| m.seq));
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=*sent as u64).collect::<Vec<_>>(), "history of {cid}");
     }
     // Remove node 4 again: drained first, then dead, and the data is still all there.
     remove_node(&nodes[1], 4);
@@ -307,6 +341,41 @@ async fn kill_one_of_three_and_add_a_fourth(
 
 /// Stops `work` and checks every acked message on each of `live`: none lost, duplicated, out
 /// of order or with gaps.
+/// Sends more than one AppendEntries batch of messages (`FILL_BY_LOG_MAX_ENTRIES`) into a DM
+/// of every one of the `partitions` partitions, one partition per task; returns the DMs with
+/// what each holds.
+async fn fill_every_partition_log(nodes: &[NodeProcess], alice: &TestUser, partitions: u16) -> Vec<(String, usize)> {
+    let per_log = ringchat_cluster::meta::snapshot_fill::FILL_BY_LOG_MAX_ENTRIES as usize + 2;
+    let mut dm_of: std::collections::BTreeMap<u16, String> = Default::default();
+    for i in 0..200 {
+        if dm_of.len() == partitions as usize {
+            break;
+        }
+        let other = new_user(&nodes[i % nodes.len()].base, "fill").await;
+        let dm = alice.http.open_dm(&other.user_id).await.unwrap();
+        let p = ringchat_cluster::placement::partition_of(&dm.channel_id, partitions);
+        dm_of.entry(p).or_insert(dm.channel_id);
+    }
+    assert_eq!(dm_of.len(), partitions as usize, "a DM in every partition");
+    let mut tasks = Vec::new();
+    for channel in dm_of.into_values() {
+        let http = alice.http.clone();
+        tasks.push(tokio::spawn(async move {
+            for j in 0..per_log {
+                http.send_message(&channel, &format!("fill {j}"), &format!("f-{channel}-{j}"))
+                    .await
+                    .unwrap();
+            }
+            (channel, per_log)
+        }));
+    }
+    let mut filled = Vec::new();
+    for task in tasks {
+        filled.push(task.await.unwrap());
+    }
+    filled
+}
+
 async fn finish_and_check(work: Workload, live: &[&NodeProcess]) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (users, channels, history) = work.finish().await;

@@ -689,11 +689,23 @@ impl Cluster {
         crate::local::renew_lease(&raft)
             .await
             .map_err(ClusterError::Unavailable)?;
+        let mut fill = None;
         for (id, addr) in &change.voters {
             if voters.contains(id) {
                 continue;
             }
             if !learners.contains(id) {
+                // Once per change: the snapshot (and the purge) serve every learner it adds.
+                if fill.is_none() {
+                    let how = super::snapshot_fill::prepare(&raft, change.partition).await;
+                    let from = if matches!(how, super::snapshot_fill::Fill::Snapshot(_)) {
+                        "snapshot"
+                    } else {
+                        "log"
+                    };
+                    metrics::counter!("ringchat_replica_fills_total", "from" => from).increment(1);
+                    fill = Some(how);
+                }
                 // Returns once the learner has caught up with the log (or a snapshot).
                 tokio::time::timeout(CATCH_UP_TIMEOUT, raft.add_learner(*id, BasicNode::new(addr), true))
                     .await

@@ -3,7 +3,7 @@
 //! states, and the committed partition layout. Every node replicates it (voters up to
 //! `MAX_META_VOTERS`, the rest learners) and reads it locally.
 //!
-//! `membership.rs` admits nodes and moves replicas (each move a task of its own, `moves.rs`); `meta_voters.rs` keeps the meta voters
+//! `membership.rs` admits nodes and moves replicas (each move a task of its own, `moves.rs`); `snapshot_fill.rs` makes a moving replica's fill a snapshot; `meta_voters.rs` keeps the meta voters
 //! drawn from live members; `wire.rs` holds the payloads of the member RPCs.
 
 pub mod leader_balance;
@@ -15,6 +15,7 @@ pub mod moves;
 pub mod nodes;
 pub mod operator;
 pub mod removal;
+pub mod snapshot_fill;
 pub mod status_detail;
 pub mod wire;
 

@@ -40,6 +40,7 @@ pub fn open_as_v1(start: &mut [u8]) {
 }
 
 /// Snapshot data handed between openraft and storage: the path of a complete snapshot file.
+/// A received one is moved into the snapshot dir by the install, not copied.
 #[derive(Debug, Clone)]
 pub struct SnapshotFile(pub PathBuf);
 
