@@ -3,13 +3,14 @@
 //! One task per open group, started with it. It ends when the group shuts down (openraft
 //! drops the metrics sender when its core stops), so it needs no shutdown signal of its own.
 //!
-//! A replica that becomes leader delivers the recent commits again only when its predecessor
-//! may have died with some undelivered: when a voter of the group, or the leader it last
-//! knew, no longer beats. When all of them beat, the predecessor handed the group over (leader
-//! balancing, a SIGTERM hand-off, a move that took it out of the voters) and had delivered
-//! everything it applied; delivering the last 10 s again then only sent every recipient
-//! hundreds of duplicates per leadership change (3,000 in a 40 s rebalance run,
-//! docs/benchmarks.md).
+//! A replica that becomes leader delivers the last 10 s of commits again only when its
+//! predecessor may have died with some undelivered: when a voter of the group, or the leader it
+//! last knew, no longer beats. When all of them beat, the predecessor handed the group over
+//! (leader balancing, a SIGTERM hand-off, a move that took it out of the voters) and had
+//! delivered what it applied while leading; delivering the last 10 s again then only sent
+//! every recipient hundreds of duplicates per leadership change (3,000 in a 40 s rebalance
+//! run, docs/benchmarks.md). Only its writes in flight at the hand-over are left, applied
+//! around the change: the last 2 s are delivered again (`PartitionDelivery::took_over`).
 
 use std::sync::Arc;
 

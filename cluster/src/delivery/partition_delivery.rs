@@ -17,6 +17,10 @@ use crate::model::MessageRecord;
 
 /// How far back a new leader delivers again.
 pub const RECENT: Duration = Duration::from_secs(10);
+/// How far back a leader handed the group by a live predecessor delivers again: longer than
+/// a hand-over takes (openraft waits at most an election timeout, 1 s, for the successor's
+/// log).
+pub const HANDED_OVER_RECENT: Duration = Duration::from_secs(2);
 /// Recent messages kept at most per partition...
 const RECENT_MESSAGES: usize = 1024;
 /// ...and at most this many bytes of their texts.
@@ -100,13 +104,31 @@ impl PartitionDelivery {
     /// This replica now leads: it delivers from here on, and delivers the recent commits
     /// again. Returns how many it delivered again.
     pub fn became_leader(&self) -> usize {
+        self.lead_and_deliver_again(RECENT)
+    }
+
+    /// This replica now leads, handed over by a live predecessor. The predecessor delivered
+    /// what it applied while it led, but not its writes still in flight at the hand-over:
+    /// those commit in this leader's term, and this replica may apply them a moment before it
+    /// learns that it leads. So only the last `HANDED_OVER_RECENT` is delivered again (a few
+    /// duplicates, which clients drop by `(channel_id, seq)`), not the whole `RECENT`.
+    /// Without it, each hand-over under load left a few messages to the recipients' next
+    /// catch-up, 1–3 s late (docs/benchmarks.md). Returns how many it delivered again.
+    pub fn took_over(&self) -> usize {
+        self.lead_and_deliver_again(HANDED_OVER_RECENT)
+    }
+
+    /// Starts delivering, and delivers again what was applied in the last `window`.
+    fn lead_and_deliver_again(&self, window: Duration) -> usize {
         self.leading.store(true, Ordering::SeqCst);
         let again: Vec<(MessageRecord, Vec<String>)> = {
+            let now = Instant::now();
             let mut recent = self.recent();
-            recent.forget_before(Instant::now());
+            recent.forget_before(now);
             recent
                 .list
                 .iter()
+                .filter(|r| now.duration_since(r.at) <= window)
                 .map(|r| (r.message.clone(), r.members.clone()))
                 .collect()
         };
@@ -114,13 +136,6 @@ impl PartitionDelivery {
             self.sink.message_committed(message, members);
         }
         again.len()
-    }
-
-    /// This replica now leads, handed over by a live predecessor that delivered what it
-    /// applied: it delivers from here on, nothing again. Returns 0 (none delivered again).
-    pub fn took_over(&self) -> usize {
-        self.leading.store(true, Ordering::SeqCst);
-        0
     }
 
     /// This replica no longer leads: the new leader delivers.
@@ -182,12 +197,20 @@ mod tests {
     }
 
     #[test]
-    fn a_replica_handed_the_group_delivers_only_what_it_applies_from_then_on() {
+    fn a_replica_handed_the_group_delivers_again_only_the_moments_before_the_hand_over() {
         let (d, seen) = delivery();
         d.applied(message(1, 1), vec!["a".into()]);
-        assert_eq!(d.took_over(), 0);
+        // Applied just before this replica learned it leads: the predecessor's write in
+        // flight at the hand-over, which nobody delivered.
+        assert_eq!(d.took_over(), 1);
         d.applied(message(2, 1), vec!["a".into()]);
-        assert_eq!(*seen.0.lock().unwrap(), vec![2]);
+        assert_eq!(*seen.0.lock().unwrap(), vec![1, 2]);
+        // Older commits were delivered by the predecessor: not again.
+        let (d, seen) = delivery();
+        d.applied(message(1, 1), vec!["a".into()]);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(d.lead_and_deliver_again(Duration::from_millis(1)), 0);
+        assert!(seen.0.lock().unwrap().is_empty());
     }
 
     #[test]

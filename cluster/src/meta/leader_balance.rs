@@ -12,9 +12,11 @@
 use super::model::NodeState;
 use crate::cluster::Cluster;
 
-/// Transfers started per pass at most: each one makes its partition briefly unavailable
-/// (an election's worth), so they are spread over passes.
-const MAX_PER_PASS: usize = 4;
+/// Transfers started per pass (one a second) at most: each one makes its partition briefly
+/// unavailable (an election's worth), so they are spread over passes. Four at once from each
+/// of three nodes handed a node that had just filled 48 replicas twelve elections at a time;
+/// most of those hand-overs took 1–3 s instead of milliseconds (docs/benchmarks.md).
+const MAX_PER_PASS: usize = 1;
 
 impl Cluster {
     /// One balancing pass over the partitions this node leads; returns the transfers started.
