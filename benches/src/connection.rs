@@ -58,6 +58,9 @@ pub struct Shared {
     pub expected: AtomicU64,
     /// `message` frames from an earlier step (arrived after that step was measured).
     pub stale: AtomicU64,
+    /// Messages a connection had already received (a new leader delivers its last commits
+    /// again; clients drop them by `(channel_id, seq)`, as PROTOCOL says): counted, not timed.
+    pub duplicates: AtomicU64,
     /// `error` frames, failed connects and unexpected closes.
     pub errors: AtomicU64,
     /// The first error of the step, as text.
@@ -86,6 +89,7 @@ impl Shared {
             delivered: AtomicU64::new(0),
             expected: AtomicU64::new(0),
             stale: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             first_error: Mutex::new(None),
             latency: (0..SHARDS).map(|_| Mutex::new(new_histogram())).collect(),
@@ -198,13 +202,14 @@ pub async fn run(
     }
     let shard = &shared.latency[spec.index % SHARDS];
     let mut to_ack: HashMap<String, u64> = HashMap::new();
+    let mut seen = Seen::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_frame_out = Instant::now();
     loop {
         tokio::select! {
             biased;
             incoming = ws.next() => match incoming {
-                Some(Ok(WsMessage::Text(t))) => on_frame(&t, &shared, shard, spec.ack.then_some(&mut to_ack)),
+                Some(Ok(WsMessage::Text(t))) => on_frame(&t, &shared, shard, &mut seen, spec.ack.then_some(&mut to_ack)),
                 Some(Ok(WsMessage::Close(c))) => {
                     shared.error(|| format!("connection {}: closed by server: {c:?}", spec.index));
                     return;
@@ -278,7 +283,7 @@ async fn open(spec: &ConnSpec, shared: &Shared) -> anyhow::Result<Socket> {
                 if is_caught_up {
                     return Ok(ws);
                 }
-                on_frame(&t, shared, shard, None);
+                on_frame(&t, shared, shard, &mut Seen::default(), None);
             }
             Some(Ok(WsMessage::Close(c))) => anyhow::bail!("closed during hello: {c:?}"),
             Some(Ok(_)) => {}
@@ -288,8 +293,33 @@ async fn open(spec: &ConnSpec, shared: &Shared) -> anyhow::Result<Socket> {
     }
 }
 
+/// The messages of the current step one connection has received, by stamp id: what a client
+/// de-duplicating by `(channel_id, seq)` would drop (a stamp id names one message).
+#[derive(Default)]
+struct Seen {
+    step: u32,
+    ids: std::collections::HashSet<u64>,
+}
+
+impl Seen {
+    /// True the first time message `id` of `step` arrives; a new step forgets the last one's.
+    fn first(&mut self, step: u32, id: u64) -> bool {
+        if step != self.step {
+            self.step = step;
+            self.ids.clear();
+        }
+        self.ids.insert(id)
+    }
+}
+
 /// Accounts for one server frame.
-fn on_frame(text: &str, shared: &Shared, shard: &Mutex<Histogram<u64>>, to_ack: Option<&mut HashMap<String, u64>>) {
+fn on_frame(
+    text: &str,
+    shared: &Shared,
+    shard: &Mutex<Histogram<u64>>,
+    seen: &mut Seen,
+    to_ack: Option<&mut HashMap<String, u64>>,
+) {
     let Ok(frame) = serde_json::from_str::<Frame>(text) else {
         shared.error(|| format!("undecodable frame: {text:.200}"));
         return;
@@ -306,6 +336,10 @@ fn on_frame(text: &str, shared: &Shared, shard: &Mutex<Histogram<u64>>, to_ack: 
             };
             if stamp.step != shared.step.load(Relaxed) {
                 shared.stale.fetch_add(1, Relaxed);
+                return;
+            }
+            if !seen.first(stamp.step, stamp.id) {
+                shared.duplicates.fetch_add(1, Relaxed);
                 return;
             }
             shared.delivered.fetch_add(1, Relaxed);

@@ -566,6 +566,7 @@ impl Engine {
             &s.delivered,
             &s.expected,
             &s.stale,
+            &s.duplicates,
             &s.errors,
         ] {
             c.store(0, Relaxed);
@@ -626,6 +627,7 @@ impl Engine {
             lost,
             errors,
             stale: s.stale.load(Relaxed),
+            duplicates: s.duplicates.load(Relaxed),
             p50_ms: ms(0.5),
             p99_ms,
             p999_ms: ms(0.999),
@@ -653,7 +655,7 @@ impl Engine {
     fn print_progress(&self, step: u32, rate: f64) {
         let s = &self.shared;
         eprintln!(
-            "step {step} @ {rate:.0}/s: sent {} acked {} delivered {}/{} errors {} slow(>{} ms) {} worst {} ms",
+            "step {step} @ {rate:.0}/s: sent {} acked {} delivered {}/{} errors {} slow(>{} ms) {} worst {} ms duplicates {}",
             s.sent.load(Relaxed),
             s.acked.load(Relaxed),
             s.delivered.load(Relaxed),
@@ -662,6 +664,7 @@ impl Engine {
             crate::connection::SLOW_US / 1000,
             s.slow.swap(0, Relaxed),
             s.worst_us.swap(0, Relaxed) / 1000,
+            s.duplicates.load(Relaxed),
         );
     }
 

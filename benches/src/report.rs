@@ -45,6 +45,9 @@ pub struct StepReport {
     pub errors: u64,
     /// Messages of an earlier step that arrived during this one.
     pub stale: u64,
+    /// Messages a connection received a second time (dropped, as clients drop them).
+    #[serde(default)]
+    pub duplicates: u64,
     /// Latency percentiles, ms: send-scheduled → received (catchup: connect → `caught_up`).
     pub p50_ms: f64,
     /// 99th percentile, ms.
