@@ -11,6 +11,7 @@ pub mod snapshot;
 pub mod snapshot_schedule;
 pub mod state_machine;
 pub mod tables;
+pub mod write_behind;
 
 pub use log_store::LogStore;
 pub use snapshot::{verify_snapshot, SnapshotFile};

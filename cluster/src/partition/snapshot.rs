@@ -20,6 +20,8 @@ use ringchat_storage::keys::partition_prefix;
 use ringchat_storage::Store;
 use xxhash_rust::xxh3::Xxh3;
 
+use super::write_behind::WriteBehind;
+
 const MAGIC: &[u8; 8] = b"RCSNAP2\n";
 const MAGIC_V1: &[u8; 8] = b"RCSNAP1\n";
 const END: u32 = u32::MAX;
@@ -70,7 +72,7 @@ pub const TEMP_EXTENSION: &str = "tmp";
 
 /// Writes the whole file to `tmp` and fsyncs it; returns the record count.
 fn write_to(store: &Store, view: &fjall::Snapshot, p: u16, tmp: &Path) -> io::Result<u64> {
-    let mut out = Hashing::new(BufWriter::new(File::create(tmp)?));
+    let mut out = Hashing::new(BufWriter::new(WriteBehind::new(File::create(tmp)?)));
     out.write_all(MAGIC)?;
     let mut count = 0u64;
     for item in view.prefix(&store.sm, partition_prefix(p)) {
@@ -86,8 +88,7 @@ fn write_to(store: &Store, view: &fjall::Snapshot, p: u16, tmp: &Path) -> io::Re
     let checksum = out.hash.digest();
     let mut out = out.inner;
     out.write_all(&checksum.to_be_bytes())?;
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
+    out.into_inner().map_err(|e| e.into_error())?.finish()?;
     Ok(count)
 }
 

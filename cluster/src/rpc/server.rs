@@ -155,6 +155,7 @@ impl RaftService for RaftRpcService {
                 .map_err(|e| Status::internal(format!("staging snapshot: {e}")))?,
         );
         let mut received = 0u64;
+        let mut unsynced = 0u64;
         while let Some(chunk) = stream.message().await? {
             let Some(Part::Data(data)) = chunk.part else {
                 return Err(Status::invalid_argument("only data may follow the snapshot header"));
@@ -169,6 +170,19 @@ impl RaftService for RaftRpcService {
             file.write_all(&data)
                 .await
                 .map_err(|e| Status::internal(format!("writing snapshot: {e}")))?;
+            // A few MB at a time reach the disk, not the whole file in one burst at the end
+            // (`partition/write_behind.rs`).
+            unsynced += data.len() as u64;
+            if unsynced >= crate::partition::write_behind::SYNC_EVERY_BYTES {
+                unsynced = 0;
+                file.flush()
+                    .await
+                    .map_err(|e| Status::internal(format!("writing snapshot: {e}")))?;
+                file.get_ref()
+                    .sync_data()
+                    .await
+                    .map_err(|e| Status::internal(format!("writing snapshot: {e}")))?;
+            }
         }
         if received != header.size {
             // A cut stream must never reach the state machine: it would refuse the torn file
@@ -183,7 +197,8 @@ impl RaftService for RaftRpcService {
             .map_err(|e| Status::internal(format!("writing snapshot: {e}")))?;
         // On disk now, while the move is under way: left to the kernel, a moving replica's
         // bytes were written back ~30 s later (its dirty-page expiry), when every node's journal
-        // fsync on the machine waited behind them for 120–170 ms (docs/benchmarks.md).
+        // fsync on the machine waited behind them for 120–170 ms (docs/benchmarks.md). The
+        // rest since the last sync above.
         file.get_ref()
             .sync_data()
             .await
