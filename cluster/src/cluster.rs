@@ -106,7 +106,7 @@ fn packing_gate(node_id: NodeId, peers: Option<PeerChannels>) -> CanPack {
 }
 
 /// True if a member of `raft`'s group (voter or learner) other than node `me` satisfies `test`.
-fn any_other_member(raft: &PartitionRaft, me: NodeId, mut test: impl FnMut(&BasicNode) -> bool) -> bool {
+pub(crate) fn any_other_member(raft: &PartitionRaft, me: NodeId, mut test: impl FnMut(&BasicNode) -> bool) -> bool {
     let metrics = raft.metrics();
     let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&metrics);
     let found = m

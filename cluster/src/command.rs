@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::meta::{Layout, NodeInfo};
+use crate::meta::{Layout, MoveRecord, NodeInfo};
 use crate::model::*;
 
 /// A state machine command. Each targets one partition (the router picks it from the key).
@@ -168,6 +168,15 @@ pub enum Command {
     /// group was busy (`partition/proposal_packer.rs`), applied in order in one batch and
     /// answered with `Response::Batch` in the same order. Never nested. Appended last.
     Batch(Vec<Command>),
+    /// Record the latest move of `partition` (meta group only): a newer start replaces the
+    /// record, a finish completes the start it names. Appended last; written only once every
+    /// meta member reads it (`rpc::MOVE_RECORDS`).
+    MetaRecordMove {
+        /// Data partition.
+        partition: u16,
+        /// The move as it stands.
+        record: MoveRecord,
+    },
 }
 
 /// The routing key of the partition that holds the DM id key.
@@ -197,6 +206,7 @@ impl fmt::Display for Command {
             Command::MetaSetLayout { .. } => "MetaSetLayout",
             Command::EnsureDmIdKey { .. } => "EnsureDmIdKey",
             Command::Batch(..) => "Batch",
+            Command::MetaRecordMove { .. } => "MetaRecordMove",
         };
         f.write_str(name)
     }

@@ -6,13 +6,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use ringchat_cluster::meta::status_detail::StatusDetail;
-use ringchat_cluster::meta::ClusterStatus;
+use ringchat_cluster::meta::{ClusterStatus, MoveRecord};
 use serde_json::{json, Value};
 
 /// What one partition looks like once status and detail are put together.
 struct PartitionView {
     partition: u32,
+    /// Where it is going: a running move's destination, else the committed replicas.
     target: Vec<u64>,
+    /// Its latest committed move, if it ever moved (and the node reports them).
+    last_move: Option<MoveRecord>,
     leader: Option<u64>,
     /// `None` when no leader answered (the committed layout is all that is known).
     voters: Option<Vec<u64>>,
@@ -28,6 +31,38 @@ pub struct StatusReport {
     reachable: BTreeMap<u64, bool>,
     partitions: Vec<PartitionView>,
     leaders: BTreeMap<u64, usize>,
+    /// `(done, total)` moves of the latest rebalance (`rebalance_progress`).
+    rebalance: (usize, usize),
+}
+
+/// Moves that start within this long of the previous one's finish belong to one rebalance
+/// (moves start once a second, or as soon as another ends).
+const REBALANCE_GAP_MS: u64 = 2_000;
+
+/// `(done, total)` of the latest rebalance: the last run of moves whose spans (start to
+/// finish, a running one to now) follow one another with gaps under `REBALANCE_GAP_MS`.
+fn rebalance_progress(moves: &[&MoveRecord], now_ms: u64) -> (usize, usize) {
+    let mut spans: Vec<(u64, u64, bool)> = moves
+        .iter()
+        .map(|m| (m.started_ms, m.finished_ms.unwrap_or(now_ms).max(m.started_ms), m.finished_ms.is_some()))
+        .collect();
+    spans.sort_unstable();
+    let (mut done, mut total, mut end) = (0, 0, 0u64);
+    for (start, finish, finished) in spans {
+        if total == 0 || start > end + REBALANCE_GAP_MS {
+            (done, total) = (0, 0);
+        }
+        total += 1;
+        done += usize::from(finished);
+        end = end.max(finish);
+    }
+    (done, total)
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl StatusReport {
@@ -54,25 +89,36 @@ impl StatusReport {
                 let group = detail.groups.iter().find(|g| g.partition == p.partition);
                 let voters = group.map(|g| g.voters.clone());
                 let learners = group.map(|g| g.learners.clone()).unwrap_or_default();
-                let target: BTreeSet<u64> = p.replicas.iter().copied().collect();
+                let last_move = detail
+                    .moves
+                    .iter()
+                    .find(|m| m.partition == p.partition)
+                    .map(|m| m.record.clone());
+                let running = last_move.as_ref().filter(|m| m.finished_ms.is_none());
+                let target_list = running.map_or_else(|| p.replicas.clone(), |m| m.to.clone());
+                let target: BTreeSet<u64> = target_list.iter().copied().collect();
                 let actual: BTreeSet<u64> = voters.as_ref().map_or(target.clone(), |v| v.iter().copied().collect());
                 PartitionView {
                     partition: p.partition,
-                    target: p.replicas.clone(),
+                    moving: actual != target || !learners.is_empty() || running.is_some(),
+                    target: target_list,
+                    last_move,
                     leader: p.leader,
-                    moving: actual != target || !learners.is_empty(),
                     under_replicated: p.leader.is_none() || actual.iter().filter(|id| live(id)).count() < target.len(),
                     voters,
                     learners,
                 }
             })
-            .collect();
+            .collect::<Vec<PartitionView>>();
+        let moves: Vec<&MoveRecord> = detail.moves.iter().map(|m| &m.record).collect();
+        let rebalance = rebalance_progress(&moves, unix_ms());
         StatusReport {
             status,
             has_detail,
             reachable,
             partitions,
             leaders,
+            rebalance,
         }
     }
 
@@ -105,6 +151,8 @@ impl StatusReport {
                 p["learners"] = json!(view.learners);
                 p["moving"] = json!(view.moving);
                 p["under_replicated"] = json!(view.under_replicated);
+                p["target"] = json!(view.target);
+                p["move"] = json!(view.last_move);
             }
         }
         let unreachable: Vec<u64> = self.reachable.iter().filter(|(_, r)| !**r).map(|(id, _)| *id).collect();
@@ -114,6 +162,8 @@ impl StatusReport {
             "without_leader": self.ids(|p| p.leader.is_none()),
             "under_replicated": self.ids(|p| p.under_replicated),
             "moving": self.ids(|p| p.moving),
+            "moves_in_progress": self.ids(|p| p.last_move.as_ref().is_some_and(|m| m.finished_ms.is_none())),
+            "rebalance": {"done": self.rebalance.0, "total": self.rebalance.1},
             "unreachable": unreachable,
         });
         v
@@ -185,6 +235,13 @@ impl StatusReport {
             list(self.ids(|p| p.under_replicated)),
             list(self.ids(|p| p.moving)),
         );
+        let _ = writeln!(
+            out,
+            "moves in progress: {}; latest rebalance: {} of {} moves done",
+            list(self.ids(|p| p.last_move.as_ref().is_some_and(|m| m.finished_ms.is_none()))),
+            self.rebalance.0,
+            self.rebalance.1,
+        );
         if !self.has_detail {
             let _ = writeln!(
                 out,
@@ -206,15 +263,31 @@ impl StatusReport {
             if p.under_replicated {
                 flags.push("under-replicated");
             }
+            let movement = match &p.last_move {
+                Some(m) => match m.finished_ms {
+                    None => format!(
+                        "  moving from [{}] for {} s",
+                        ids(&m.from),
+                        unix_ms().saturating_sub(m.started_ms) / 1000
+                    ),
+                    Some(done) => format!(
+                        "  last move from [{}] took {:.1} s",
+                        ids(&m.from),
+                        done.saturating_sub(m.started_ms) as f64 / 1000.0
+                    ),
+                },
+                None => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "  {:>4}  target [{}]  voters [{}]  learners [{}]  leader {}  {}",
+                "  {:>4}  target [{}]  voters [{}]  learners [{}]  leader {}  {}{}",
                 p.partition,
                 ids(&p.target),
                 voters,
                 ids(&p.learners),
                 leader,
-                flags.join(" ")
+                flags.join(" "),
+                movement
             );
         }
         out
@@ -224,7 +297,7 @@ impl StatusReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringchat_cluster::meta::status_detail::{GroupDetail, MemberReach};
+    use ringchat_cluster::meta::status_detail::{GroupDetail, MemberReach, PartitionMove};
     use ringchat_cluster::meta::{MemberStatus, PartitionStatus};
 
     fn member(id: u64, state: &str) -> MemberStatus {
@@ -282,6 +355,26 @@ mod tests {
             ],
             groups: vec![group(0, 1, &[1, 2, 3], &[]), group(1, 2, &[2, 1], &[3])],
             meta_members: vec![1, 2, 3],
+            moves: vec![
+                PartitionMove {
+                    partition: 0,
+                    record: MoveRecord {
+                        from: vec![1, 2, 4],
+                        to: vec![1, 2, 3],
+                        started_ms: 1_000,
+                        finished_ms: Some(3_500),
+                    },
+                },
+                PartitionMove {
+                    partition: 1,
+                    record: MoveRecord {
+                        from: vec![2, 1, 4],
+                        to: vec![2, 3, 1],
+                        started_ms: 3_000,
+                        finished_ms: None,
+                    },
+                },
+            ],
         };
         StatusReport::new(status, Some(detail))
     }
@@ -308,6 +401,27 @@ mod tests {
         assert_eq!(v["summary"]["without_leader"], json!([2]));
         assert_eq!(v["summary"]["unreachable"], json!([3]));
         assert_eq!(v["summary"]["leaders_per_node"], json!({"1": 1, "2": 1}));
+        // 0's move finished, 1's runs: it is the target and it counts as one of two moves.
+        assert_eq!(v["partitions"][1]["target"], json!([2, 3, 1]));
+        assert_eq!(v["partitions"][1]["move"]["from"], json!([2, 1, 4]));
+        assert_eq!(v["partitions"][0]["move"]["finished_ms"], json!(3_500));
+        assert_eq!(v["partitions"][2]["move"], Value::Null);
+        assert_eq!(v["summary"]["moves_in_progress"], json!([1]));
+        assert_eq!(v["summary"]["rebalance"], json!({"done": 1, "total": 2}));
+    }
+
+    #[test]
+    fn a_rebalance_is_the_latest_run_of_moves_that_follow_one_another() {
+        let m = |started_ms, finished_ms| MoveRecord {
+            from: vec![1],
+            to: vec![2],
+            started_ms,
+            finished_ms,
+        };
+        let (old, a, b, c) = (m(0, Some(500)), m(60_000, Some(61_000)), m(61_500, None), m(60_200, Some(70_000)));
+        assert_eq!(rebalance_progress(&[&old, &a, &b, &c], 80_000), (2, 3));
+        assert_eq!(rebalance_progress(&[&old], 80_000), (1, 1));
+        assert_eq!(rebalance_progress(&[], 80_000), (0, 0));
     }
 
     #[test]
@@ -316,6 +430,7 @@ mod tests {
         let short = r.render(false);
         assert!(short.contains("unreachable: 3"), "{short}");
         assert!(short.contains("moving: 1 [1]"), "{short}");
+        assert!(short.contains("moves in progress: 1 [1]; latest rebalance: 1 of 2 moves done"), "{short}");
         assert!(!short.contains("target ["), "{short}");
         let long = r.render(true);
         assert!(

@@ -116,7 +116,7 @@ async fn a_fourth_node_takes_a_fair_share_and_data_written_before_stays_readable
     }
     // Every partition's log gets longer than one AppendEntries batch, so each replica that
     // moves is filled from a snapshot instead of a replay of the log.
-    let long_logs = fill_every_partition_log(&nodes, &alice, 8).await;
+    let long_logs = fill_every_partition_log(&alice, 8).await;
     // Scale out.
     let joined = start_cluster_node(dir.path(), 4, Some(&nodes[0].cluster_addr), &[]).await;
     nodes.push(joined);
@@ -137,6 +137,26 @@ async fn a_fourth_node_takes_a_fair_share_and_data_written_before_stays_readable
         "replicas moved between old nodes: {moved:?}"
     );
     assert!(fraction > 0.0 && fraction <= 0.5, "{fraction}");
+    // The layout's history: every partition that moved has its move committed as finished,
+    // to the replicas it now has, and the latest rebalance is complete.
+    let moved_partitions: BTreeSet<u64> = moved.iter().map(|(p, _)| *p).collect();
+    let history = wait_for_status(&nodes[3], Duration::from_secs(30), |s| {
+        s["summary"]["moves_in_progress"].as_array().is_some_and(|a| a.is_empty())
+    })
+    .await;
+    for p in history["partitions"].as_array().unwrap() {
+        if !moved_partitions.contains(&p["partition"].as_u64().unwrap()) {
+            continue;
+        }
+        assert!(p["move"]["finished_ms"].as_u64().is_some(), "{p}");
+        assert_eq!(p["move"]["to"], p["replicas"], "{p}");
+        assert_eq!(p["target"], p["replicas"], "{p}");
+    }
+    let rebalance = &history["summary"]["rebalance"];
+    assert!(
+        rebalance["total"].as_u64() >= Some(moved_partitions.len() as u64) && rebalance["done"] == rebalance["total"],
+        "{rebalance}"
+    );
     // Each replica moved to node 4 arrived as a snapshot (plus the log after it).
     let installed = metric_sum(&nodes[3], "ringchat_snapshots_installed_total").await;
     assert!(
@@ -339,26 +359,24 @@ async fn kill_one_of_three_and_add_a_fourth(
     (nodes, work, killed)
 }
 
-/// Stops `work` and checks every acked message on each of `live`: none lost, duplicated, out
-/// of order or with gaps.
-/// Sends more than one AppendEntries batch of messages (`FILL_BY_LOG_MAX_ENTRIES`) into a DM
-/// of every one of the `partitions` partitions, one partition per task; returns the DMs with
-/// what each holds.
-async fn fill_every_partition_log(nodes: &[NodeProcess], alice: &TestUser, partitions: u16) -> Vec<(String, usize)> {
+/// Sends more than one AppendEntries batch of messages (`FILL_BY_LOG_MAX_ENTRIES`) into a
+/// group of every one of the `partitions` partitions, one partition per task; returns the
+/// groups with what each holds. Groups, not DMs: a DM needs a new user per channel, and
+/// sign-ups are rate-limited per address.
+async fn fill_every_partition_log(alice: &TestUser, partitions: u16) -> Vec<(String, usize)> {
     let per_log = ringchat_cluster::meta::snapshot_fill::FILL_BY_LOG_MAX_ENTRIES as usize + 2;
-    let mut dm_of: std::collections::BTreeMap<u16, String> = Default::default();
+    let mut group_of: std::collections::BTreeMap<u16, String> = Default::default();
     for i in 0..200 {
-        if dm_of.len() == partitions as usize {
+        if group_of.len() == partitions as usize {
             break;
         }
-        let other = new_user(&nodes[i % nodes.len()].base, "fill").await;
-        let dm = alice.http.open_dm(&other.user_id).await.unwrap();
-        let p = ringchat_cluster::placement::partition_of(&dm.channel_id, partitions);
-        dm_of.entry(p).or_insert(dm.channel_id);
+        let group = alice.http.create_group(&format!("fill {i}"), &[]).await.unwrap();
+        let p = ringchat_cluster::placement::partition_of(&group.channel_id, partitions);
+        group_of.entry(p).or_insert(group.channel_id);
     }
-    assert_eq!(dm_of.len(), partitions as usize, "a DM in every partition");
+    assert_eq!(group_of.len(), partitions as usize, "a group in every partition");
     let mut tasks = Vec::new();
-    for channel in dm_of.into_values() {
+    for channel in group_of.into_values() {
         let http = alice.http.clone();
         tasks.push(tokio::spawn(async move {
             for j in 0..per_log {
@@ -376,6 +394,8 @@ async fn fill_every_partition_log(nodes: &[NodeProcess], alice: &TestUser, parti
     filled
 }
 
+/// Stops `work` and checks every acked message on each of `live`: none lost, duplicated, out
+/// of order or with gaps.
 async fn finish_and_check(work: Workload, live: &[&NodeProcess]) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (users, channels, history) = work.finish().await;

@@ -15,7 +15,7 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::{BasicNode, ChangeMembers, Instant as _};
 use ringchat_storage::{KeyReader, StorageError};
 
-use super::model::{Layout, NodeInfo, NodeState};
+use super::model::{Layout, MoveRecord, NodeInfo, NodeState};
 use super::wire::{ClusterStatus, JoinReply, MemberStatus, PartitionStatus, ReplicaChange, StatusRequest};
 use super::META_PARTITION;
 use crate::cluster::Cluster;
@@ -185,6 +185,66 @@ impl Cluster {
         {
             Some(v) => Ok(crate::codec::decode(&v).map_err(StorageError::from)?),
             None => Ok(Layout::default()),
+        }
+    }
+
+    /// The latest move of every partition that ever moved, as committed in the meta group
+    /// (read from this node's replica).
+    pub fn moves_recorded(&self) -> Result<BTreeMap<u16, MoveRecord>, ClusterError> {
+        let mut out = BTreeMap::new();
+        for item in self.store.sm.prefix(t::meta_moves(META_PARTITION)) {
+            let (k, v) = item.into_inner().map_err(StorageError::from)?;
+            let partition = KeyReader::after_header(&k)
+                .and_then(|mut r| r.u64())
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or_else(|| StorageError::Undecodable("bad move record key".into()))?;
+            out.insert(partition, crate::codec::decode::<MoveRecord>(&v).map_err(StorageError::from)?);
+        }
+        Ok(out)
+    }
+
+    /// True once every other member of the meta group reads `MetaRecordMove` (a node of an
+    /// older release would stop applying the meta log at the first one).
+    fn meta_reads_move_records(&self) -> bool {
+        match &self.peers {
+            None => true,
+            Some(peers) => !crate::cluster::any_other_member(&self.meta, self.node_id, |node| {
+                !peers.peer_reads(&node.addr, crate::rpc::MOVE_RECORDS)
+            }),
+        }
+    }
+
+    /// Commits the start of partition `p`'s move from `from` to `to`, unless the same move is
+    /// already recorded as running (a retry keeps its first start). Best effort: the record
+    /// is what `cluster status` shows; the move itself does not depend on it.
+    async fn record_move_started(&self, p: u16, from: &[NodeId], to: &[NodeId]) -> Option<MoveRecord> {
+        if !self.meta_reads_move_records() {
+            return None;
+        }
+        let running = self
+            .moves_recorded()
+            .ok()
+            .and_then(|mut all| all.remove(&p))
+            .filter(|r| r.to == to && r.finished_ms.is_none());
+        if let Some(record) = running {
+            return Some(record);
+        }
+        let record = MoveRecord {
+            from: from.to_vec(),
+            to: to.to_vec(),
+            started_ms: crate::clock::unix_ms(),
+            finished_ms: None,
+        };
+        let cmd = Command::MetaRecordMove {
+            partition: p,
+            record: record.clone(),
+        };
+        match self.write_meta(cmd).await {
+            Ok(_) => Some(record),
+            Err(e) => {
+                tracing::debug!(partition = p, error = %e, "recording a move's start");
+                None
+            }
         }
     }
 
@@ -478,13 +538,14 @@ impl Cluster {
             tokio::spawn(async move {
                 let by_id: BTreeMap<NodeId, &NodeInfo> = addrs.iter().map(|(id, n)| (*id, n)).collect();
                 let started = std::time::Instant::now();
+                let record = cluster.record_move_started(p, &before, &moving_to).await;
                 let result = match tokio::time::timeout(
                     super::moves::MOVE_TIMEOUT,
                     cluster.change_replicas_anywhere(&change, &before, &by_id),
                 )
                 .await
                 {
-                    Ok(Ok(())) => cluster.commit_replicas(p, &moving_to).await,
+                    Ok(Ok(())) => cluster.commit_replicas(p, &moving_to, record).await,
                     Ok(Err(e)) => Err(e),
                     Err(_) => Err(ClusterError::Unavailable(format!(
                         "move did not finish in {} s",
@@ -514,21 +575,37 @@ impl Cluster {
     }
 
     /// Commits `replicas` as partition `p`'s replica set, leaving every other partition's
-    /// entry as committed. Finished moves commit one at a time (`Moves::commit`), each on the
-    /// layout the previous one left.
-    async fn commit_replicas(&self, p: u16, replicas: &[NodeId]) -> Result<(), ClusterError> {
+    /// entry as committed, and in the same meta entry the finish of its move `record` (if
+    /// its start was recorded). Finished moves commit one at a time (`Moves::commit`), each on
+    /// the layout the previous one left.
+    async fn commit_replicas(&self, p: u16, replicas: &[NodeId], record: Option<MoveRecord>) -> Result<(), ClusterError> {
         let _one_at_a_time = self.moves.commit.lock().await;
         let mut layout = self.layout()?;
         let Some(entry) = layout.replicas.get_mut(p as usize) else {
             return Err(ClusterError::Internal(format!("partition {p} is not in the layout")));
         };
+        let finished = record.map(|r| Command::MetaRecordMove {
+            partition: p,
+            record: MoveRecord {
+                finished_ms: Some(crate::clock::unix_ms()),
+                ..r
+            },
+        });
         if entry.as_slice() == replicas {
+            if let Some(finished) = finished {
+                self.write_meta(finished).await?;
+            }
             return Ok(());
         }
         *entry = replicas.to_vec();
         layout.version += 1;
         tracing::info!(partition = p, version = layout.version, replicas = ?replicas, "partition replicas committed");
-        self.write_meta(Command::MetaSetLayout { layout }).await?;
+        let set = Command::MetaSetLayout { layout };
+        self.write_meta(match finished {
+            Some(finished) => Command::Batch(vec![set, finished]),
+            None => set,
+        })
+        .await?;
         Ok(())
     }
 

@@ -19,7 +19,7 @@ pub mod snapshot_fill;
 pub mod status_detail;
 pub mod wire;
 
-pub use model::{Layout, NodeInfo, NodeState};
+pub use model::{Layout, MoveRecord, NodeInfo, NodeState};
 pub use nodes::NodeEndpoint;
 pub use wire::{
     ClusterStatus, Delivery, DeliveryBatch, JoinReply, MemberStatus, PartitionStatus, ReplicaChange, StatusRequest,

@@ -44,6 +44,20 @@ pub struct NodeInfo {
     pub state: NodeState,
 }
 
+/// The last move of one partition, committed by the meta leader when it starts and again when
+/// it finishes (with the layout entry it changes): the layout's history of moves in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveRecord {
+    /// Replicas before the move (the committed layout's entry when it started).
+    pub from: Vec<NodeId>,
+    /// Replicas it moves to: the partition's target, preferred leader first.
+    pub to: Vec<NodeId>,
+    /// Unix ms (meta leader's clock) when the move started.
+    pub started_ms: u64,
+    /// Unix ms when its layout entry was committed; `None` while it runs.
+    pub finished_ms: Option<u64>,
+}
+
 /// The committed partition layout: which nodes replicate each partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Layout {

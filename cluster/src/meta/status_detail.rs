@@ -13,7 +13,7 @@ use openraft::async_runtime::watch::WatchReceiver;
 use serde::{Deserialize, Serialize};
 
 use super::membership::{ask_local, LocalAsk};
-use super::model::NodeState;
+use super::model::{MoveRecord, NodeState};
 pub use super::wire::StatusRequest;
 use super::META_PARTITION;
 use crate::cluster::Cluster;
@@ -46,6 +46,15 @@ pub struct MemberReach {
     pub reachable: bool,
 }
 
+/// The latest committed move of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMove {
+    /// Partition id.
+    pub partition: u32,
+    /// The move.
+    pub record: MoveRecord,
+}
+
 /// The detail of `cluster status`, gathered by one node from itself and every live member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct StatusDetail {
@@ -55,6 +64,10 @@ pub struct StatusDetail {
     pub groups: Vec<GroupDetail>,
     /// Members of the meta group (voters and learners) as the answering node sees them.
     pub meta_members: Vec<NodeId>,
+    /// Each partition's latest move, from the answering node's meta replica (absent from an
+    /// older release's answer).
+    #[serde(default)]
+    pub moves: Vec<PartitionMove>,
 }
 
 impl Cluster {
@@ -104,6 +117,15 @@ impl Cluster {
             }],
             groups: self.led_groups(),
             meta_members: self.meta_members(),
+            moves: self
+                .moves_recorded()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(p, record)| PartitionMove {
+                    partition: u32::from(p),
+                    record,
+                })
+                .collect(),
         }
     }
 

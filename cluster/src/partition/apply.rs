@@ -6,7 +6,7 @@ use ringchat_storage::StorageError;
 use super::overlay::Overlay;
 use super::tables as t;
 use crate::command::{ApplyError, Command, Response};
-use crate::meta::Layout;
+use crate::meta::{Layout, MoveRecord};
 use crate::model::*;
 
 /// How many chars of a message a push preview carries.
@@ -200,6 +200,22 @@ pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Resp
                 });
             }
             Response::Batch(answers)
+        }
+        Command::MetaRecordMove { partition, record } => {
+            let key = t::meta_move(p, *partition);
+            let newer = match ov.get_record::<MoveRecord>(&key)? {
+                // A finish completes only the start it names; an older start (a deposed meta
+                // leader's late proposal) never replaces a newer one.
+                Some(current) if record.finished_ms.is_some() => {
+                    current.started_ms == record.started_ms && current.to == record.to
+                }
+                Some(current) => record.started_ms > current.started_ms,
+                None => true,
+            };
+            if newer {
+                ov.put_record(key, record);
+            }
+            Response::Done
         }
         Command::EnsureDmIdKey { key } => {
             let at = t::dm_id_key(p);

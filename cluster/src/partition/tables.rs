@@ -35,6 +35,8 @@ pub const META_NODE: u8 = 12;
 pub const META_LAYOUT: u8 = 13;
 /// `dm-id-key` → the cluster's DM id key, 32 bytes (the partition of `DM_ID_KEY_ROUTE`).
 pub const DM_ID_KEY: u8 = 14;
+/// `[partition as u64]` → `MoveRecord`, the partition's latest move (meta group).
+pub const META_MOVE: u8 = 15;
 
 /// Meta key `applied`.
 pub fn meta_applied(p: u16) -> Vec<u8> {
@@ -123,6 +125,15 @@ pub fn meta_nodes(p: u16) -> Vec<u8> {
 /// The partition layout (meta group).
 pub fn meta_layout(p: u16) -> Vec<u8> {
     KeyBuf::new(p, META_LAYOUT).raw(b"layout").build()
+}
+
+/// The latest move of data partition `partition` (meta group).
+pub fn meta_move(p: u16, partition: u16) -> Vec<u8> {
+    KeyBuf::new(p, META_MOVE).u64(u64::from(partition)).build()
+}
+/// Prefix of every partition's latest move (meta group).
+pub fn meta_moves(p: u16) -> Vec<u8> {
+    KeyBuf::new(p, META_MOVE).build()
 }
 
 /// The DM id key's key.
