@@ -44,7 +44,13 @@ const REBALANCE_GAP_MS: u64 = 2_000;
 fn rebalance_progress(moves: &[&MoveRecord], now_ms: u64) -> (usize, usize) {
     let mut spans: Vec<(u64, u64, bool)> = moves
         .iter()
-        .map(|m| (m.started_ms, m.finished_ms.unwrap_or(now_ms).max(m.started_ms), m.finished_ms.is_some()))
+        .map(|m| {
+            (
+                m.started_ms,
+                m.finished_ms.unwrap_or(now_ms).max(m.started_ms),
+                m.finished_ms.is_some(),
+            )
+        })
         .collect();
     spans.sort_unstable();
     let (mut done, mut total, mut end) = (0, 0, 0u64);
@@ -418,7 +424,12 @@ mod tests {
             started_ms,
             finished_ms,
         };
-        let (old, a, b, c) = (m(0, Some(500)), m(60_000, Some(61_000)), m(61_500, None), m(60_200, Some(70_000)));
+        let (old, a, b, c) = (
+            m(0, Some(500)),
+            m(60_000, Some(61_000)),
+            m(61_500, None),
+            m(60_200, Some(70_000)),
+        );
         assert_eq!(rebalance_progress(&[&old, &a, &b, &c], 80_000), (2, 3));
         assert_eq!(rebalance_progress(&[&old], 80_000), (1, 1));
         assert_eq!(rebalance_progress(&[], 80_000), (0, 0));
@@ -430,7 +441,10 @@ mod tests {
         let short = r.render(false);
         assert!(short.contains("unreachable: 3"), "{short}");
         assert!(short.contains("moving: 1 [1]"), "{short}");
-        assert!(short.contains("moves in progress: 1 [1]; latest rebalance: 1 of 2 moves done"), "{short}");
+        assert!(
+            short.contains("moves in progress: 1 [1]; latest rebalance: 1 of 2 moves done"),
+            "{short}"
+        );
         assert!(!short.contains("target ["), "{short}");
         let long = r.render(true);
         assert!(

@@ -141,7 +141,9 @@ async fn a_fourth_node_takes_a_fair_share_and_data_written_before_stays_readable
     // to the replicas it now has, and the latest rebalance is complete.
     let moved_partitions: BTreeSet<u64> = moved.iter().map(|(p, _)| *p).collect();
     let history = wait_for_status(&nodes[3], Duration::from_secs(30), |s| {
-        s["summary"]["moves_in_progress"].as_array().is_some_and(|a| a.is_empty())
+        s["summary"]["moves_in_progress"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
     })
     .await;
     for p in history["partitions"].as_array().unwrap() {

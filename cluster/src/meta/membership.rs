@@ -198,7 +198,10 @@ impl Cluster {
                 .and_then(|mut r| r.u64())
                 .and_then(|p| u16::try_from(p).ok())
                 .ok_or_else(|| StorageError::Undecodable("bad move record key".into()))?;
-            out.insert(partition, crate::codec::decode::<MoveRecord>(&v).map_err(StorageError::from)?);
+            out.insert(
+                partition,
+                crate::codec::decode::<MoveRecord>(&v).map_err(StorageError::from)?,
+            );
         }
         Ok(out)
     }
@@ -578,7 +581,12 @@ impl Cluster {
     /// entry as committed, and in the same meta entry the finish of its move `record` (if
     /// its start was recorded). Finished moves commit one at a time (`Moves::commit`), each on
     /// the layout the previous one left.
-    async fn commit_replicas(&self, p: u16, replicas: &[NodeId], record: Option<MoveRecord>) -> Result<(), ClusterError> {
+    async fn commit_replicas(
+        &self,
+        p: u16,
+        replicas: &[NodeId],
+        record: Option<MoveRecord>,
+    ) -> Result<(), ClusterError> {
         let _one_at_a_time = self.moves.commit.lock().await;
         let mut layout = self.layout()?;
         let Some(entry) = layout.replicas.get_mut(p as usize) else {

@@ -382,6 +382,41 @@ mod tests {
     }
 
     #[test]
+    fn a_move_record_keeps_the_newest_start_and_only_its_own_finish() {
+        let (_dir, store) = store_with_group();
+        let record = |to: u64, started_ms, finished_ms| MoveRecord {
+            from: vec![1, 2, 3],
+            to: vec![1, 2, to],
+            started_ms,
+            finished_ms,
+        };
+        let stored = || -> Option<MoveRecord> {
+            let v = store.sm.get(t::meta_move(3, 7)).unwrap()?;
+            Some(crate::codec::decode(&v).unwrap())
+        };
+        let put = |r: MoveRecord| {
+            run(
+                &store,
+                Command::MetaRecordMove {
+                    partition: 7,
+                    record: r,
+                },
+            )
+        };
+        put(record(4, 100, None));
+        assert_eq!(stored(), Some(record(4, 100, None)));
+        // A late start from a deposed meta leader, and a finish of another start: ignored.
+        put(record(5, 50, None));
+        put(record(5, 50, Some(60)));
+        assert_eq!(stored(), Some(record(4, 100, None)));
+        // Its own finish completes it; a newer start replaces it.
+        put(record(4, 100, Some(900)));
+        assert_eq!(stored(), Some(record(4, 100, Some(900))));
+        put(record(5, 1_000, None));
+        assert_eq!(stored(), Some(record(5, 1_000, None)));
+    }
+
+    #[test]
     fn a_packed_entry_applies_its_commands_in_order_and_answers_each() {
         let (_dir, store) = store_with_group();
         let batch = Command::Batch(vec![
