@@ -175,13 +175,7 @@ impl RaftService for RaftRpcService {
             unsynced += data.len() as u64;
             if unsynced >= crate::partition::write_behind::SYNC_EVERY_BYTES {
                 unsynced = 0;
-                file.flush()
-                    .await
-                    .map_err(|e| Status::internal(format!("writing snapshot: {e}")))?;
-                file.get_ref()
-                    .sync_data()
-                    .await
-                    .map_err(|e| Status::internal(format!("writing snapshot: {e}")))?;
+                sync_staged(&mut file).await?;
             }
         }
         if received != header.size {
@@ -192,17 +186,11 @@ impl RaftService for RaftRpcService {
                 header.size
             )));
         }
-        file.flush()
-            .await
-            .map_err(|e| Status::internal(format!("writing snapshot: {e}")))?;
         // On disk now, while the move is under way: left to the kernel, a moving replica's
         // bytes were written back ~30 s later (its dirty-page expiry), when every node's journal
         // fsync on the machine waited behind them for 120–170 ms (docs/benchmarks.md). The
         // rest since the last sync above.
-        file.get_ref()
-            .sync_data()
-            .await
-            .map_err(|e| Status::internal(format!("writing snapshot: {e}")))?;
+        sync_staged(&mut file).await?;
         drop(file);
         // A damaged file is refused here, with an answer the sender retries: handed to the
         // group, the failed install would stop it as a storage error.
@@ -229,6 +217,13 @@ impl RaftService for RaftRpcService {
         let payload = encode(&response);
         Ok(Response::new(SnapshotReply { payload }))
     }
+}
+
+/// Writes out what `file` buffers and syncs the file's data.
+async fn sync_staged(file: &mut tokio::io::BufWriter<tokio::fs::File>) -> Result<(), Status> {
+    let failed = |e: std::io::Error| Status::internal(format!("writing snapshot: {e}"));
+    file.flush().await.map_err(failed)?;
+    file.get_ref().sync_data().await.map_err(failed)
 }
 
 /// A temporary snapshot file, removed when dropped (after install, on error or cancellation).
