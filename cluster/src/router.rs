@@ -189,9 +189,12 @@ impl Router {
         let mut backoff = self.policy.first_backoff;
         let mut attempt = 0u32;
         let mut followed_hint = false;
+        // The last node that answered "not leader": this node's own replica may still name it
+        // (a quiescent follower learns of a new leader only from its first message).
+        let mut denied: Option<NodeId> = None;
         loop {
             attempt += 1;
-            let target = self.target(replica.as_ref(), p, attempt);
+            let target = self.target(replica.as_ref(), p, attempt, denied);
             let tried = match &target {
                 Target::Remote(id, _) => Some(*id),
                 _ => None,
@@ -227,6 +230,7 @@ impl Router {
                 Err(Failure::Fail(e)) => return Err(e),
                 Err(Failure::NotLeader(hint)) => {
                     let reason = format!("not leader (hint: {hint:?})");
+                    denied = tried.or(denied);
                     self.forget(p);
                     let next = self.learn(replica.as_ref().map(|(raft, _)| raft), p, hint);
                     (next.is_some_and(|id| Some(id) != tried), reason)
@@ -296,10 +300,15 @@ impl Router {
         }
     }
 
-    /// Picks the node the next attempt goes to.
-    fn target(&self, local: Option<&(PartitionRaft, Store)>, p: u16, attempt: u32) -> Target {
+    /// Picks the node the next attempt goes to: this node's own replica's idea of the leader
+    /// unless that is the node that has just `denied` leading, else the leader a hint named,
+    /// else the partition's replicas in turn.
+    fn target(&self, local: Option<&(PartitionRaft, Store)>, p: u16, attempt: u32, denied: Option<NodeId>) -> Target {
         if let Some((raft, store)) = local {
-            if let Some(leader) = known_leader(raft) {
+            // Not the node that has just said it does not lead: a hint from it, or the
+            // replicas, come next. Asking it again until this replica heard from the new leader
+            // held writes for 1–3 s after each leader hand-over (docs/routing.md).
+            if let Some(leader) = known_leader(raft).filter(|l| Some(l.id) != denied) {
                 if leader.id == self.node_id {
                     return Target::Local(raft.clone(), store.clone());
                 }
