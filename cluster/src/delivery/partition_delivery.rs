@@ -112,8 +112,8 @@ impl PartitionDelivery {
     /// those commit in this leader's term, and this replica may apply them a moment before it
     /// learns that it leads. So only the last `HANDED_OVER_RECENT` is delivered again (a few
     /// duplicates, which clients drop by `(channel_id, seq)`), not the whole `RECENT`.
-    /// Without it, each hand-over under load left a few messages to the recipients' next
-    /// catch-up, 1–3 s late (docs/benchmarks.md). Returns how many it delivered again.
+    /// Without it, such a message would reach its recipients only at their next catch-up
+    /// (docs/fanout.md). Returns how many it delivered again.
     pub fn took_over(&self) -> usize {
         self.lead_and_deliver_again(HANDED_OVER_RECENT)
     }
