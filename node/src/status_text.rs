@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
+use ringchat_cluster::clock::unix_ms;
 use ringchat_cluster::meta::status_detail::StatusDetail;
 use ringchat_cluster::meta::{ClusterStatus, MoveRecord};
 use serde_json::{json, Value};
@@ -22,6 +23,13 @@ struct PartitionView {
     learners: Vec<u64>,
     moving: bool,
     under_replicated: bool,
+}
+
+impl PartitionView {
+    /// Its latest move is recorded as running.
+    fn move_running(&self) -> bool {
+        self.last_move.as_ref().is_some_and(|m| m.finished_ms.is_none())
+    }
 }
 
 /// Status and detail together, with the summary computed once for text and JSON.
@@ -63,12 +71,6 @@ fn rebalance_progress(moves: &[&MoveRecord], now_ms: u64) -> (usize, usize) {
         end = end.max(finish);
     }
     (done, total)
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl StatusReport {
@@ -168,7 +170,7 @@ impl StatusReport {
             "without_leader": self.ids(|p| p.leader.is_none()),
             "under_replicated": self.ids(|p| p.under_replicated),
             "moving": self.ids(|p| p.moving),
-            "moves_in_progress": self.ids(|p| p.last_move.as_ref().is_some_and(|m| m.finished_ms.is_none())),
+            "moves_in_progress": self.ids(PartitionView::move_running),
             "rebalance": {"done": self.rebalance.0, "total": self.rebalance.1},
             "unreachable": unreachable,
         });
@@ -244,7 +246,7 @@ impl StatusReport {
         let _ = writeln!(
             out,
             "moves in progress: {}; latest rebalance: {} of {} moves done",
-            list(self.ids(|p| p.last_move.as_ref().is_some_and(|m| m.finished_ms.is_none()))),
+            list(self.ids(PartitionView::move_running)),
             self.rebalance.0,
             self.rebalance.1,
         );
