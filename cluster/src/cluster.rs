@@ -99,14 +99,20 @@ pub struct Cluster {
 /// condition at once, so a node of an older release that joins stops the packing before it
 /// could be sent an entry it cannot decode.
 fn packing_gate(node_id: NodeId, peers: Option<PeerChannels>) -> CanPack {
-    Arc::new(move |raft: &PartitionRaft| match &peers {
+    Arc::new(move |raft: &PartitionRaft| others_read(raft, node_id, peers.as_ref(), PACKED_ENTRIES))
+}
+
+/// True if every member of `raft`'s group other than node `me` has announced wire `level` on
+/// its pipe (without peers there is no one else to ask).
+pub(crate) fn others_read(raft: &PartitionRaft, me: NodeId, peers: Option<&PeerChannels>, level: u8) -> bool {
+    match peers {
         None => true,
-        Some(peers) => !any_other_member(raft, node_id, |node| !peers.peer_reads(&node.addr, PACKED_ENTRIES)),
-    })
+        Some(peers) => !any_other_member(raft, me, |node| !peers.peer_reads(&node.addr, level)),
+    }
 }
 
 /// True if a member of `raft`'s group (voter or learner) other than node `me` satisfies `test`.
-pub(crate) fn any_other_member(raft: &PartitionRaft, me: NodeId, mut test: impl FnMut(&BasicNode) -> bool) -> bool {
+fn any_other_member(raft: &PartitionRaft, me: NodeId, mut test: impl FnMut(&BasicNode) -> bool) -> bool {
     let metrics = raft.metrics();
     let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&metrics);
     let found = m

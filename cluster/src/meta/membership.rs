@@ -206,15 +206,23 @@ impl Cluster {
         Ok(out)
     }
 
+    /// The latest move of partition `p`, as committed in the meta group.
+    fn move_recorded(&self, p: u16) -> Result<Option<MoveRecord>, ClusterError> {
+        match self
+            .store
+            .sm
+            .get(t::meta_move(META_PARTITION, p))
+            .map_err(StorageError::from)?
+        {
+            Some(v) => Ok(Some(crate::codec::decode(&v).map_err(StorageError::from)?)),
+            None => Ok(None),
+        }
+    }
+
     /// True once every other member of the meta group reads `MetaRecordMove` (a node of an
     /// older release would stop applying the meta log at the first one).
     fn meta_reads_move_records(&self) -> bool {
-        match &self.peers {
-            None => true,
-            Some(peers) => !crate::cluster::any_other_member(&self.meta, self.node_id, |node| {
-                !peers.peer_reads(&node.addr, crate::rpc::MOVE_RECORDS)
-            }),
-        }
+        crate::cluster::others_read(&self.meta, self.node_id, self.peers.as_ref(), crate::rpc::MOVE_RECORDS)
     }
 
     /// Commits the start of partition `p`'s move from `from` to `to`, unless the same move is
@@ -225,9 +233,9 @@ impl Cluster {
             return None;
         }
         let running = self
-            .moves_recorded()
+            .move_recorded(p)
             .ok()
-            .and_then(|mut all| all.remove(&p))
+            .flatten()
             .filter(|r| r.to == to && r.finished_ms.is_none());
         if let Some(record) = running {
             return Some(record);
@@ -774,14 +782,14 @@ impl Cluster {
         crate::local::renew_lease(&raft)
             .await
             .map_err(ClusterError::Unavailable)?;
-        let mut fill = None;
+        let mut prepared = false;
         for (id, addr) in &change.voters {
             if voters.contains(id) {
                 continue;
             }
             if !learners.contains(id) {
                 // Once per change: the snapshot (and the purge) serve every learner it adds.
-                if fill.is_none() {
+                if !prepared {
                     let how = super::snapshot_fill::prepare(&raft, change.partition).await;
                     let from = if matches!(how, super::snapshot_fill::Fill::Snapshot(_)) {
                         "snapshot"
@@ -789,7 +797,7 @@ impl Cluster {
                         "log"
                     };
                     metrics::counter!("ringchat_replica_fills_total", "from" => from).increment(1);
-                    fill = Some(how);
+                    prepared = true;
                 }
                 // Returns once the learner has caught up with the log (or a snapshot).
                 tokio::time::timeout(CATCH_UP_TIMEOUT, raft.add_learner(*id, BasicNode::new(addr), true))

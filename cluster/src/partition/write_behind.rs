@@ -13,16 +13,39 @@ use std::io::{self, Write};
 /// Bytes written between two syncs of a large file.
 pub const SYNC_EVERY_BYTES: u64 = 4 << 20;
 
+/// Bytes written since the last sync of a file: says when the next one is due. Shared by the
+/// blocking writer below and the async one that stages a received snapshot (`rpc/server.rs`).
+#[derive(Default)]
+pub struct SyncDue {
+    unsynced: u64,
+}
+
+impl SyncDue {
+    /// Counts `n` more bytes written; true (and counting from zero again) once
+    /// `SYNC_EVERY_BYTES` have gone unsynced.
+    pub fn wrote(&mut self, n: u64) -> bool {
+        self.unsynced += n;
+        if self.unsynced < SYNC_EVERY_BYTES {
+            return false;
+        }
+        self.unsynced = 0;
+        true
+    }
+}
+
 /// A file written through `Write` that syncs its data every `SYNC_EVERY_BYTES`.
 pub struct WriteBehind {
     file: File,
-    unsynced: u64,
+    due: SyncDue,
 }
 
 impl WriteBehind {
     /// Writes to `file`.
     pub fn new(file: File) -> Self {
-        WriteBehind { file, unsynced: 0 }
+        WriteBehind {
+            file,
+            due: SyncDue::default(),
+        }
     }
 
     /// The file, every byte written so far synced with its metadata.
@@ -35,10 +58,8 @@ impl WriteBehind {
 impl Write for WriteBehind {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
-        self.unsynced += n as u64;
-        if self.unsynced >= SYNC_EVERY_BYTES {
+        if self.due.wrote(n as u64) {
             self.file.sync_data()?;
-            self.unsynced = 0;
         }
         Ok(n)
     }
@@ -63,7 +84,7 @@ mod tests {
         for _ in 0..9 {
             w.write_all(&chunk).unwrap();
         }
-        assert!(w.unsynced < SYNC_EVERY_BYTES, "synced along the way");
+        assert!(w.due.unsynced < SYNC_EVERY_BYTES, "synced along the way");
         w.finish().unwrap();
         let mut back = Vec::new();
         File::open(&path).unwrap().read_to_end(&mut back).unwrap();

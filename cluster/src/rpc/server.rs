@@ -155,7 +155,7 @@ impl RaftService for RaftRpcService {
                 .map_err(|e| Status::internal(format!("staging snapshot: {e}")))?,
         );
         let mut received = 0u64;
-        let mut unsynced = 0u64;
+        let mut sync_due = crate::partition::write_behind::SyncDue::default();
         while let Some(chunk) = stream.message().await? {
             let Some(Part::Data(data)) = chunk.part else {
                 return Err(Status::invalid_argument("only data may follow the snapshot header"));
@@ -172,9 +172,7 @@ impl RaftService for RaftRpcService {
                 .map_err(|e| Status::internal(format!("writing snapshot: {e}")))?;
             // A few MB at a time reach the disk, not the whole file in one burst at the end
             // (`partition/write_behind.rs`).
-            unsynced += data.len() as u64;
-            if unsynced >= crate::partition::write_behind::SYNC_EVERY_BYTES {
-                unsynced = 0;
+            if sync_due.wrote(data.len() as u64) {
                 sync_staged(&mut file).await?;
             }
         }
