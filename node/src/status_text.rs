@@ -13,8 +13,11 @@ use serde_json::{json, Value};
 /// What one partition looks like once status and detail are put together.
 struct PartitionView {
     partition: u32,
-    /// Where it is going: a running move's destination, else the committed replicas.
+    /// Where it belongs: the placement over the active members when the node reports it,
+    /// else a running move's destination, else the committed replicas.
     target: Vec<u64>,
+    /// Its committed replicas are not its target yet: a move is running or still to start.
+    pending: bool,
     /// Its latest committed move, if it ever moved (and the node reports them).
     last_move: Option<MoveRecord>,
     leader: Option<u64>,
@@ -39,7 +42,8 @@ pub struct StatusReport {
     reachable: BTreeMap<u64, bool>,
     partitions: Vec<PartitionView>,
     leaders: BTreeMap<u64, usize>,
-    /// `(done, total)` moves of the latest rebalance (`rebalance_progress`).
+    /// `(done, total)` moves of the latest rebalance (`rebalance_progress`), counting the
+    /// pending partitions whose move has not started yet.
     rebalance: (usize, usize),
 }
 
@@ -48,8 +52,10 @@ pub struct StatusReport {
 const REBALANCE_GAP_MS: u64 = 2_000;
 
 /// `(done, total)` of the latest rebalance: the last run of moves whose spans (start to
-/// finish, a running one to now) follow one another with gaps under `REBALANCE_GAP_MS`.
-fn rebalance_progress(moves: &[&MoveRecord], now_ms: u64) -> (usize, usize) {
+/// finish, a running one to now) follow one another with gaps under `REBALANCE_GAP_MS`, and
+/// the `waiting` moves not started yet (spans starting now). Only up to 8 moves run at once,
+/// so without the waiting ones the total would grow as the rebalance goes.
+fn rebalance_progress(moves: &[&MoveRecord], waiting: usize, now_ms: u64) -> (usize, usize) {
     let mut spans: Vec<(u64, u64, bool)> = moves
         .iter()
         .map(|m| {
@@ -59,6 +65,7 @@ fn rebalance_progress(moves: &[&MoveRecord], now_ms: u64) -> (usize, usize) {
                 m.finished_ms.is_some(),
             )
         })
+        .chain(std::iter::repeat_n((now_ms, now_ms, false), waiting))
         .collect();
     spans.sort_unstable();
     let (mut done, mut total, mut end) = (0, 0, 0u64);
@@ -103,13 +110,20 @@ impl StatusReport {
                     .find(|m| m.partition == p.partition)
                     .map(|m| m.record.clone());
                 let running = last_move.as_ref().filter(|m| m.finished_ms.is_none());
-                let target_list = running.map_or_else(|| p.replicas.clone(), |m| m.to.clone());
+                let target_list = detail
+                    .targets
+                    .get(p.partition as usize)
+                    .cloned()
+                    .or_else(|| running.map(|m| m.to.clone()))
+                    .unwrap_or_else(|| p.replicas.clone());
+                let pending = target_list != p.replicas;
                 let target: BTreeSet<u64> = target_list.iter().copied().collect();
                 let actual: BTreeSet<u64> = voters.as_ref().map_or(target.clone(), |v| v.iter().copied().collect());
                 PartitionView {
                     partition: p.partition,
-                    moving: actual != target || !learners.is_empty() || running.is_some(),
+                    moving: actual != target || !learners.is_empty() || running.is_some() || pending,
                     target: target_list,
+                    pending,
                     last_move,
                     leader: p.leader,
                     under_replicated: p.leader.is_none() || actual.iter().filter(|id| live(id)).count() < target.len(),
@@ -119,7 +133,8 @@ impl StatusReport {
             })
             .collect::<Vec<PartitionView>>();
         let moves: Vec<&MoveRecord> = detail.moves.iter().map(|m| &m.record).collect();
-        let rebalance = rebalance_progress(&moves, unix_ms());
+        let waiting = partitions.iter().filter(|p| p.pending && !p.move_running()).count();
+        let rebalance = rebalance_progress(&moves, waiting, unix_ms());
         StatusReport {
             status,
             has_detail,
@@ -160,6 +175,7 @@ impl StatusReport {
                 p["moving"] = json!(view.moving);
                 p["under_replicated"] = json!(view.under_replicated);
                 p["target"] = json!(view.target);
+                p["pending"] = json!(view.pending);
                 p["move"] = json!(view.last_move);
             }
         }
@@ -171,6 +187,7 @@ impl StatusReport {
             "under_replicated": self.ids(|p| p.under_replicated),
             "moving": self.ids(|p| p.moving),
             "moves_in_progress": self.ids(PartitionView::move_running),
+            "pending": self.ids(|p| p.pending),
             "rebalance": {"done": self.rebalance.0, "total": self.rebalance.1},
             "unreachable": unreachable,
         });
@@ -245,8 +262,9 @@ impl StatusReport {
         );
         let _ = writeln!(
             out,
-            "moves in progress: {}; latest rebalance: {} of {} moves done",
+            "moves in progress: {}; still to move: {}; latest rebalance: {} of {} moves done",
             list(self.ids(PartitionView::move_running)),
+            list(self.ids(|p| p.pending && !p.move_running())),
             self.rebalance.0,
             self.rebalance.1,
         );
@@ -383,6 +401,7 @@ mod tests {
                     },
                 },
             ],
+            targets: vec![vec![1, 2, 3], vec![2, 3, 1], vec![3, 1, 2]],
         };
         StatusReport::new(status, Some(detail))
     }
@@ -416,6 +435,27 @@ mod tests {
         assert_eq!(v["partitions"][2]["move"], Value::Null);
         assert_eq!(v["summary"]["moves_in_progress"], json!([1]));
         assert_eq!(v["summary"]["rebalance"], json!({"done": 1, "total": 2}));
+        assert_eq!(v["summary"]["pending"], json!([]));
+    }
+
+    #[test]
+    fn a_partition_whose_replicas_are_not_its_target_is_pending() {
+        let mut r = report();
+        // Node 4 joined: partition 2 belongs on [3, 4, 1] and its move has not started.
+        r = StatusReport::new(
+            r.status.clone(),
+            Some(StatusDetail {
+                targets: vec![vec![1, 2, 3], vec![2, 3, 1], vec![3, 4, 1]],
+                ..StatusDetail::default()
+            }),
+        );
+        let v = r.to_json();
+        assert_eq!(v["partitions"][2]["target"], json!([3, 4, 1]));
+        assert_eq!(v["partitions"][2]["pending"], true);
+        assert_eq!(v["summary"]["pending"], json!([2]));
+        assert_eq!(v["summary"]["moving"], json!([2]));
+        assert_eq!(v["summary"]["rebalance"], json!({"done": 0, "total": 1}));
+        assert!(r.render(false).contains("still to move: 1 [2]"), "{}", r.render(false));
     }
 
     #[test]
@@ -432,9 +472,12 @@ mod tests {
             m(61_500, None),
             m(60_200, Some(70_000)),
         );
-        assert_eq!(rebalance_progress(&[&old, &a, &b, &c], 80_000), (2, 3));
-        assert_eq!(rebalance_progress(&[&old], 80_000), (1, 1));
-        assert_eq!(rebalance_progress(&[], 80_000), (0, 0));
+        assert_eq!(rebalance_progress(&[&old, &a, &b, &c], 0, 80_000), (2, 3));
+        assert_eq!(rebalance_progress(&[&old], 0, 80_000), (1, 1));
+        assert_eq!(rebalance_progress(&[], 0, 80_000), (0, 0));
+        // Moves not started yet belong to the running rebalance, or start a new one.
+        assert_eq!(rebalance_progress(&[&old, &a, &b, &c], 5, 80_000), (2, 8));
+        assert_eq!(rebalance_progress(&[&old, &a, &c], 5, 80_000), (0, 5));
     }
 
     #[test]
@@ -444,7 +487,7 @@ mod tests {
         assert!(short.contains("unreachable: 3"), "{short}");
         assert!(short.contains("moving: 1 [1]"), "{short}");
         assert!(
-            short.contains("moves in progress: 1 [1]; latest rebalance: 1 of 2 moves done"),
+            short.contains("moves in progress: 1 [1]; still to move: 0; latest rebalance: 1 of 2 moves done"),
             "{short}"
         );
         assert!(!short.contains("target ["), "{short}");

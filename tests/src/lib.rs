@@ -477,8 +477,9 @@ pub fn member(s: &serde_json::Value, id: u64) -> serde_json::Value {
         .unwrap_or_default()
 }
 
-/// True when `s` (cluster status JSON) shows `members` active members and every partition with
-/// `replicas` distinct replicas, one of which leads.
+/// True when `s` (cluster status JSON) shows `members` active members, every partition with
+/// `replicas` distinct replicas, one of which leads, and no partition still to move (its
+/// committed replicas are its target placement: the rebalance is over, not between moves).
 pub fn settled(s: &serde_json::Value, members: usize, replicas: usize) -> bool {
     use serde_json::Value;
     let active = s["members"]
@@ -494,7 +495,8 @@ pub fn settled(s: &serde_json::Value, members: usize, replicas: usize) -> bool {
                 set.len() == replicas && p["leader"].as_u64().is_some_and(|l| set.contains(&l))
             })
     });
-    active && placed
+    let rebalanced = s["summary"]["pending"].as_array().is_some_and(Vec::is_empty);
+    active && placed && rebalanced
 }
 
 /// The sum of metric `name` over its label sets in a node's `/metrics` (0 while it was never

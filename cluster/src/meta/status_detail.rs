@@ -68,6 +68,11 @@ pub struct StatusDetail {
     /// older release's answer).
     #[serde(default)]
     pub moves: Vec<PartitionMove>,
+    /// Where every partition belongs (the placement over the active members, by partition;
+    /// empty when unknown or from an older release): a partition whose committed replicas
+    /// differ from it has a move running or still to start.
+    #[serde(default)]
+    pub targets: Vec<Vec<NodeId>>,
 }
 
 impl Cluster {
@@ -126,6 +131,11 @@ impl Cluster {
                     record,
                 })
                 .collect(),
+            targets: self
+                .members()
+                .ok()
+                .and_then(|members| self.placement(&members))
+                .unwrap_or_default(),
         }
     }
 
