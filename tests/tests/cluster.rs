@@ -298,6 +298,30 @@ async fn a_node_added_while_one_is_dead_takes_its_replicas_and_the_dead_one_can_
     const GRACE: Duration = Duration::from_secs(10);
     let dir = tempfile::tempdir().unwrap();
     let (nodes, work, killed) = kill_one_of_three_and_add_a_fourth(dir.path(), GRACE, Duration::from_secs(2)).await;
+    // While moves wait for the verdict on node 3 (or run, 8 at a time), status shows the
+    // partitions still to move: their target is not their committed replicas, they count as
+    // moving, and the rebalance's total already includes them.
+    let during = wait_for_status(&nodes[0], GRACE + Duration::from_secs(30), |s| {
+        s["summary"]["pending"].as_array().is_some_and(|p| !p.is_empty())
+    })
+    .await;
+    let pending: Vec<&Value> = during["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["pending"] == true)
+        .collect();
+    assert_eq!(pending.len(), during["summary"]["pending"].as_array().unwrap().len());
+    for p in &pending {
+        assert_ne!(p["target"], p["replicas"], "{p}");
+        assert_eq!(p["moving"], true, "{p}");
+    }
+    let rebalance = &during["summary"]["rebalance"];
+    assert!(
+        rebalance["total"].as_u64().unwrap() >= rebalance["done"].as_u64().unwrap() + pending.len() as u64,
+        "{rebalance} with {} pending",
+        pending.len()
+    );
     let healed = wait_for_status(
         &nodes[0],
         (GRACE + Duration::from_secs(30)).saturating_sub(killed.elapsed()),
@@ -309,6 +333,14 @@ async fn a_node_added_while_one_is_dead_takes_its_replicas_and_the_dead_one_can_
         killed.elapsed()
     );
     assert_eq!(member(&healed, 3)["state"], "dead");
+    // Settled: every partition is where it belongs.
+    let after = wait_for_status(&nodes[0], Duration::from_secs(10), |s| {
+        s["summary"]["pending"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+    for p in after["partitions"].as_array().unwrap() {
+        assert_eq!(p["target"], p["replicas"], "{p}");
+    }
     // Removing the dead node returns once it is out of the layout and the meta group.
     remove_node(&nodes[0], 3);
     assert!(replicated_on_exactly(&cluster_status(&nodes[1]).unwrap(), &[1, 2, 4]));
