@@ -177,6 +177,17 @@ pub enum Command {
         /// The move as it stands.
         record: MoveRecord,
     },
+    /// `command` addressed to `partition` by name, for a group that carries several
+    /// partitions (docs/raft-groups.md). A bare command means the group's own partition, the
+    /// only one a group had before; applied only while the group owns `partition`, else
+    /// answered `ApplyError::NotHere`. May sit inside a `Batch`; never holds a `Batch` or
+    /// another `For`. Appended last; proposed only to groups whose members all read it.
+    For {
+        /// The partition whose keys the command changes.
+        partition: u16,
+        /// The command.
+        command: Box<Command>,
+    },
 }
 
 /// The routing key of the partition that holds the DM id key.
@@ -207,6 +218,7 @@ impl fmt::Display for Command {
             Command::EnsureDmIdKey { .. } => "EnsureDmIdKey",
             Command::Batch(..) => "Batch",
             Command::MetaRecordMove { .. } => "MetaRecordMove",
+            Command::For { command, .. } => return write!(f, "For({command})"),
         };
         f.write_str(name)
     }
@@ -230,6 +242,10 @@ pub enum ApplyError {
     /// A unique value is taken.
     #[error("conflict")]
     Conflict,
+    /// The group does not own the command's partition (it moved to another group): the
+    /// router looks the partition up again and retries. Appended last.
+    #[error("the partition is not in this group")]
+    NotHere,
 }
 
 /// What applying a command returns to the proposer.
@@ -300,6 +316,7 @@ impl Command {
         match self {
             Command::SendMessage { ts, .. } => *ts = now_ms,
             Command::Batch(commands) => commands.iter_mut().for_each(|c| c.stamp(now_ms)),
+            Command::For { command, .. } => command.stamp(now_ms),
             _ => {}
         }
     }

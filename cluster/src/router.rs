@@ -482,6 +482,11 @@ impl Cluster {
         let result = self.router.write(self, p, &cmd).await;
         metrics::histogram!("ringchat_commit_latency_seconds").record(started.elapsed().as_secs_f64());
         match result? {
+            // The partition left the group between routing and applying: retryable, like a
+            // leader change (the next attempt finds its new group).
+            Response::Rejected(crate::ApplyError::NotHere) => Err(ClusterError::Unavailable(format!(
+                "partition {p} moved while the write was on its way"
+            ))),
             Response::Rejected(e) => Err(ClusterError::Rejected(e)),
             Response::Sent {
                 message,

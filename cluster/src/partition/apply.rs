@@ -201,6 +201,14 @@ pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Resp
             }
             Response::Batch(answers)
         }
+        Command::For { partition, command } => match command.as_ref() {
+            Command::Batch(_) | Command::For { .. } => {
+                Response::Rejected(ApplyError::Invalid("a named command holds one command".into()))
+            }
+            // A group owns its own partition only, until groups carry several.
+            _ if *partition != p => Response::Rejected(ApplyError::NotHere),
+            command => apply_command(ov, *partition, command)?,
+        },
         Command::MetaRecordMove { partition, record } => {
             let key = t::meta_move(p, *partition);
             let newer = match ov.get_record::<MoveRecord>(&key)? {
@@ -442,6 +450,45 @@ mod tests {
         assert!(matches!(&answers[4], Response::Rejected(ApplyError::Forbidden)));
         // The next entry continues the sequence: nothing of the batch was lost or doubled.
         assert_eq!(seq(&run(&store, send("c4", "a"))), (3, false));
+    }
+
+    #[test]
+    fn a_named_command_applies_to_its_partition_only_while_the_group_owns_it() {
+        let (_dir, store) = store_with_group();
+        let named = |partition, command| Command::For {
+            partition,
+            command: Box::new(command),
+        };
+        let seq = |r: &Response| match r {
+            Response::Sent { message, .. } => message.seq,
+            other => panic!("{other:?}"),
+        };
+        // The group's own partition (3): applied to its keys, continuing the bare commands.
+        assert_eq!(seq(&run(&store, named(3, send("c1", "a")))), 1);
+        assert_eq!(seq(&run(&store, send("c2", "a"))), 2);
+        // Another partition: refused, nothing written; a packed entry mixes both.
+        assert!(matches!(
+            run(&store, named(4, send("c3", "a"))),
+            Response::Rejected(ApplyError::NotHere)
+        ));
+        let Response::Batch(answers) = run(
+            &store,
+            Command::Batch(vec![named(5, send("c4", "a")), named(3, send("c5", "b"))]),
+        ) else {
+            panic!("a batch is answered with a batch");
+        };
+        assert!(matches!(answers[0], Response::Rejected(ApplyError::NotHere)));
+        assert_eq!(seq(&answers[1]), 3);
+        // A name holds one plain command.
+        assert!(matches!(
+            run(&store, named(3, Command::Batch(vec![send("c6", "a")]))),
+            Response::Rejected(ApplyError::Invalid(_))
+        ));
+        // Entries of both shapes round-trip through the codec (the new variant is appended,
+        // so entries written before it keep their numbers).
+        let entry = named(3, send("c7", "a"));
+        let back: Command = crate::codec::decode(&crate::codec::encode(&entry)).unwrap();
+        assert_eq!(format!("{back}"), "For(SendMessage)");
     }
 
     #[test]
