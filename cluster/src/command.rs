@@ -188,6 +188,25 @@ pub enum Command {
         /// The command.
         command: Box<Command>,
     },
+    /// The group takes `partition` over (or lifts its fence): from this entry on, commands
+    /// naming it apply here. Proposed once the partition's keys are on every replica of the
+    /// group (`partition/ownership.rs`). Appended last, like `For`.
+    Adopt {
+        /// Data partition.
+        partition: u16,
+    },
+    /// Commands naming `partition` are refused from this entry on: its keys are frozen while
+    /// they are copied to the group taking it over. Appended last, like `For`.
+    Fence {
+        /// Data partition.
+        partition: u16,
+    },
+    /// The group no longer carries `partition` (another group adopted it). Appended last,
+    /// like `For`.
+    Release {
+        /// Data partition.
+        partition: u16,
+    },
 }
 
 /// The routing key of the partition that holds the DM id key.
@@ -219,6 +238,9 @@ impl fmt::Display for Command {
             Command::Batch(..) => "Batch",
             Command::MetaRecordMove { .. } => "MetaRecordMove",
             Command::For { command, .. } => return write!(f, "For({command})"),
+            Command::Adopt { .. } => "Adopt",
+            Command::Fence { .. } => "Fence",
+            Command::Release { .. } => "Release",
         };
         f.write_str(name)
     }

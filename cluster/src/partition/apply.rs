@@ -12,7 +12,8 @@ use crate::model::*;
 /// How many chars of a message a push preview carries.
 pub const PUSH_PREVIEW_CHARS: usize = 100;
 
-/// Applies `cmd` to partition `p`, staging writes in `ov`.
+/// Applies the plain command `cmd` to partition `p`, staging writes in `ov` (log entries go
+/// through `ownership::apply_entry`, which unpacks them).
 pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Response, StorageError> {
     Ok(match cmd {
         Command::ClaimUsername { username, record } => {
@@ -191,24 +192,13 @@ pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Resp
             }
             Response::Done
         }
-        Command::Batch(commands) => {
-            let mut answers = Vec::with_capacity(commands.len());
-            for command in commands {
-                answers.push(match command {
-                    Command::Batch(_) => Response::Rejected(ApplyError::Invalid("nested batch".into())),
-                    command => apply_command(ov, p, command)?,
-                });
-            }
-            Response::Batch(answers)
-        }
-        Command::For { partition, command } => match command.as_ref() {
-            Command::Batch(_) | Command::For { .. } => {
-                Response::Rejected(ApplyError::Invalid("a named command holds one command".into()))
-            }
-            // A group owns its own partition only, until groups carry several.
-            _ if *partition != p => Response::Rejected(ApplyError::NotHere),
-            command => apply_command(ov, *partition, command)?,
-        },
+        // What a log entry holds around plain commands is the group's business
+        // (`ownership::apply_entry`), never a partition's.
+        Command::Batch(_)
+        | Command::For { .. }
+        | Command::Adopt { .. }
+        | Command::Fence { .. }
+        | Command::Release { .. } => Response::Rejected(ApplyError::Invalid(format!("{cmd} is not a plain command"))),
         Command::MetaRecordMove { partition, record } => {
             let key = t::meta_move(p, *partition);
             let newer = match ov.get_record::<MoveRecord>(&key)? {
@@ -342,6 +332,7 @@ fn send_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::partition::ownership::{apply_entry, Ownership};
     use ringchat_storage::Store;
 
     fn group(members: &[&str]) -> ChannelRecord {
@@ -357,9 +348,12 @@ mod tests {
         }
     }
 
+    /// Applies `cmd` as a log entry of group 3 (which carries partition 3 unless its
+    /// ownership record says otherwise).
     fn run(store: &Store, cmd: Command) -> Response {
         let mut ov = Overlay::new(&store.sm);
-        let r = apply_command(&mut ov, 3, &cmd).unwrap();
+        let mut owned = Ownership::load(&ov, 3).unwrap();
+        let r = apply_entry(&mut ov, 3, &mut owned, &cmd).unwrap();
         ov.commit(&store.db).unwrap();
         r
     }
@@ -453,7 +447,7 @@ mod tests {
     }
 
     #[test]
-    fn a_named_command_applies_to_its_partition_only_while_the_group_owns_it() {
+    fn a_group_applies_commands_of_the_partitions_it_carries_and_refuses_the_rest() {
         let (_dir, store) = store_with_group();
         let named = |partition, command| Command::For {
             partition,
@@ -484,6 +478,41 @@ mod tests {
             run(&store, named(3, Command::Batch(vec![send("c6", "a")]))),
             Response::Rejected(ApplyError::Invalid(_))
         ));
+        // Adopting partition 4: its commands apply to its own keys (no g_1 there: a send is
+        // refused the way a missing channel is).
+        run(&store, Command::Adopt { partition: 4 });
+        assert!(matches!(
+            run(&store, named(4, send("c3", "a"))),
+            Response::Rejected(ApplyError::Forbidden)
+        ));
+        // A fence refuses the partition's commands, named or bare, until it is lifted.
+        run(&store, Command::Fence { partition: 3 });
+        assert!(matches!(
+            run(&store, send("c6", "a")),
+            Response::Rejected(ApplyError::NotHere)
+        ));
+        assert!(matches!(
+            run(&store, named(3, send("c6", "a"))),
+            Response::Rejected(ApplyError::NotHere)
+        ));
+        assert!(matches!(
+            run(&store, Command::Fence { partition: 9 }),
+            Response::Rejected(ApplyError::NotHere)
+        ));
+        run(&store, Command::Adopt { partition: 3 });
+        assert_eq!(seq(&run(&store, send("c6", "a"))), 4);
+        // Released: refused again; the record on disk says what the group carries.
+        run(&store, Command::Release { partition: 4 });
+        assert!(matches!(
+            run(&store, named(4, send("c3", "a"))),
+            Response::Rejected(ApplyError::NotHere)
+        ));
+        let stored = Ownership::load(&Overlay::new(&store.sm), 3).unwrap();
+        assert_eq!(stored, Ownership::own_partition(3));
+        assert!(
+            store.sm.get(t::meta_ownership(3)).unwrap().is_some(),
+            "recorded once changed"
+        );
         // Entries of both shapes round-trip through the codec (the new variant is appended,
         // so entries written before it keep their numbers).
         let entry = named(3, send("c7", "a"));

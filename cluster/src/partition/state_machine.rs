@@ -14,9 +14,9 @@ use ringchat_storage::keys::partition_prefix;
 use ringchat_storage::{StorageError, Store};
 use serde::{Deserialize, Serialize};
 
-use super::apply::apply_command;
 use super::channel_cache::ChannelCache;
 use super::overlay::Overlay;
+use super::ownership::{apply_entry, Ownership};
 use super::snapshot::{read_snapshot, verify_snapshot, write_snapshot, SnapshotFile};
 use super::snapshot_schedule::SnapshotSchedule;
 use super::tables as t;
@@ -42,6 +42,8 @@ pub struct StateMachine {
     snapshot_dir: PathBuf,
     applied: Option<LogIdOf<C>>,
     membership: StoredMembershipOf<C>,
+    /// The partitions this group carries, as of `applied`.
+    owned: Ownership,
     /// Delivery of what this replica applies, when it leads (`None`: tests and tools).
     delivery: Option<Arc<PartitionDelivery>>,
     /// The node's channel cache and this state machine's current generation in it.
@@ -67,12 +69,14 @@ impl StateMachine {
             Some(v) => crate::codec::decode(&v)?,
             None => StoredMembershipOf::<C>::default(),
         };
+        let owned = Ownership::load(&Overlay::new(&store.sm), partition)?;
         Ok(StateMachine {
             store,
             partition,
             snapshot_dir,
             applied,
             membership,
+            owned,
             delivery: None,
             channels: None,
             schedule: None,
@@ -246,7 +250,7 @@ impl RaftStateMachine<C> for StateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             let response = match &entry.payload {
                 EntryPayload::Blank => Response::Done,
-                EntryPayload::Normal(cmd) => apply_command(&mut ov, p, cmd).map_err(|e| {
+                EntryPayload::Normal(cmd) => apply_entry(&mut ov, p, &mut self.owned, cmd).map_err(|e| {
                     // The group stops on this error; the next start sets the database aside.
                     if e.is_damage() {
                         self.store.note_damage(&format!("partition {p}: {e}"));
@@ -362,6 +366,7 @@ impl RaftStateMachine<C> for StateMachine {
         .map_err(io::Error::other)??;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        self.owned = Ownership::load(&Overlay::new(&self.store.sm), p).map_err(io::Error::other)?;
         // Every record may have changed: cached ones of the old state are never read again.
         if let Some((cache, generation)) = &mut self.channels {
             *generation = cache.new_generation();

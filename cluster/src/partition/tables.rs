@@ -46,6 +46,10 @@ pub fn meta_applied(p: u16) -> Vec<u8> {
 pub fn meta_membership(p: u16) -> Vec<u8> {
     KeyBuf::new(p, META).raw(b"membership").build()
 }
+/// Meta key `ownership`: the partitions group `g` carries (`partition/ownership.rs`).
+pub fn meta_ownership(g: u16) -> Vec<u8> {
+    KeyBuf::new(g, META).raw(b"ownership").build()
+}
 /// User record key.
 pub fn user(p: u16, user_id: &str) -> Vec<u8> {
     KeyBuf::new(p, USER).str(user_id).build()

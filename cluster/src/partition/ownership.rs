@@ -1,0 +1,112 @@
+//! Which partitions a Raft group carries, as its own log decided: the step that lets one
+//! group carry several partitions (docs/raft-groups.md).
+//!
+//! A group that has never recorded anything carries exactly its own partition (`id =
+//! partition`): every group before this record existed. The record changes only by applying
+//! the group's own log (`Adopt`, `Fence`, `Release`), so every replica agrees on it at every
+//! log position, and a command naming a partition the group does not carry (or has fenced
+//! for a move) is refused there, deterministically, as `ApplyError::NotHere`.
+//!
+//! Data keys stay under the partition's prefix and the group's own records (applied position,
+//! membership, this one) under the group's prefix, table `META`: a partition that changes group
+//! keeps its keys where they are.
+
+use std::collections::BTreeSet;
+
+use ringchat_storage::StorageError;
+use serde::{Deserialize, Serialize};
+
+use super::apply::apply_command;
+use super::overlay::Overlay;
+use super::tables as t;
+use crate::command::{ApplyError, Command, Response};
+
+/// The partitions a group carries and which of them are fenced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ownership {
+    /// Partitions whose commands this group applies (unless fenced).
+    pub carried: BTreeSet<u16>,
+    /// Carried partitions frozen for a move: their keys do not change from the fence on.
+    pub fenced: BTreeSet<u16>,
+}
+
+impl Ownership {
+    /// What a group without a record carries: its own partition.
+    pub fn own_partition(group: u16) -> Self {
+        Ownership {
+            carried: BTreeSet::from([group]),
+            fenced: BTreeSet::new(),
+        }
+    }
+
+    /// The record of `group` as staged in `ov` (or stored), else its own partition.
+    pub fn load(ov: &Overlay<'_>, group: u16) -> Result<Self, StorageError> {
+        Ok(ov
+            .get_record::<Ownership>(&t::meta_ownership(group))?
+            .unwrap_or_else(|| Ownership::own_partition(group)))
+    }
+
+    /// True if commands naming `p` apply here now.
+    pub fn admits(&self, p: u16) -> bool {
+        self.carried.contains(&p) && !self.fenced.contains(&p)
+    }
+}
+
+/// Applies one log entry's command to group `group`, which carries `owned`: packed entries
+/// command by command, named commands only for a partition it admits, ownership changes to
+/// `owned` (staged in `ov` with the rest), anything else as a command of the group's own
+/// partition (`apply_command`).
+pub fn apply_entry(
+    ov: &mut Overlay<'_>,
+    group: u16,
+    owned: &mut Ownership,
+    cmd: &Command,
+) -> Result<Response, StorageError> {
+    Ok(match cmd {
+        Command::Batch(commands) => {
+            let mut answers = Vec::with_capacity(commands.len());
+            for command in commands {
+                answers.push(match command {
+                    Command::Batch(_) => Response::Rejected(ApplyError::Invalid("nested batch".into())),
+                    command => apply_entry(ov, group, owned, command)?,
+                });
+            }
+            Response::Batch(answers)
+        }
+        Command::For { partition, command } => match command.as_ref() {
+            Command::Batch(_)
+            | Command::For { .. }
+            | Command::Adopt { .. }
+            | Command::Fence { .. }
+            | Command::Release { .. } => {
+                Response::Rejected(ApplyError::Invalid("a named command holds one plain command".into()))
+            }
+            _ if !owned.admits(*partition) => Response::Rejected(ApplyError::NotHere),
+            command => apply_command(ov, *partition, command)?,
+        },
+        Command::Adopt { partition } => {
+            owned.carried.insert(*partition);
+            owned.fenced.remove(partition);
+            ov.put_record(t::meta_ownership(group), owned);
+            Response::Done
+        }
+        Command::Fence { partition } => {
+            if owned.carried.contains(partition) {
+                owned.fenced.insert(*partition);
+                ov.put_record(t::meta_ownership(group), owned);
+                Response::Done
+            } else {
+                Response::Rejected(ApplyError::NotHere)
+            }
+        }
+        Command::Release { partition } => {
+            owned.carried.remove(partition);
+            owned.fenced.remove(partition);
+            ov.put_record(t::meta_ownership(group), owned);
+            Response::Done
+        }
+        // A bare command: the group's own partition, while it carries it.
+        _ if !owned.admits(group) => Response::Rejected(ApplyError::NotHere),
+        command => apply_command(ov, group, command)?,
+    })
+}
