@@ -8,7 +8,7 @@ use ringchat_cluster::partition::snapshot::read_snapshot_from;
 use ringchat_cluster::{ChannelRecord, MessageRecord};
 
 fuzz_target!(|data: &[u8]| {
-    let _ = read_snapshot_from(data, |_key, value| {
+    let _ = read_snapshot_from(data, 7, |_key, value| {
         let _ = decode::<ChannelRecord>(value);
         let _ = decode::<MessageRecord>(value);
         Ok(())

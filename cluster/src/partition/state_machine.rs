@@ -10,14 +10,13 @@ use futures_util::{Stream, TryStreamExt};
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use ringchat_storage::keys::partition_prefix;
 use ringchat_storage::{StorageError, Store};
 use serde::{Deserialize, Serialize};
 
 use super::channel_cache::ChannelCache;
 use super::overlay::Overlay;
 use super::ownership::{apply_entry, Ownership};
-use super::snapshot::{read_snapshot, verify_snapshot, write_snapshot, SnapshotFile};
+use super::snapshot::{read_snapshot, verify_snapshot, write_snapshot, Coverage, SnapshotFile};
 use super::snapshot_schedule::SnapshotSchedule;
 use super::tables as t;
 use crate::command::Response;
@@ -175,6 +174,8 @@ pub struct SnapshotBuilder {
     partition: u16,
     snapshot_dir: PathBuf,
     view: fjall::Snapshot,
+    /// The keys the view's state of the group covers (what it carried at that point).
+    coverage: Coverage,
     meta: SnapshotMetaOf<C>,
     pointer_key: Vec<u8>,
     schedule: Option<Arc<SnapshotSchedule>>,
@@ -198,8 +199,13 @@ impl SnapshotBuilder {
     async fn build(&self) -> Result<SnapshotOf<C, SnapshotFile>, io::Error> {
         let index = self.meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
         let path = self.snapshot_dir.join(format!("p{}-{}.snap", self.partition, index));
-        let (store, view, partition, p2) = (self.store.clone(), self.view.clone(), self.partition, path.clone());
-        let count = tokio::task::spawn_blocking(move || write_snapshot(&store, &view, partition, &p2))
+        let (store, view, coverage, p2) = (
+            self.store.clone(),
+            self.view.clone(),
+            self.coverage.clone(),
+            path.clone(),
+        );
+        let count = tokio::task::spawn_blocking(move || write_snapshot(&store, &view, &coverage, &p2))
             .await
             .map_err(io::Error::other)??;
         let old = match self.store.raft.get(&self.pointer_key).map_err(io::Error::other)? {
@@ -314,6 +320,10 @@ impl RaftStateMachine<C> for StateMachine {
             partition: self.partition,
             snapshot_dir: self.snapshot_dir.clone(),
             view: self.store.db.snapshot(),
+            coverage: Coverage {
+                group: self.partition,
+                carried: self.owned.carried.clone(),
+            },
             meta: SnapshotMetaOf::<C> {
                 last_log_id: self.applied,
                 last_membership: self.membership.clone(),
@@ -330,13 +340,32 @@ impl RaftStateMachine<C> for StateMachine {
         let index = meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
         let dest = self.snapshot_dir.join(format!("p{p}-{index}.snap"));
         let dest2 = dest.clone();
+        let carried_before = self.owned.carried.clone();
         let records = tokio::task::spawn_blocking(move || -> io::Result<u64> {
-            // A damaged file is refused before anything of the current state is dropped.
-            verify_snapshot(&src)?;
-            // Drop the partition's current state, then load the snapshot's, in bounded batches.
+            // A damaged file is refused before anything of the current state is dropped; the
+            // same pass finds what the snapshot's group carries.
+            let ownership_key = t::meta_ownership(p);
+            let mut owned = None;
+            read_snapshot(&src, p, |k, v| {
+                if k == ownership_key.as_slice() {
+                    owned = Some(crate::codec::decode::<Ownership>(v)?);
+                }
+                Ok(())
+            })?;
+            let owned = owned.unwrap_or_else(|| Ownership::own_partition(p));
+            // Drop the group's current state (what it carried and what it will carry), then
+            // load the snapshot's, in bounded batches.
+            let dropped = Coverage {
+                group: p,
+                carried: carried_before.union(&owned.carried).copied().collect(),
+            };
+            let loaded = Coverage {
+                group: p,
+                carried: owned.carried,
+            };
             let mut batch = store.db.batch();
-            for item in store.sm.prefix(partition_prefix(p)) {
-                batch.remove(&store.sm, item.key().map_err(io::Error::other)?);
+            for key in dropped.keys(&store.sm) {
+                batch.remove(&store.sm, key?);
                 if batch.len() >= 10_000 {
                     std::mem::replace(&mut batch, store.db.batch())
                         .commit()
@@ -345,10 +374,14 @@ impl RaftStateMachine<C> for StateMachine {
             }
             batch.commit().map_err(io::Error::other)?;
             let mut batch = store.db.batch();
-            let count = read_snapshot(&src, |k, v| {
-                let mut key = partition_prefix(p).to_vec();
-                key.extend_from_slice(k);
-                batch.insert(&store.sm, key, v.to_vec());
+            let count = read_snapshot(&src, p, |k, v| {
+                if !loaded.contains(k) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a snapshot record outside the group's partitions",
+                    ));
+                }
+                batch.insert(&store.sm, k.to_vec(), v.to_vec());
                 if batch.len() >= 10_000 {
                     std::mem::replace(&mut batch, store.db.batch())
                         .commit()
@@ -418,5 +451,68 @@ impl RaftStateMachine<C> for StateMachine {
             meta: ptr.meta,
             snapshot: SnapshotFile(ptr.path),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn put(store: &Store, key: Vec<u8>, value: &[u8]) {
+        store.sm.insert(key, value).unwrap();
+    }
+
+    fn get(store: &Store, key: Vec<u8>) -> Option<Vec<u8>> {
+        store.sm.get(key).unwrap().map(|v| v.to_vec())
+    }
+
+    /// A group carrying partitions 3 and 4 (not its own, 9) snapshots exactly their data and
+    /// its own records; installing that on a replica replaces what the group carried there
+    /// and leaves every other partition's keys alone.
+    #[tokio::test]
+    async fn a_group_snapshot_holds_the_partitions_it_carries_and_installs_over_them_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = Store::open(&dir.path().join("a")).unwrap();
+        let owned = Ownership {
+            carried: BTreeSet::from([3, 4]),
+            fenced: BTreeSet::new(),
+        };
+        put(&source, t::meta_ownership(9), &crate::codec::encode(&owned));
+        put(&source, t::user(3, "u3"), b"three");
+        put(&source, t::channel(4, "c4"), b"four");
+        // Partition 3's own group records and partition 5 are not the group's.
+        put(&source, t::meta_applied(3), b"group 3");
+        put(&source, t::user(5, "u5"), b"five");
+        let mut sm = StateMachine::open(source.clone(), 9, dir.path().join("snaps-a")).unwrap();
+        let built = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let mut keys = Vec::new();
+        read_snapshot(&built.snapshot.0, 9, |k, _| {
+            keys.push(k.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        keys.sort();
+        let mut want = vec![t::meta_ownership(9), t::user(3, "u3"), t::channel(4, "c4")];
+        want.sort();
+        assert_eq!(keys, want);
+
+        let replica = Store::open(&dir.path().join("b")).unwrap();
+        put(&replica, t::user(3, "stale"), b"old");
+        put(&replica, t::user(9, "u9"), b"group 9 carried its own partition before");
+        put(&replica, t::user(5, "u5"), b"another group's");
+        put(&replica, t::meta_applied(3), b"group 3");
+        let mut sm = StateMachine::open(replica.clone(), 9, dir.path().join("snaps-b")).unwrap();
+        sm.install_snapshot(&built.meta, built.snapshot).await.unwrap();
+        assert_eq!(get(&replica, t::user(3, "u3")).as_deref(), Some(&b"three"[..]));
+        assert_eq!(get(&replica, t::channel(4, "c4")).as_deref(), Some(&b"four"[..]));
+        assert_eq!(get(&replica, t::user(3, "stale")), None);
+        assert_eq!(get(&replica, t::user(9, "u9")), None);
+        assert_eq!(
+            get(&replica, t::user(5, "u5")).as_deref(),
+            Some(&b"another group's"[..])
+        );
+        assert_eq!(get(&replica, t::meta_applied(3)).as_deref(), Some(&b"group 3"[..]));
+        assert_eq!(sm.owned, owned);
     }
 }

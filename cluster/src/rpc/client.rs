@@ -336,16 +336,20 @@ impl RaftNetworkV2<C> for GrpcPeer {
             .await
             .map_err(storage_error)?;
         let size = file.metadata().await.map_err(storage_error)?.len();
-        // A peer of a release before snapshot format v2 is sent the file as v1.
-        let peer_reads_v2 = self
-            .pipe
-            .as_ref()
-            .is_ok_and(|pipe| pipe.peer_wire_level() >= super::SNAPSHOT_V2);
+        // A peer of a release before snapshot format v2 is sent the file as v1; a v3 file
+        // (a group carrying several partitions) only to a peer that reads it.
+        let peer_level = self.pipe.as_ref().map_or(0, |pipe| pipe.peer_wire_level());
         let mut start = [0u8; 8];
-        let as_v1 = !peer_reads_v2 && {
+        let as_v1 = peer_level < super::PARTITION_GROUPS && {
             file.read_exact(&mut start).await.map_err(storage_error)?;
             file.seek(io::SeekFrom::Start(0)).await.map_err(storage_error)?;
-            crate::partition::snapshot::is_v2(&start)
+            if crate::partition::snapshot::is_v3(&start) {
+                return Err(storage_error(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the peer's release cannot read a snapshot of a group carrying several partitions",
+                )));
+            }
+            peer_level < super::SNAPSHOT_V2 && crate::partition::snapshot::is_v2(&start)
         };
         let size = if as_v1 {
             size - crate::partition::snapshot::V2_TRAILER
@@ -467,7 +471,7 @@ mod tests {
         assert_eq!(sent.len() as u64, size);
         assert!(sent.starts_with(b"RCSNAP1\n"));
         assert_eq!(sent[8..], v2[8..size as usize]);
-        let records = crate::partition::snapshot::read_snapshot_from(sent.as_slice(), |_, v| {
+        let records = crate::partition::snapshot::read_snapshot_from(sent.as_slice(), 2, |_, v| {
             assert_eq!(v.len(), 3 * SNAPSHOT_CHUNK_BYTES);
             Ok(())
         })
