@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::meta::model::GroupRecord;
 use crate::meta::{Layout, MoveRecord, NodeInfo};
 use crate::model::*;
 
@@ -207,6 +208,28 @@ pub enum Command {
         /// Data partition.
         partition: u16,
     },
+    /// Define a group named by a replica set (meta group). A new id must be above every id
+    /// defined before (ids are never reused); the same definition again is a no-op, another
+    /// one under a used id a `Conflict`. Appended last, like `For`.
+    MetaDefineGroup {
+        /// The group.
+        group: GroupRecord,
+    },
+    /// Forget a group that carries nothing any more (meta group); refused while a partition's
+    /// home is it. Appended last, like `For`.
+    MetaDropGroup {
+        /// Group id.
+        id: u16,
+    },
+    /// Make `group` the home of `partition` (meta group): the router sends its commands
+    /// there from this entry on. Its own id means its own group again. The group must be
+    /// defined. Appended last, like `For`.
+    MetaSetHome {
+        /// Data partition.
+        partition: u16,
+        /// The group carrying it.
+        group: u16,
+    },
 }
 
 /// The routing key of the partition that holds the DM id key.
@@ -241,6 +264,9 @@ impl fmt::Display for Command {
             Command::Adopt { .. } => "Adopt",
             Command::Fence { .. } => "Fence",
             Command::Release { .. } => "Release",
+            Command::MetaDefineGroup { .. } => "MetaDefineGroup",
+            Command::MetaDropGroup { .. } => "MetaDropGroup",
+            Command::MetaSetHome { .. } => "MetaSetHome",
         };
         f.write_str(name)
     }

@@ -287,6 +287,11 @@ impl Config {
         if self.partitions == 0 {
             bail!("--partitions must be at least 1");
         }
+        // Group ids above it name groups of several partitions (docs/raft-groups.md).
+        let most = ringchat_cluster::meta::model::FIRST_SET_GROUP;
+        if self.partitions > most {
+            bail!("--partitions must be at most {most}");
+        }
         if self.max_group_members < 2 {
             bail!("--max-group-members must be at least 2");
         }

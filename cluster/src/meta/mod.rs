@@ -15,6 +15,7 @@ pub mod moves;
 pub mod nodes;
 pub mod operator;
 pub mod removal;
+pub mod set_groups;
 pub mod snapshot_fill;
 pub mod status_detail;
 pub mod wire;

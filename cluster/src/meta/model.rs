@@ -44,6 +44,23 @@ pub struct NodeInfo {
     pub state: NodeState,
 }
 
+/// A Raft group whose members never change, named by its replica set (preferred leader
+/// first): every partition placed on that set is carried by it (docs/raft-groups.md). Its id
+/// is never reused, so a group dropped and a group defined later can never be mixed up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// Group id, from `FIRST_SET_GROUP` up (ids below it are the partitions' own groups).
+    pub id: u16,
+    /// Its voters, preferred leader first; fixed for the group's life.
+    pub replicas: Vec<NodeId>,
+}
+
+/// The first id of a group named by a replica set. Partitions are numbered below it (their
+/// own groups keep `id = partition`), the meta group and node-wide keys above the last one.
+pub const FIRST_SET_GROUP: u16 = 0x8000;
+/// The last id a group named by a replica set may take.
+pub const LAST_SET_GROUP: u16 = 0xFFFD;
+
 /// The last move of one partition, committed by the meta leader when it starts and again when
 /// it finishes (with the layout entry it changes): the layout's history of moves in flight.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

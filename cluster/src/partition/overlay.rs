@@ -76,6 +76,25 @@ impl<'a> Overlay<'a> {
         Ok(self.sm.get(key)?.map(|v| v.to_vec()))
     }
 
+    /// The value of every record under `prefix`, this overlay's own writes and deletes
+    /// included, in key order. Reads the whole range: for small meta tables, never a
+    /// partition's data.
+    pub fn values_under(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
+        let mut seen: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        for item in self.sm.prefix(prefix) {
+            let (k, v) = item.into_inner()?;
+            seen.insert(k.to_vec(), Some(v.to_vec()));
+        }
+        for (k, v) in self
+            .writes
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
+            seen.insert(k.clone(), v.clone());
+        }
+        Ok(seen.into_values().flatten().collect())
+    }
+
     /// Reads and decodes a record.
     pub fn get_record<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
         self.get(key)?

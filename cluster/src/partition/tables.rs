@@ -37,6 +37,12 @@ pub const META_LAYOUT: u8 = 13;
 pub const DM_ID_KEY: u8 = 14;
 /// `[partition as u64]` → `MoveRecord`, the partition's latest move (meta group).
 pub const META_MOVE: u8 = 15;
+/// `[group id as u64]` → `GroupRecord`, a group named by a replica set (meta group).
+pub const META_GROUP: u8 = 16;
+/// `[partition as u64]` → the id of the group carrying it, when not its own (meta group).
+pub const META_HOME: u8 = 17;
+/// `highest` → the highest group id ever defined, so ids are never reused (meta group).
+pub const META_GROUP_IDS: u8 = 18;
 
 /// Meta key `applied`.
 pub fn meta_applied(p: u16) -> Vec<u8> {
@@ -138,6 +144,27 @@ pub fn meta_move(p: u16, partition: u16) -> Vec<u8> {
 /// Prefix of every partition's latest move (meta group).
 pub fn meta_moves(p: u16) -> Vec<u8> {
     KeyBuf::new(p, META_MOVE).build()
+}
+
+/// One group named by a replica set (meta group).
+pub fn meta_group(p: u16, group: u16) -> Vec<u8> {
+    KeyBuf::new(p, META_GROUP).u64(u64::from(group)).build()
+}
+/// Prefix of every group named by a replica set (meta group).
+pub fn meta_groups(p: u16) -> Vec<u8> {
+    KeyBuf::new(p, META_GROUP).build()
+}
+/// The group carrying data partition `partition` (meta group).
+pub fn meta_home(p: u16, partition: u16) -> Vec<u8> {
+    KeyBuf::new(p, META_HOME).u64(u64::from(partition)).build()
+}
+/// Prefix of every partition's group (meta group).
+pub fn meta_homes(p: u16) -> Vec<u8> {
+    KeyBuf::new(p, META_HOME).build()
+}
+/// The highest group id ever defined (meta group).
+pub fn meta_group_ids(p: u16) -> Vec<u8> {
+    KeyBuf::new(p, META_GROUP_IDS).raw(b"highest").build()
 }
 
 /// The DM id key's key.
