@@ -92,6 +92,8 @@ pub struct Cluster {
     liveness_stop: CancellationToken,
     /// Packs the writes this node leads while their group is busy (`proposal_packer.rs`).
     pub(crate) packers: Packers,
+    /// Which group carries each partition (`meta/set_groups.rs`).
+    pub(crate) homes_cache: crate::meta::set_groups::HomeCache,
 }
 
 /// A group may pack its entries when every other member of it has announced that it reads
@@ -255,6 +257,7 @@ impl Cluster {
             liveness,
             liveness_stop: CancellationToken::new(),
             packers: Packers::new(packing_gate(cfg.node_id, peers.clone())),
+            homes_cache: Default::default(),
         });
         cluster.spawn_liveness(cluster.liveness_stop.clone());
         if let Some(peers) = peers {

@@ -34,7 +34,7 @@ pub use cluster::{Cluster, ClusterConfig, LocalDelivery};
 pub use command::{ApplyError, Command, Response};
 pub use delivery::CommitEvents;
 pub use error::ClusterError;
-pub use local::{HostedPartitions, LeaderHint, LocalPartitions};
+pub use local::{HostedPartitions, LeaderHint, LocalPartitions, Replica};
 pub use model::*;
 pub use query::{Query, QueryResult};
 pub use router::{ReplicaHints, RetryPolicy, Router};

@@ -20,12 +20,38 @@ use crate::rpc::GroupRegistry;
 use crate::rpc::PartitionGroups;
 use crate::types::{only_voter_is_self, NodeId, PartitionRaft, TypeConfig};
 
+/// This node's replica of the group carrying a partition, and the store holding its state.
+#[derive(Clone)]
+pub struct Replica {
+    /// The group's id: the partition's own, or a group carrying several (docs/raft-groups.md).
+    pub group: u16,
+    /// The group.
+    pub raft: PartitionRaft,
+    /// The node's store.
+    pub store: Store,
+}
+
+impl Replica {
+    /// `cmd` for partition `p` as this group takes it: named by its partition when the group
+    /// is not the partition's own (`Command::For`), as it is otherwise.
+    pub fn command_for(&self, p: u16, cmd: Command) -> Command {
+        if self.group == p {
+            cmd
+        } else {
+            Command::For {
+                partition: p,
+                command: Box::new(cmd),
+            }
+        }
+    }
+}
+
 /// The partitions this node hosts and the store their state machines live in: what the router
 /// and the node RPC server need to serve a request locally.
 pub trait LocalPartitions: Send + Sync + 'static {
-    /// The local group of `p` and the store holding its state, or `None` if this node does not
-    /// host `p` (now).
-    fn replica(&self, p: u16) -> Option<(PartitionRaft, Store)>;
+    /// The local replica of the group carrying `p`, or `None` if this node does not host it
+    /// (now).
+    fn replica(&self, p: u16) -> Option<Replica>;
 
     /// Where this node packs the writes it leads (`proposal_packer.rs`); `None` proposes each
     /// write as its own entry.
@@ -58,8 +84,12 @@ impl HostedPartitions {
 }
 
 impl LocalPartitions for HostedPartitions {
-    fn replica(&self, p: u16) -> Option<(PartitionRaft, Store)> {
-        self.groups.group(p).map(|g| (g, self.store.clone()))
+    fn replica(&self, p: u16) -> Option<Replica> {
+        self.groups.group(p).map(|raft| Replica {
+            group: p,
+            raft,
+            store: self.store.clone(),
+        })
     }
 }
 

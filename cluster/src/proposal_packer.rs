@@ -49,7 +49,7 @@ struct State {
     waiting: VecDeque<Waiting>,
 }
 
-/// The writes of one partition on this node (whichever group instance serves them now).
+/// The writes of one group on this node (whichever instance of it serves them now).
 #[derive(Default)]
 struct Packer {
     state: Mutex<State>,
@@ -91,9 +91,9 @@ fn text_bytes(command: &Command) -> usize {
     }
 }
 
-/// The packers of a node's partitions, and the gate that says whether a group may pack.
+/// The packers of a node's groups, and the gate that says whether a group may pack.
 pub struct Packers {
-    by_partition: Mutex<HashMap<u16, Arc<Packer>>>,
+    by_group: Mutex<HashMap<u16, Arc<Packer>>>,
     can_pack: CanPack,
 }
 
@@ -101,30 +101,35 @@ impl Packers {
     /// Packers that pack a group's writes whenever `can_pack` allows it for that group.
     pub fn new(can_pack: CanPack) -> Self {
         Packers {
-            by_partition: Mutex::default(),
+            by_group: Mutex::default(),
             can_pack,
         }
     }
 
-    /// The packer of partition `p` (whichever group instance serves it now).
-    fn packer(&self, p: u16) -> Arc<Packer> {
-        self.by_partition
+    /// The packer of group `group` (whichever instance of it serves it now).
+    fn packer(&self, group: u16) -> Arc<Packer> {
+        self.by_group
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(p)
+            .entry(group)
             .or_default()
             .clone()
     }
 
-    /// Proposes `command` to `raft` (this node's group of partition `p`, which it leads) and
+    /// Proposes `command` to `raft` (this node's replica of group `group`, which it leads) and
     /// returns the state machine's answer, packed with other writes while the group is busy.
-    pub(crate) async fn write(&self, raft: &PartitionRaft, p: u16, command: Command) -> Result<Response, LocalFailure> {
+    pub(crate) async fn write(
+        &self,
+        raft: &PartitionRaft,
+        group: u16,
+        command: Command,
+    ) -> Result<Response, LocalFailure> {
         // The gate is asked where a packed entry forms (`propose`), not for every write.
         let slots = slots();
         if slots == 0 || matches!(command, Command::Batch(_)) {
             return local::write(raft, command).await;
         }
-        let packer = self.packer(p);
+        let packer = self.packer(group);
         // Ok: this write takes a free slot now; Err: it waits for the next packed entry.
         let turn = {
             let mut state = packer.lock();
@@ -153,7 +158,7 @@ impl Packers {
     }
 }
 
-/// Proposes `command` on `raft`, through `packers` when the node packs.
+/// Proposes `command` on `raft` (group `group`), through `packers` when the node packs.
 ///
 /// Boxed: this future sits deep inside every cluster call's future (gateway → router →
 /// packer → Raft), and without the box the compiler's layout queries of the callers' futures
@@ -161,12 +166,12 @@ impl Packers {
 pub(crate) fn write<'a>(
     packers: Option<&'a Packers>,
     raft: &'a PartitionRaft,
-    p: u16,
+    group: u16,
     command: Command,
 ) -> Pin<Box<dyn Future<Output = Result<Response, LocalFailure>> + Send + 'a>> {
     Box::pin(async move {
         match packers {
-            Some(packers) => packers.write(raft, p, command).await,
+            Some(packers) => packers.write(raft, group, command).await,
             None => local::write(raft, command).await,
         }
     })

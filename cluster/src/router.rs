@@ -15,14 +15,13 @@ use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use ringchat_storage::Store;
 use tokio::time::Instant;
 
 use crate::cluster::Cluster;
 use crate::codec::{decode, encode};
 use crate::command::{Command, Response};
 use crate::error::ClusterError;
-use crate::local::{self, known_leader, LeaderHint, LocalFailure, LocalPartitions};
+use crate::local::{self, known_leader, LeaderHint, LocalFailure, LocalPartitions, Replica};
 use crate::proposal_packer::{self, Packers};
 use crate::query::{Query, QueryResult};
 use crate::rpc::node_server::leader_hint;
@@ -102,7 +101,7 @@ enum Answer {
 
 /// Where the next attempt goes.
 enum Target {
-    Local(PartitionRaft, Store),
+    Local(Replica),
     Remote(NodeId, String),
     Unknown,
 }
@@ -179,7 +178,7 @@ impl Router {
 
     async fn route(&self, local: &dyn LocalPartitions, p: u16, op: Op<'_>) -> Result<Answer, ClusterError> {
         let peers = self.peers.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let replica = local.replica(p);
+        let mut replica = local.replica(p);
         let Some(peers) = peers else {
             return self.route_alone(local.packers(), replica, p, op).await;
         };
@@ -200,14 +199,12 @@ impl Router {
                 _ => None,
             };
             let outcome = match target {
-                Target::Local(raft, store) => {
+                Target::Local(here) => {
                     // A leader that lost its majority keeps the write pending until it heals:
                     // answer `unavailable` in time instead (the write may still land later,
                     // and a retry with the same client_msg_id finds it).
                     let budget = deadline.saturating_duration_since(Instant::now());
-                    match tokio::time::timeout(budget, attempt_local(local.packers(), &raft, &store, p, &op, true))
-                        .await
-                    {
+                    match tokio::time::timeout(budget, attempt_local(local.packers(), &here, p, &op, true)).await {
                         Ok(outcome) => outcome,
                         Err(_) => Err(Failure::Retry(format!("local group did not answer within {budget:?}"))),
                     }
@@ -226,13 +223,20 @@ impl Router {
                 Target::Unknown => Err(Failure::Retry("no leader known".into())),
             };
             let (fresh_hint, last) = match outcome {
+                // The partition left the group that answered (a move's fence or release):
+                // look up the group carrying it now and try again.
+                Ok(Answer::Write(Response::Rejected(crate::ApplyError::NotHere))) => {
+                    self.forget(p);
+                    replica = local.replica(p);
+                    (false, "the partition is moving to another group".to_string())
+                }
                 Ok(answer) => return Ok(answer),
                 Err(Failure::Fail(e)) => return Err(e),
                 Err(Failure::NotLeader(hint)) => {
                     let reason = format!("not leader (hint: {hint:?})");
                     denied = tried.or(denied);
                     self.forget(p);
-                    let next = self.learn(replica.as_ref().map(|(raft, _)| raft), p, hint);
+                    let next = self.learn(replica.as_ref().map(|r| &r.raft), p, hint);
                     (next.is_some_and(|id| Some(id) != tried), reason)
                 }
                 Err(Failure::Retry(reason)) => {
@@ -265,11 +269,11 @@ impl Router {
     async fn route_alone(
         &self,
         packers: Option<&Packers>,
-        replica: Option<(PartitionRaft, Store)>,
+        replica: Option<Replica>,
         p: u16,
         op: Op<'_>,
     ) -> Result<Answer, ClusterError> {
-        let Some((raft, store)) = replica else {
+        let Some(here) = replica else {
             return Err(ClusterError::Unavailable(format!(
                 "partition {p} is not hosted here and this node has no peers"
             )));
@@ -279,7 +283,10 @@ impl Router {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let reason = match attempt_local(packers, &raft, &store, p, &op, false).await {
+            let reason = match attempt_local(packers, &here, p, &op, false).await {
+                Ok(Answer::Write(Response::Rejected(crate::ApplyError::NotHere))) => {
+                    "the partition is not in this node's group".to_string()
+                }
                 Ok(answer) => return Ok(answer),
                 Err(Failure::Fail(e)) => return Err(e),
                 Err(Failure::NotLeader(Some(hint))) if hint.id != self.node_id => {
@@ -303,14 +310,14 @@ impl Router {
     /// Picks the node the next attempt goes to: this node's own replica's idea of the leader
     /// unless that is the node that has just `denied` leading, else the leader a hint named,
     /// else the partition's replicas in turn.
-    fn target(&self, local: Option<&(PartitionRaft, Store)>, p: u16, attempt: u32, denied: Option<NodeId>) -> Target {
-        if let Some((raft, store)) = local {
+    fn target(&self, local: Option<&Replica>, p: u16, attempt: u32, denied: Option<NodeId>) -> Target {
+        if let Some(here) = local {
             // Not the node that has just said it does not lead: a hint from it, or the
             // replicas, come next. Asking it again until this replica heard from the new leader
             // held writes for 1–3 s after each leader hand-over (docs/routing.md).
-            if let Some(leader) = known_leader(raft).filter(|l| Some(l.id) != denied) {
+            if let Some(leader) = known_leader(&here.raft).filter(|l| Some(l.id) != denied) {
                 if leader.id == self.node_id {
-                    return Target::Local(raft.clone(), store.clone());
+                    return Target::Local(here.clone());
                 }
                 if let Some(addr) = leader.addr {
                     return Target::Remote(leader.id, addr);
@@ -422,20 +429,23 @@ fn classify(status: tonic::Status) -> Failure {
     }
 }
 
-/// Serves `op` on the local replica; `linearize` confirms leadership by lease first.
+/// Serves `op` for partition `p` on the local replica of its group; `linearize` confirms
+/// leadership by lease first.
 async fn attempt_local(
     packers: Option<&Packers>,
-    raft: &PartitionRaft,
-    store: &Store,
+    here: &Replica,
     p: u16,
     op: &Op<'_>,
     linearize: bool,
 ) -> Result<Answer, Failure> {
+    let store = &here.store;
     let outcome = match op {
-        Op::Write(cmd) => proposal_packer::write(packers, raft, p, (*cmd).clone())
+        Op::Write(cmd) => proposal_packer::write(packers, &here.raft, here.group, here.command_for(p, (*cmd).clone()))
             .await
             .map(Answer::Write),
-        Op::Read(query) => local::read(raft, store, p, query, linearize).await.map(Answer::Read),
+        Op::Read(query) => local::read(&here.raft, store, p, query, linearize)
+            .await
+            .map(Answer::Read),
     };
     outcome.map_err(|failure| match failure {
         LocalFailure::NotLeader(hint) => Failure::NotLeader(hint),
@@ -482,11 +492,6 @@ impl Cluster {
         let result = self.router.write(self, p, &cmd).await;
         metrics::histogram!("ringchat_commit_latency_seconds").record(started.elapsed().as_secs_f64());
         match result? {
-            // The partition left the group between routing and applying: retryable, like a
-            // leader change (the next attempt finds its new group).
-            Response::Rejected(crate::ApplyError::NotHere) => Err(ClusterError::Unavailable(format!(
-                "partition {p} moved while the write was on its way"
-            ))),
             Response::Rejected(e) => Err(ClusterError::Rejected(e)),
             Response::Sent {
                 message,
@@ -513,8 +518,13 @@ impl Cluster {
 }
 
 impl LocalPartitions for Cluster {
-    fn replica(&self, p: u16) -> Option<(PartitionRaft, Store)> {
-        self.partition_group(p).map(|g| (g, self.store.clone()))
+    fn replica(&self, p: u16) -> Option<Replica> {
+        let group = self.home_of(p);
+        self.partition_group(group).map(|raft| Replica {
+            group,
+            raft,
+            store: self.store.clone(),
+        })
     }
 
     fn packers(&self) -> Option<&Packers> {
@@ -529,7 +539,7 @@ impl Cluster {
         if self.router.peers.read().unwrap_or_else(|e| e.into_inner()).is_none() {
             return true;
         }
-        self.partition_group(p)
+        self.partition_group(self.home_of(p))
             .and_then(|raft| known_leader(&raft))
             .is_some_and(|leader| leader.id == self.router.node_id)
     }

@@ -7,6 +7,9 @@
 //! the reads run on any node against its meta replica.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use openraft::async_runtime::watch::WatchReceiver;
 
 use ringchat_storage::{KeyReader, StorageError};
 
@@ -69,7 +72,45 @@ pub fn set_home(ov: &mut Overlay<'_>, m: u16, partition: u16, group: u16) -> Res
     Ok(Response::Done)
 }
 
+/// The partition → group map this node routes by, as of the meta replica's applied log id it
+/// was read at: read again only when the meta group applied something since, so a route
+/// costs a lock and an index.
+#[derive(Default)]
+pub struct HomeCache {
+    cached: RwLock<(Option<u64>, Arc<Vec<u16>>)>,
+}
+
 impl Cluster {
+    /// The id of the group carrying partition `p` as this node's meta replica knows it (its
+    /// own id when none is recorded, or when the record cannot be read).
+    pub fn home_of(&self, p: u16) -> u16 {
+        if p >= self.partitions() {
+            return p;
+        }
+        let applied = {
+            let m = self.meta.metrics();
+            let m = m.borrow_watched();
+            m.last_applied.as_ref().map(|l| l.index())
+        };
+        {
+            let cached = self.homes_cache.cached.read().unwrap_or_else(|e| e.into_inner());
+            if cached.0 == applied && !cached.1.is_empty() {
+                return cached.1.get(p as usize).copied().unwrap_or(p);
+            }
+        }
+        match self.homes() {
+            Ok(homes) => {
+                let home = homes.get(p as usize).copied().unwrap_or(p);
+                *self.homes_cache.cached.write().unwrap_or_else(|e| e.into_inner()) = (applied, Arc::new(homes));
+                home
+            }
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "reading the partition's group failed; using its own");
+                p
+            }
+        }
+    }
+
     /// Every group named by a replica set, by id (read from this node's meta replica).
     pub fn set_groups(&self) -> Result<BTreeMap<u16, GroupRecord>, ClusterError> {
         let mut out = BTreeMap::new();

@@ -14,10 +14,10 @@ use super::proto::node::node_service_server::NodeService;
 use super::proto::node::{ReadReply, ReadRequest, WriteReply, WriteRequest};
 use crate::codec::{decode, encode};
 use crate::command::Command;
-use crate::local::{self, LeaderHint, LocalFailure, LocalPartitions};
+use crate::local::{self, LeaderHint, LocalFailure, LocalPartitions, Replica};
 use crate::proposal_packer;
 use crate::query::Query;
-use crate::types::{NodeId, PartitionRaft};
+use crate::types::NodeId;
 
 /// Metadata key of a "not leader" answer naming the leader's node id (decimal).
 pub const LEADER_METADATA_KEY: &str = "x-ringchat-leader";
@@ -36,12 +36,12 @@ impl NodeRpcService {
         NodeRpcService { local }
     }
 
-    fn replica(&self, partition: u32) -> Result<(u16, PartitionRaft, ringchat_storage::Store), Status> {
+    fn replica(&self, partition: u32) -> Result<(u16, Replica), Status> {
         let p = u16::try_from(partition)
             .map_err(|_| Status::invalid_argument(format!("partition {partition} out of range")))?;
         self.local
             .replica(p)
-            .map(|(raft, store)| (p, raft, store))
+            .map(|replica| (p, replica))
             .ok_or_else(|| Status::not_found(format!("partition {p} is not hosted on this node")))
     }
 }
@@ -91,9 +91,10 @@ pub fn leader_hint(status: &Status) -> Option<LeaderHint> {
 impl NodeService for NodeRpcService {
     async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteReply>, Status> {
         let request = request.into_inner();
-        let (p, raft, _) = self.replica(request.partition)?;
+        let (p, replica) = self.replica(request.partition)?;
         let cmd: Command = decode(&request.command).map_err(|e| Status::invalid_argument(format!("command: {e}")))?;
-        let response = proposal_packer::write(self.local.packers(), &raft, p, cmd)
+        let cmd = replica.command_for(p, cmd);
+        let response = proposal_packer::write(self.local.packers(), &replica.raft, replica.group, cmd)
             .await
             .map_err(|f| failure_status(p, f))?;
         let response = encode(&response.for_forwarder());
@@ -102,9 +103,9 @@ impl NodeService for NodeRpcService {
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadReply>, Status> {
         let request = request.into_inner();
-        let (p, raft, store) = self.replica(request.partition)?;
+        let (p, replica) = self.replica(request.partition)?;
         let query: Query = decode(&request.query).map_err(|e| Status::invalid_argument(format!("query: {e}")))?;
-        let result = local::read(&raft, &store, p, &query, true)
+        let result = local::read(&replica.raft, &replica.store, p, &query, true)
             .await
             .map_err(|f| failure_status(p, f))?;
         let result = encode(&result);
