@@ -211,6 +211,13 @@ impl Cluster {
                 groups.insert(p, opener.open(p).await?);
             }
         }
+        // Groups named by replica sets that this node ran before (those it has not started
+        // yet open with the membership upkeep: `open_set_groups`).
+        for (g, record) in crate::meta::set_groups::set_groups_in(&store)? {
+            if record.replicas.contains(&cfg.node_id) && LogStore::has_state(&store, g) {
+                groups.insert(g, opener.open(g).await?);
+            }
+        }
         if bootstrap {
             let mut members = BTreeMap::new();
             members.insert(cfg.node_id, BasicNode::new(&cfg.advertise));
@@ -244,7 +251,7 @@ impl Cluster {
             public_url: cfg.public_url.clone(),
             connection_count: OnceLock::new(),
             store,
-            hosted: HostedGroups::new(partitions, groups),
+            hosted: HostedGroups::new(groups),
             opener,
             meta,
             cache,

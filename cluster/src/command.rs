@@ -190,14 +190,22 @@ pub enum Command {
         command: Box<Command>,
     },
     /// The group takes `partition` over (or lifts its fence): from this entry on, commands
-    /// naming it apply here. Proposed once the partition's keys are on every replica of the
-    /// group (`partition/ownership.rs`). Appended last, like `For`.
+    /// naming it apply here. Each replica applies it only once its own replica of group
+    /// `from` has applied that group's log up to `after` (the fence there), so the keys it
+    /// takes over are the partition's state at the fence (`partition/ownership.rs`). `from`
+    /// equal to this group's own id (lifting its own fence) waits for nothing. Appended last,
+    /// like `For`.
     Adopt {
         /// Data partition.
         partition: u16,
+        /// The group that carried it.
+        from: u16,
+        /// The log index of `from`'s fence of it.
+        after: u64,
     },
     /// Commands naming `partition` are refused from this entry on: its keys are frozen while
-    /// they are copied to the group taking it over. Appended last, like `For`.
+    /// they are copied to the group taking it over. Answered with `Response::Position` of its
+    /// own log index (what the adopting group's `Adopt` waits for). Appended last, like `For`.
     Fence {
         /// Data partition.
         partition: u16,

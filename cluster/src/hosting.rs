@@ -115,11 +115,12 @@ pub(crate) struct HostedGroups {
 }
 
 impl HostedGroups {
-    /// `groups` open, of `partitions` partitions.
-    pub fn new(partitions: u16, groups: HashMap<u16, PartitionRaft>) -> Self {
+    /// `groups` open. Every group id has its slot in `last_heard` (512 KiB): partitions' own
+    /// groups and groups named by replica sets alike, without a lock on the message path.
+    pub fn new(groups: HashMap<u16, PartitionRaft>) -> Self {
         let hosted = HostedGroups {
             groups: GroupRegistry::new(),
-            last_heard: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            last_heard: (0..=u16::MAX).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
             changing: tokio::sync::Mutex::new(()),
             stopping: AtomicBool::new(false),
@@ -173,11 +174,12 @@ impl HostedGroups {
 }
 
 impl Cluster {
-    /// The group of `p` for a Raft message from a peer, opened now if this node does not run it
-    /// yet (a replica is being moved here). `None` for a partition that does not exist or a
-    /// group that cannot be opened (logged).
+    /// The group `p` for a Raft message from a peer, opened now if this node does not run it
+    /// yet (a replica is being moved here, or a group named by a replica set that includes
+    /// this node starts). `None` for a group that does not exist here or cannot be opened
+    /// (logged).
     pub(crate) async fn open_for_message(&self, p: u16) -> Option<PartitionRaft> {
-        if p >= self.partitions() {
+        if p >= self.partitions() && self.set_group_here(p).is_none() {
             return None;
         }
         self.hosted.heard(p);
@@ -204,6 +206,51 @@ impl Cluster {
         }
     }
 
+    /// Opens every group named by a replica set that includes this node and is not running
+    /// here yet, and initializes it with its fixed membership if it has never run anywhere
+    /// here: every replica initializes it the same way, which openraft allows (the vote picks
+    /// one leader), so a group starts as soon as a majority of its replicas did. Returns how
+    /// many were opened. A replica whose Raft state was lost here never initializes
+    /// (`lost_state.rs`): it waits to be refilled.
+    pub async fn open_set_groups(&self) -> usize {
+        let (Ok(groups), Ok(members)) = (self.set_groups(), self.members()) else {
+            return 0;
+        };
+        let addrs: std::collections::BTreeMap<NodeId, openraft::BasicNode> = members
+            .iter()
+            .map(|n| (n.node_id, openraft::BasicNode::new(&n.cluster_addr)))
+            .collect();
+        let mut opened = 0;
+        for record in groups.values().filter(|r| r.replicas.contains(&self.node_id)) {
+            let raft = match self.hosted.get(record.id) {
+                Some(raft) => raft,
+                None => match self.open_for_message(record.id).await {
+                    Some(raft) => {
+                        opened += 1;
+                        raft
+                    }
+                    None => continue,
+                },
+            };
+            if !self.opener.lost_state.may_lead(record.id) || raft.is_initialized().await.unwrap_or(true) {
+                continue;
+            }
+            let voters: std::collections::BTreeMap<NodeId, openraft::BasicNode> = record
+                .replicas
+                .iter()
+                .filter_map(|id| addrs.get(id).map(|n| (*id, n.clone())))
+                .collect();
+            if voters.len() != record.replicas.len() {
+                // A replica not (or no longer) a member: the group cannot be formed as named.
+                continue;
+            }
+            if let Err(e) = raft.initialize(voters).await {
+                tracing::debug!(group = record.id, error = %e, "initializing a set group");
+            }
+        }
+        opened
+    }
+
     /// Closes the groups of partitions this node no longer replicates (see the module doc);
     /// returns how many. Nothing is closed before a layout is committed or on a node without
     /// peers.
@@ -217,10 +264,14 @@ impl Cluster {
         }
         let mut closed = 0;
         for (p, raft) in self.hosted.all() {
-            let placed_here = layout
-                .replicas
-                .get(p as usize)
-                .is_some_and(|r| r.contains(&self.node_id));
+            let placed_here = if p < self.partitions() {
+                layout
+                    .replicas
+                    .get(p as usize)
+                    .is_some_and(|r| r.contains(&self.node_id))
+            } else {
+                self.set_group_here(p).is_some()
+            };
             if placed_here || self.hosted.quiet_for(p) < IDLE_BEFORE_CLOSE || leads(&raft, self.node_id) {
                 continue;
             }

@@ -134,6 +134,7 @@ async fn run_membership(cluster: Arc<Cluster>, fanout: Arc<Fanout>, shutdown: Ca
             }
         }
         cluster.balance_leaders_once().await;
+        cluster.open_set_groups().await;
         cluster.release_idle_groups().await;
         ringchat_cluster::group_events::flush_group_events();
         fanout.refresh_links();

@@ -36,14 +36,22 @@ impl Cluster {
             return 0;
         }
         let active = |id: u64| members.iter().any(|m| m.node_id == id && m.state == NodeState::Active);
+        // Each group with its preferred leader: a partition's own group has its layout
+        // entry's first replica, a group named by a replica set that set's first.
+        let homes = self.homes().unwrap_or_default();
+        let own = (0..self.partitions())
+            .filter(|p| homes.get(usize::from(*p)).is_none_or(|home| home == p))
+            .filter_map(|p| Some((p, *layout.replicas.get(usize::from(p))?.first()?)));
+        let named = self
+            .set_groups()
+            .unwrap_or_default()
+            .into_values()
+            .filter_map(|g| Some((g.id, *g.replicas.first()?)));
         let mut started = 0;
-        for p in 0..self.partitions() {
+        for (p, preferred) in own.chain(named) {
             if started >= MAX_PER_PASS {
                 break;
             }
-            let Some(&preferred) = layout.replicas.get(usize::from(p)).and_then(|r| r.first()) else {
-                continue;
-            };
             // A preferred replica that does not beat (still starting, say) would not take over.
             if preferred == self.node_id || !active(preferred) || !self.liveness.is_alive(preferred) {
                 continue;

@@ -870,7 +870,7 @@ impl Cluster {
         let layout = self.layout()?;
         let partitions = (0..self.partitions())
             .map(|p| {
-                let group = self.partition_group(p);
+                let group = self.partition_group(self.home_of(p));
                 let leader = group.as_ref().and_then(|g| {
                     let (leader, _) = leader_of(g);
                     let hosts = {

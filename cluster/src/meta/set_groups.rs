@@ -72,6 +72,17 @@ pub fn set_home(ov: &mut Overlay<'_>, m: u16, partition: u16, group: u16) -> Res
     Ok(Response::Done)
 }
 
+/// Every group named by a replica set in `store`'s meta replica, by id.
+pub(crate) fn set_groups_in(store: &ringchat_storage::Store) -> Result<BTreeMap<u16, GroupRecord>, StorageError> {
+    let mut out = BTreeMap::new();
+    for item in store.sm.prefix(t::meta_groups(META_PARTITION)) {
+        let (_, v) = item.into_inner()?;
+        let group = crate::codec::decode::<GroupRecord>(&v)?;
+        out.insert(group.id, group);
+    }
+    Ok(out)
+}
+
 /// The partition → group map this node routes by, as of the meta replica's applied log id it
 /// was read at: read again only when the meta group applied something since, so a route
 /// costs a lock and an index.
@@ -113,13 +124,17 @@ impl Cluster {
 
     /// Every group named by a replica set, by id (read from this node's meta replica).
     pub fn set_groups(&self) -> Result<BTreeMap<u16, GroupRecord>, ClusterError> {
-        let mut out = BTreeMap::new();
-        for item in self.store.sm.prefix(t::meta_groups(META_PARTITION)) {
-            let (_, v) = item.into_inner().map_err(StorageError::from)?;
-            let group = crate::codec::decode::<GroupRecord>(&v).map_err(StorageError::from)?;
-            out.insert(group.id, group);
+        Ok(set_groups_in(&self.store)?)
+    }
+
+    /// The record of set group `g` if this node is one of its replicas.
+    pub(crate) fn set_group_here(&self, g: u16) -> Option<GroupRecord> {
+        if g < FIRST_SET_GROUP {
+            return None;
         }
-        Ok(out)
+        let v = self.store.sm.get(t::meta_group(META_PARTITION, g)).ok()??;
+        let group = crate::codec::decode::<GroupRecord>(&v).ok()?;
+        group.replicas.contains(&self.node_id).then_some(group)
     }
 
     /// The group carrying each partition, by partition (its own id where none is recorded).
@@ -193,6 +208,7 @@ mod tests {
         let r = crate::partition::ownership::apply_entry(
             &mut ov,
             META_PARTITION,
+            1,
             &mut owned,
             &Command::Batch(vec![home(5, 5), Command::MetaDropGroup { id: 0x8001 }]),
         )

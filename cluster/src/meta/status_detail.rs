@@ -76,13 +76,22 @@ pub struct StatusDetail {
 }
 
 impl Cluster {
-    /// The partition groups led here, with their actual voters and learners.
+    /// The partition groups led here, with their actual voters and learners: one entry per
+    /// partition, a group carrying several partitions giving each its own.
     pub fn led_groups(&self) -> Vec<GroupDetail> {
+        let mut carried: std::collections::HashMap<u16, Vec<u16>> = Default::default();
+        for (p, home) in self.homes().unwrap_or_default().into_iter().enumerate() {
+            carried.entry(home).or_default().push(p as u16);
+        }
         let mut out: Vec<GroupDetail> = self
             .hosted
             .all()
             .into_iter()
             .filter(|(p, _)| *p != META_PARTITION)
+            .flat_map(|(g, raft)| {
+                let partitions = carried.remove(&g).unwrap_or_default();
+                partitions.into_iter().map(move |p| (p, raft.clone()))
+            })
             .filter_map(|(p, raft)| {
                 let m = raft.metrics();
                 let m = m.borrow_watched();

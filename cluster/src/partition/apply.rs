@@ -356,7 +356,7 @@ mod tests {
     fn run(store: &Store, cmd: Command) -> Response {
         let mut ov = Overlay::new(&store.sm);
         let mut owned = Ownership::load(&ov, 3).unwrap();
-        let r = apply_entry(&mut ov, 3, &mut owned, &cmd).unwrap();
+        let r = apply_entry(&mut ov, 3, 1, &mut owned, &cmd).unwrap();
         ov.commit(&store.db).unwrap();
         r
     }
@@ -483,13 +483,24 @@ mod tests {
         ));
         // Adopting partition 4: its commands apply to its own keys (no g_1 there: a send is
         // refused the way a missing channel is).
-        run(&store, Command::Adopt { partition: 4 });
+        run(
+            &store,
+            Command::Adopt {
+                partition: 4,
+                from: 4,
+                after: 0,
+            },
+        );
         assert!(matches!(
             run(&store, named(4, send("c3", "a"))),
             Response::Rejected(ApplyError::Forbidden)
         ));
-        // A fence refuses the partition's commands, named or bare, until it is lifted.
-        run(&store, Command::Fence { partition: 3 });
+        // A fence refuses the partition's commands, named or bare, until it is lifted; it
+        // answers its own log index.
+        assert!(matches!(
+            run(&store, Command::Fence { partition: 3 }),
+            Response::Position(1)
+        ));
         assert!(matches!(
             run(&store, send("c6", "a")),
             Response::Rejected(ApplyError::NotHere)
@@ -502,7 +513,14 @@ mod tests {
             run(&store, Command::Fence { partition: 9 }),
             Response::Rejected(ApplyError::NotHere)
         ));
-        run(&store, Command::Adopt { partition: 3 });
+        run(
+            &store,
+            Command::Adopt {
+                partition: 3,
+                from: 3,
+                after: 0,
+            },
+        );
         assert_eq!(seq(&run(&store, send("c6", "a"))), 4);
         // Released: refused again; the record on disk says what the group carries.
         run(&store, Command::Release { partition: 4 });

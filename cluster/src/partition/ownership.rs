@@ -52,13 +52,78 @@ impl Ownership {
     }
 }
 
-/// Applies one log entry's command to group `group`, which carries `owned`: packed entries
-/// command by command, named commands only for a partition it admits, ownership changes to
-/// `owned` (staged in `ov` with the rest), anything else as a command of the group's own
-/// partition (`apply_command`).
+/// True if a group on this node other than `group` admits partition `p` now (carries it,
+/// unfenced): that group's replica holds the partition's live keys, and a snapshot of `group`
+/// must neither drop nor overwrite them. The candidates are `p`'s own group (which carries it
+/// without a record until it fences it) and every group named by a replica set.
+pub fn admitted_elsewhere(store: &ringchat_storage::Store, group: u16, p: u16) -> Result<bool, StorageError> {
+    let recorded = |g: u16| -> Result<Option<Ownership>, StorageError> {
+        match store.sm.get(t::meta_ownership(g))? {
+            Some(v) => Ok(Some(crate::codec::decode(&v)?)),
+            None => Ok(None),
+        }
+    };
+    if group != p {
+        let own = match recorded(p)? {
+            Some(o) => o.admits(p),
+            None => super::LogStore::has_state(store, p),
+        };
+        if own {
+            return Ok(true);
+        }
+    }
+    for g in crate::meta::set_groups::set_groups_in(store)?.into_keys() {
+        if g != group && recorded(g)?.is_some_and(|o| o.admits(p)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The `(group, log index)` pairs an entry of group `group` must see applied on this node
+/// before it applies: the source and fence of each `Adopt` in it (none for its own group).
+pub fn adoption_waits(cmd: &Command, group: u16) -> Vec<(u16, u64)> {
+    match cmd {
+        Command::Adopt { from, after, .. } if *from != group => vec![(*from, *after)],
+        Command::Batch(commands) => commands.iter().flat_map(|c| adoption_waits(c, group)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Waits until this node's replica of group `from` has applied its log up to `after`, as its
+/// state machine recorded it in `store`: from then on the keys of a partition fenced there at
+/// `after` are its state at the fence, here as on every replica. A group adopting a
+/// partition waits here (only on this node: its other replicas go on), so it never writes a
+/// key of the partition before the source group's last write of it has landed here.
+pub async fn source_applied(store: &ringchat_storage::Store, from: u16, after: u64) -> Result<(), StorageError> {
+    let started = std::time::Instant::now();
+    let mut warned = std::time::Duration::ZERO;
+    loop {
+        let applied = match store.sm.get(t::meta_applied(from))? {
+            Some(v) => crate::codec::decode::<Option<openraft::alias::LogIdOf<crate::types::TypeConfig>>>(&v)?,
+            None => None,
+        };
+        if applied.is_some_and(|l| l.index() >= after) {
+            return Ok(());
+        }
+        let waited = started.elapsed();
+        if waited >= warned + std::time::Duration::from_secs(10) {
+            warned = waited;
+            tracing::warn!(from, after, applied = ?applied.map(|l| l.index()), waited_s = waited.as_secs(),
+                "adopting a partition waits for its source group to apply its fence here");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Applies one log entry's command (at log `index`) to group `group`, which carries `owned`:
+/// packed entries command by command, named commands only for a partition it admits,
+/// ownership changes to `owned` (staged in `ov` with the rest), anything else as a command of
+/// the group's own partition (`apply_command`).
 pub fn apply_entry(
     ov: &mut Overlay<'_>,
     group: u16,
+    index: u64,
     owned: &mut Ownership,
     cmd: &Command,
 ) -> Result<Response, StorageError> {
@@ -68,7 +133,7 @@ pub fn apply_entry(
             for command in commands {
                 answers.push(match command {
                     Command::Batch(_) => Response::Rejected(ApplyError::Invalid("nested batch".into())),
-                    command => apply_entry(ov, group, owned, command)?,
+                    command => apply_entry(ov, group, index, owned, command)?,
                 });
             }
             Response::Batch(answers)
@@ -84,7 +149,7 @@ pub fn apply_entry(
             _ if !owned.admits(*partition) => Response::Rejected(ApplyError::NotHere),
             command => apply_command(ov, *partition, command)?,
         },
-        Command::Adopt { partition } => {
+        Command::Adopt { partition, .. } => {
             owned.carried.insert(*partition);
             owned.fenced.remove(partition);
             ov.put_record(t::meta_ownership(group), owned);
@@ -94,7 +159,7 @@ pub fn apply_entry(
             if owned.carried.contains(partition) {
                 owned.fenced.insert(*partition);
                 ov.put_record(t::meta_ownership(group), owned);
-                Response::Done
+                Response::Position(index)
             } else {
                 Response::Rejected(ApplyError::NotHere)
             }

@@ -1,6 +1,7 @@
 //! openraft state machine of one partition: applies commands into fjall, builds and installs
 //! file snapshots.
 
+use std::collections::BTreeSet;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::channel_cache::ChannelCache;
 use super::overlay::Overlay;
-use super::ownership::{apply_entry, Ownership};
+use super::ownership::{admitted_elsewhere, adoption_waits, apply_entry, source_applied, Ownership};
 use super::snapshot::{read_snapshot, verify_snapshot, write_snapshot, Coverage, SnapshotFile};
 use super::snapshot_schedule::SnapshotSchedule;
 use super::tables as t;
@@ -256,13 +257,18 @@ impl RaftStateMachine<C> for StateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             let response = match &entry.payload {
                 EntryPayload::Blank => Response::Done,
-                EntryPayload::Normal(cmd) => apply_entry(&mut ov, p, &mut self.owned, cmd).map_err(|e| {
-                    // The group stops on this error; the next start sets the database aside.
-                    if e.is_damage() {
-                        self.store.note_damage(&format!("partition {p}: {e}"));
+                EntryPayload::Normal(cmd) => {
+                    for (from, after) in adoption_waits(cmd, p) {
+                        source_applied(&self.store, from, after).await?;
                     }
-                    e
-                })?,
+                    apply_entry(&mut ov, p, entry.log_id.index(), &mut self.owned, cmd).map_err(|e| {
+                        // The group stops on this error; the next start sets the database aside.
+                        if e.is_damage() {
+                            self.store.note_damage(&format!("partition {p}: {e}"));
+                        }
+                        e
+                    })?
+                }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembershipOf::<C>::new(Some(entry.log_id), m.clone());
                     membership_changed = true;
@@ -354,14 +360,26 @@ impl RaftStateMachine<C> for StateMachine {
             })?;
             let owned = owned.unwrap_or_else(|| Ownership::own_partition(p));
             // Drop the group's current state (what it carried and what it will carry), then
-            // load the snapshot's, in bounded batches.
+            // load the snapshot's, in bounded batches; a partition that another group here
+            // admits now is that group's, and stays as it is (a snapshot of a group that has
+            // since handed it over holds an older copy).
+            let mut live_elsewhere = BTreeSet::new();
+            for q in carried_before.union(&owned.carried) {
+                if admitted_elsewhere(&store, p, *q).map_err(io::Error::other)? {
+                    live_elsewhere.insert(*q);
+                }
+            }
             let dropped = Coverage {
                 group: p,
-                carried: carried_before.union(&owned.carried).copied().collect(),
+                carried: carried_before
+                    .union(&owned.carried)
+                    .filter(|q| !live_elsewhere.contains(q))
+                    .copied()
+                    .collect(),
             };
             let loaded = Coverage {
                 group: p,
-                carried: owned.carried,
+                carried: owned.carried.difference(&live_elsewhere).copied().collect(),
             };
             let mut batch = store.db.batch();
             for key in dropped.keys(&store.sm) {
@@ -375,6 +393,9 @@ impl RaftStateMachine<C> for StateMachine {
             batch.commit().map_err(io::Error::other)?;
             let mut batch = store.db.batch();
             let count = read_snapshot(&src, p, |k, v| {
+                if k.len() >= 2 && live_elsewhere.contains(&u16::from_be_bytes([k[0], k[1]])) && !loaded.contains(k) {
+                    return Ok(());
+                }
                 if !loaded.contains(k) {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -502,10 +523,28 @@ mod tests {
         put(&replica, t::user(9, "u9"), b"group 9 carried its own partition before");
         put(&replica, t::user(5, "u5"), b"another group's");
         put(&replica, t::meta_applied(3), b"group 3");
+        // Partition 4 has since moved on: another group here admits it and wrote after.
+        let meta = crate::meta::META_PARTITION;
+        let newer = crate::meta::model::GroupRecord {
+            id: 0x8000,
+            replicas: vec![1, 2],
+        };
+        put(&replica, t::meta_group(meta, 0x8000), &crate::codec::encode(&newer));
+        let admits_4 = Ownership {
+            carried: BTreeSet::from([4]),
+            fenced: BTreeSet::new(),
+        };
+        put(&replica, t::meta_ownership(0x8000), &crate::codec::encode(&admits_4));
+        put(&replica, t::channel(4, "c4"), b"written by the group carrying it now");
+        put(&replica, t::channel(4, "c5"), b"also");
         let mut sm = StateMachine::open(replica.clone(), 9, dir.path().join("snaps-b")).unwrap();
         sm.install_snapshot(&built.meta, built.snapshot).await.unwrap();
         assert_eq!(get(&replica, t::user(3, "u3")).as_deref(), Some(&b"three"[..]));
-        assert_eq!(get(&replica, t::channel(4, "c4")).as_deref(), Some(&b"four"[..]));
+        assert_eq!(
+            get(&replica, t::channel(4, "c4")).as_deref(),
+            Some(&b"written by the group carrying it now"[..])
+        );
+        assert_eq!(get(&replica, t::channel(4, "c5")).as_deref(), Some(&b"also"[..]));
         assert_eq!(get(&replica, t::user(3, "stale")), None);
         assert_eq!(get(&replica, t::user(9, "u9")), None);
         assert_eq!(
