@@ -251,9 +251,14 @@ impl Cluster {
         opened
     }
 
-    /// Closes the groups of partitions this node no longer replicates (see the module doc);
-    /// returns how many. Nothing is closed before a layout is committed or on a node without
-    /// peers.
+    /// Closes the groups this node no longer runs (see the module doc); returns how many.
+    /// Nothing is closed before a layout is committed or on a node without peers.
+    ///
+    /// - A partition's own group whose partition went to a group named by a replica set
+    ///   (its home is that group, which has adopted it here) closes at once, and only its Raft
+    ///   state goes: the partition's keys are the new group's.
+    /// - A group the layout (or the set-group records) no longer places here closes once it
+    ///   has been quiet for `IDLE_BEFORE_CLOSE` and does not lead; all its keys go.
     pub async fn release_idle_groups(&self) -> usize {
         if self.peers.is_none() {
             return 0;
@@ -264,46 +269,64 @@ impl Cluster {
         }
         let mut closed = 0;
         for (p, raft) in self.hosted.all() {
-            let placed_here = if p < self.partitions() {
-                layout
-                    .replicas
-                    .get(p as usize)
-                    .is_some_and(|r| r.contains(&self.node_id))
-            } else {
-                self.set_group_here(p).is_some()
-            };
-            if placed_here || self.hosted.quiet_for(p) < IDLE_BEFORE_CLOSE || leads(&raft, self.node_id) {
-                continue;
+            let own_partition = p < self.partitions();
+            let home = if own_partition { self.home_of(p) } else { p };
+            let handed_over = home != p && crate::partition::ownership::admitted_here(&self.store, home, p);
+            if !handed_over {
+                let placed_here = if own_partition {
+                    layout
+                        .replicas
+                        .get(p as usize)
+                        .is_some_and(|r| r.contains(&self.node_id))
+                } else {
+                    self.set_group_here(p).is_some()
+                };
+                if placed_here || self.hosted.quiet_for(p) < IDLE_BEFORE_CLOSE || leads(&raft, self.node_id) {
+                    continue;
+                }
             }
             let _one_at_a_time = self.hosted.changing.lock().await;
             if self.hosted.stopping.load(Ordering::SeqCst) {
                 break;
             }
             // A message may have arrived while waiting for the lock.
-            if self.hosted.quiet_for(p) < IDLE_BEFORE_CLOSE {
+            if !handed_over && self.hosted.quiet_for(p) < IDLE_BEFORE_CLOSE {
                 continue;
             }
-            if let Some(raft) = self.hosted.remove(p) {
-                if let Err(e) = raft.shutdown().await {
-                    tracing::warn!(partition = p, error = %e, "closing a partition group");
+            let Some(raft) = self.hosted.remove(p) else { continue };
+            if let Err(e) = raft.shutdown().await {
+                tracing::warn!(partition = p, error = %e, "closing a partition group");
+            }
+            drop(raft);
+            self.opener.lost_state.forget(p);
+            crate::group_events::GROUPS_CLOSED.record(p);
+            closed += 1;
+            // Still holding `changing`: the group cannot reopen while its keys go.
+            let (store, snapshots) = (self.store.clone(), self.opener.snapshots.clone());
+            let keep_data = handed_over || !own_partition;
+            let dropped = tokio::task::spawn_blocking(move || {
+                if keep_data {
+                    reclaim::drop_group_state(&store, p, &snapshots)
+                } else {
+                    reclaim::drop_partition(&store, p, &snapshots)
                 }
-                drop(raft);
-                self.opener.lost_state.forget(p);
-                crate::group_events::GROUPS_CLOSED.record(p);
-                closed += 1;
-                // Still holding `changing`: the group cannot reopen while its keys go.
-                let (store, snapshots) = (self.store.clone(), self.opener.snapshots.clone());
-                let dropped = tokio::task::spawn_blocking(move || reclaim::drop_partition(&store, p, &snapshots))
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.map_err(|e| e.to_string()));
-                match dropped {
-                    Ok(keys) => {
-                        metrics::counter!("ringchat_partitions_reclaimed_total").increment(1);
-                        tracing::info!(partition = p, keys, "partition data deleted: no replica is placed here");
-                    }
-                    Err(e) => tracing::warn!(partition = p, error = %e, "deleting a moved-away partition's data"),
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+            match dropped {
+                Ok(keys) if keep_data => {
+                    tracing::info!(
+                        group = p,
+                        keys,
+                        "group closed: its partitions are carried by other groups"
+                    );
                 }
+                Ok(keys) => {
+                    metrics::counter!("ringchat_partitions_reclaimed_total").increment(1);
+                    tracing::info!(partition = p, keys, "partition data deleted: no replica is placed here");
+                }
+                Err(e) => tracing::warn!(partition = p, error = %e, "deleting a closed group's data"),
             }
         }
         closed

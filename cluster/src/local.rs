@@ -53,6 +53,9 @@ pub trait LocalPartitions: Send + Sync + 'static {
     /// (now).
     fn replica(&self, p: u16) -> Option<Replica>;
 
+    /// The local replica of group `g` itself, whatever it carries.
+    fn group_replica(&self, g: u16) -> Option<Replica>;
+
     /// Where this node packs the writes it leads (`proposal_packer.rs`); `None` proposes each
     /// write as its own entry.
     fn packers(&self) -> Option<&Packers> {
@@ -85,8 +88,12 @@ impl HostedPartitions {
 
 impl LocalPartitions for HostedPartitions {
     fn replica(&self, p: u16) -> Option<Replica> {
-        self.groups.group(p).map(|raft| Replica {
-            group: p,
+        self.group_replica(p)
+    }
+
+    fn group_replica(&self, g: u16) -> Option<Replica> {
+        self.groups.group(g).map(|raft| Replica {
+            group: g,
             raft,
             store: self.store.clone(),
         })

@@ -162,7 +162,22 @@ impl Router {
     /// mid-call), so they must be idempotent; every `Command` is (creates are "if absent",
     /// messages are deduplicated by `client_msg_id`).
     pub async fn write(&self, local: &dyn LocalPartitions, p: u16, cmd: &Command) -> Result<Response, ClusterError> {
-        match self.route(local, p, Op::Write(cmd)).await? {
+        match self.route(local, p, None, Op::Write(cmd)).await? {
+            Answer::Write(response) => Ok(response),
+            Answer::Read(_) => Err(ClusterError::Internal("a write was answered as a read".into())),
+        }
+    }
+
+    /// Commits `cmd` in group `g` itself (a move's fence, adopt or release of partition `p`),
+    /// whichever group carries `p` now; its answer comes back as it is, `NotHere` included.
+    pub async fn write_to_group(
+        &self,
+        local: &dyn LocalPartitions,
+        p: u16,
+        g: u16,
+        cmd: &Command,
+    ) -> Result<Response, ClusterError> {
+        match self.route(local, p, Some(g), Op::Write(cmd)).await? {
             Answer::Write(response) => Ok(response),
             Answer::Read(_) => Err(ClusterError::Internal("a write was answered as a read".into())),
         }
@@ -170,15 +185,27 @@ impl Router {
 
     /// Answers `query` for partition `p` at its leader.
     pub async fn read(&self, local: &dyn LocalPartitions, p: u16, query: &Query) -> Result<QueryResult, ClusterError> {
-        match self.route(local, p, Op::Read(query)).await? {
+        match self.route(local, p, None, Op::Read(query)).await? {
             Answer::Read(result) => Ok(result),
             Answer::Write(_) => Err(ClusterError::Internal("a read was answered as a write".into())),
         }
     }
 
-    async fn route(&self, local: &dyn LocalPartitions, p: u16, op: Op<'_>) -> Result<Answer, ClusterError> {
+    /// Routes `op` for partition `p` to the leader of the group carrying it, or of `group`
+    /// when one is named (then nothing is cached: the leader cache is by partition).
+    async fn route(
+        &self,
+        local: &dyn LocalPartitions,
+        p: u16,
+        group: Option<u16>,
+        op: Op<'_>,
+    ) -> Result<Answer, ClusterError> {
         let peers = self.peers.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut replica = local.replica(p);
+        let resolve = || match group {
+            Some(g) => local.group_replica(g),
+            None => local.replica(p),
+        };
+        let mut replica = resolve();
         let Some(peers) = peers else {
             return self.route_alone(local.packers(), replica, p, op).await;
         };
@@ -193,7 +220,7 @@ impl Router {
         let mut denied: Option<NodeId> = None;
         loop {
             attempt += 1;
-            let target = self.target(replica.as_ref(), p, attempt, denied);
+            let target = self.target(replica.as_ref(), p, group, attempt, denied);
             let tried = match &target {
                 Target::Remote(id, _) => Some(*id),
                 _ => None,
@@ -213,8 +240,8 @@ impl Router {
                     let budget = deadline
                         .saturating_duration_since(Instant::now())
                         .min(self.policy.attempt_timeout);
-                    let outcome = self.forward(&peers, &addr, p, &op, budget).await;
-                    if outcome.is_ok() {
+                    let outcome = self.forward(&peers, &addr, p, group, &op, budget).await;
+                    if outcome.is_ok() && group.is_none() {
                         self.remember(p, id, addr);
                         metrics::counter!("ringchat_router_forwarded_total").increment(1);
                     }
@@ -225,9 +252,9 @@ impl Router {
             let (fresh_hint, last) = match outcome {
                 // The partition left the group that answered (a move's fence or release):
                 // look up the group carrying it now and try again.
-                Ok(Answer::Write(Response::Rejected(crate::ApplyError::NotHere))) => {
+                Ok(Answer::Write(Response::Rejected(crate::ApplyError::NotHere))) if group.is_none() => {
                     self.forget(p);
-                    replica = local.replica(p);
+                    replica = resolve();
                     (false, "the partition is moving to another group".to_string())
                 }
                 Ok(answer) => return Ok(answer),
@@ -235,9 +262,13 @@ impl Router {
                 Err(Failure::NotLeader(hint)) => {
                     let reason = format!("not leader (hint: {hint:?})");
                     denied = tried.or(denied);
-                    self.forget(p);
-                    let next = self.learn(replica.as_ref().map(|r| &r.raft), p, hint);
-                    (next.is_some_and(|id| Some(id) != tried), reason)
+                    if group.is_some() {
+                        (false, reason)
+                    } else {
+                        self.forget(p);
+                        let next = self.learn(replica.as_ref().map(|r| &r.raft), p, hint);
+                        (next.is_some_and(|id| Some(id) != tried), reason)
+                    }
                 }
                 Err(Failure::Retry(reason)) => {
                     self.forget(p);
@@ -310,7 +341,14 @@ impl Router {
     /// Picks the node the next attempt goes to: this node's own replica's idea of the leader
     /// unless that is the node that has just `denied` leading, else the leader a hint named,
     /// else the partition's replicas in turn.
-    fn target(&self, local: Option<&Replica>, p: u16, attempt: u32, denied: Option<NodeId>) -> Target {
+    fn target(
+        &self,
+        local: Option<&Replica>,
+        p: u16,
+        group: Option<u16>,
+        attempt: u32,
+        denied: Option<NodeId>,
+    ) -> Target {
         if let Some(here) = local {
             // Not the node that has just said it does not lead: a hint from it, or the
             // replicas, come next. Asking it again until this replica heard from the new leader
@@ -324,12 +362,15 @@ impl Router {
                 }
             }
         }
-        if let Some((id, addr)) = self.cached_leader(p) {
+        if let Some((id, addr)) = self.cached_leader(p).filter(|_| group.is_none()) {
             return Target::Remote(id, addr);
         }
         let hints = self.replicas.read().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(hints) = hints {
-            let candidates: Vec<_> = hints(p).into_iter().filter(|(id, _)| *id != self.node_id).collect();
+            let candidates: Vec<_> = hints(group.unwrap_or(p))
+                .into_iter()
+                .filter(|(id, _)| *id != self.node_id)
+                .collect();
             if !candidates.is_empty() {
                 let (id, addr) = candidates[(attempt as usize - 1) % candidates.len()].clone();
                 return Target::Remote(id, addr);
@@ -376,6 +417,7 @@ impl Router {
         peers: &PeerChannels,
         addr: &str,
         p: u16,
+        group: Option<u16>,
         op: &Op<'_>,
         budget: Duration,
     ) -> Result<Answer, Failure> {
@@ -390,7 +432,11 @@ impl Router {
             match op {
                 Op::Write(cmd) => {
                     let command = encode(cmd);
-                    let request = WriteRequest { partition, command };
+                    let request = WriteRequest {
+                        partition,
+                        command,
+                        group: group.map(u32::from),
+                    };
                     let reply: WriteReply = pipe.call(Method::Write, &request, budget).await.map_err(classify)?;
                     let response = decode(&reply.response).map_err(|e| internal("leader's response", e))?;
                     Ok(Answer::Write(response))
@@ -519,9 +565,12 @@ impl Cluster {
 
 impl LocalPartitions for Cluster {
     fn replica(&self, p: u16) -> Option<Replica> {
-        let group = self.home_of(p);
-        self.partition_group(group).map(|raft| Replica {
-            group,
+        self.group_replica(self.home_of(p))
+    }
+
+    fn group_replica(&self, g: u16) -> Option<Replica> {
+        self.partition_group(g).map(|raft| Replica {
+            group: g,
             raft,
             store: self.store.clone(),
         })

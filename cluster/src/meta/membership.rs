@@ -276,6 +276,14 @@ impl Cluster {
                 .map(|n| (n.node_id, n.cluster_addr.clone()))
                 .collect();
         }
+        if p >= super::model::FIRST_SET_GROUP {
+            return self
+                .set_groups()
+                .ok()
+                .and_then(|mut g| g.remove(&p))
+                .map(|g| g.replicas.iter().filter_map(addr).collect())
+                .unwrap_or_default();
+        }
         self.layout()
             .ok()
             .and_then(|l| l.replicas.get(p as usize).cloned())
@@ -468,6 +476,7 @@ impl Cluster {
         let members = self.members()?;
         self.refill_meta_voters(&members).await?;
         if self.start_moves(&members)? {
+            self.start_regroups(&members)?;
             return self.finish_removals(&members).await;
         }
         Ok(())
@@ -503,6 +512,11 @@ impl Cluster {
             let p = p as u16;
             let before: Vec<NodeId> = current.replicas.get(p as usize).cloned().unwrap_or_default();
             if &before == voters || self.moves.busy(p, now) {
+                continue;
+            }
+            // Carried by a group named by its replica set: such a partition cannot move to
+            // other nodes yet (`regroup.rs`).
+            if self.home_of(p) != p {
                 continue;
             }
             if before.iter().chain(voters).any(|n| silent.contains(n)) {

@@ -14,6 +14,7 @@ pub mod model;
 pub mod moves;
 pub mod nodes;
 pub mod operator;
+pub mod regroup;
 pub mod removal;
 pub mod set_groups;
 pub mod snapshot_fill;

@@ -20,6 +20,7 @@ use super::apply::apply_command;
 use super::overlay::Overlay;
 use super::tables as t;
 use crate::command::{ApplyError, Command, Response};
+use crate::meta::model::{FIRST_SET_GROUP, LAST_SET_GROUP};
 
 /// The partitions a group carries and which of them are fenced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,17 +40,43 @@ impl Ownership {
         }
     }
 
-    /// The record of `group` as staged in `ov` (or stored), else its own partition.
+    /// The record of `group` as staged in `ov` (or stored), else what a group carries before
+    /// its log said anything: a partition's own group its partition (and the meta group its
+    /// own records), a group named by a replica set nothing.
     pub fn load(ov: &Overlay<'_>, group: u16) -> Result<Self, StorageError> {
         Ok(ov
             .get_record::<Ownership>(&t::meta_ownership(group))?
-            .unwrap_or_else(|| Ownership::own_partition(group)))
+            .unwrap_or_else(|| Ownership::initial(group)))
+    }
+
+    /// What `group` carries before its log recorded anything (see `load`).
+    pub fn initial(group: u16) -> Self {
+        if (FIRST_SET_GROUP..=LAST_SET_GROUP).contains(&group) {
+            Ownership {
+                carried: BTreeSet::new(),
+                fenced: BTreeSet::new(),
+            }
+        } else {
+            Ownership::own_partition(group)
+        }
     }
 
     /// True if commands naming `p` apply here now.
     pub fn admits(&self, p: u16) -> bool {
         self.carried.contains(&p) && !self.fenced.contains(&p)
     }
+}
+
+/// True if this node's replica of group `group` has applied its adoption of partition `p`
+/// (its ownership record admits it).
+pub fn admitted_here(store: &ringchat_storage::Store, group: u16, p: u16) -> bool {
+    store
+        .sm
+        .get(t::meta_ownership(group))
+        .ok()
+        .flatten()
+        .and_then(|v| crate::codec::decode::<Ownership>(&v).ok())
+        .is_some_and(|o| o.admits(p))
 }
 
 /// True if a group on this node other than `group` admits partition `p` now (carries it,

@@ -26,7 +26,27 @@ pub fn drop_partition(store: &Store, partition: u16, snapshot_dir: &Path) -> Res
     for keyspace in [&store.sm, &store.log, &store.raft] {
         deleted += drop_prefix(store, keyspace, &partition_prefix(partition))?;
     }
-    let name_prefix = format!("p{partition}-");
+    drop_snapshot_files(partition, snapshot_dir)?;
+    Ok(deleted)
+}
+
+/// Deletes the Raft group `group`'s own state and snapshot files, leaving the data of the
+/// partitions it carried (another group carries them now, `ownership.rs`): its log, vote and
+/// pointers, and its records under `[group][META]`. Blocking, like `drop_partition`.
+pub fn drop_group_state(store: &Store, group: u16, snapshot_dir: &Path) -> Result<u64, StorageError> {
+    store.marks.forget(group)?;
+    let own_records = ringchat_storage::KeyBuf::new(group, super::tables::META).build();
+    let mut deleted = drop_prefix(store, &store.sm, &own_records)?;
+    for keyspace in [&store.log, &store.raft] {
+        deleted += drop_prefix(store, keyspace, &partition_prefix(group))?;
+    }
+    drop_snapshot_files(group, snapshot_dir)?;
+    Ok(deleted)
+}
+
+/// Removes group `group`'s snapshot files (and temp files of builds cut short).
+fn drop_snapshot_files(group: u16, snapshot_dir: &Path) -> Result<(), StorageError> {
+    let name_prefix = format!("p{group}-");
     let temp = format!(".{}", super::snapshot::TEMP_EXTENSION);
     if let Ok(files) = std::fs::read_dir(snapshot_dir) {
         for file in files.flatten() {
@@ -37,7 +57,7 @@ pub fn drop_partition(store: &Store, partition: u16, snapshot_dir: &Path) -> Res
             }
         }
     }
-    Ok(deleted)
+    Ok(())
 }
 
 /// Deletes every key of `keyspace` that starts with `prefix`, `CHUNK` keys per batch.

@@ -358,7 +358,7 @@ impl RaftStateMachine<C> for StateMachine {
                 }
                 Ok(())
             })?;
-            let owned = owned.unwrap_or_else(|| Ownership::own_partition(p));
+            let owned = owned.unwrap_or_else(|| Ownership::initial(p));
             // Drop the group's current state (what it carried and what it will carry), then
             // load the snapshot's, in bounded batches; a partition that another group here
             // admits now is that group's, and stays as it is (a snapshot of a group that has

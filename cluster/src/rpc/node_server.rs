@@ -91,9 +91,23 @@ pub fn leader_hint(status: &Status) -> Option<LeaderHint> {
 impl NodeService for NodeRpcService {
     async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteReply>, Status> {
         let request = request.into_inner();
-        let (p, replica) = self.replica(request.partition)?;
         let cmd: Command = decode(&request.command).map_err(|e| Status::invalid_argument(format!("command: {e}")))?;
-        let cmd = replica.command_for(p, cmd);
+        let (p, replica, cmd) = match request.group {
+            // A named group takes the command as it is (its own business: fence, adopt, release).
+            Some(g) => {
+                let g = u16::try_from(g).map_err(|_| Status::invalid_argument(format!("group {g} out of range")))?;
+                let replica = self
+                    .local
+                    .group_replica(g)
+                    .ok_or_else(|| Status::not_found(format!("group {g} is not hosted on this node")))?;
+                (g, replica, cmd)
+            }
+            None => {
+                let (p, replica) = self.replica(request.partition)?;
+                let cmd = replica.command_for(p, cmd);
+                (p, replica, cmd)
+            }
+        };
         let response = proposal_packer::write(self.local.packers(), &replica.raft, replica.group, cmd)
             .await
             .map_err(|f| failure_status(p, f))?;

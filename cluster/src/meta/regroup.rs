@@ -1,0 +1,164 @@
+//! Regrouping: the meta leader moves each partition still carried by its own Raft group into
+//! the group named by its replica set (docs/raft-groups.md), so a cluster runs one group per
+//! distinct replica set instead of one per partition and a Raft round carries the writes of
+//! many partitions.
+//!
+//! A regroup is a move between two groups with the same replicas, so no key is copied: every
+//! replica already holds the partition's keys. Per partition, each step idempotent, so a
+//! regroup cut short is simply run again (by this meta leader's next pass or the next one):
+//! 1. find or define the group of the partition's committed replica set, and wait until it
+//!    commits (a `Release` of a partition it does not carry changes nothing);
+//! 2. `Fence` the partition in its own group: its writes are refused from there on (the
+//!    router retries them: a short `unavailable` at most) and the fence's log index is known;
+//! 3. `Adopt` it in the new group, each replica once its own replica of the old group has
+//!    applied the fence (`ownership::source_applied`);
+//! 4. `Release` it in the old group, and commit the new group as its home in the meta group;
+//!    routers send its writes there as soon as their meta replica has it. Each node then
+//!    closes the old group and drops its Raft state, keeping the keys (`hosting.rs`).
+//!
+//! Experimental until a partition carried by a named group can move to other nodes (a copy
+//! to the nodes new to it): regrouping runs only on a meta leader started with `--regroup`,
+//! and partitions it regrouped are not moved again (`start_moves` skips them).
+
+use std::sync::Arc;
+
+use super::model::{GroupRecord, FIRST_SET_GROUP, LAST_SET_GROUP};
+use super::moves::MOVE_TIMEOUT;
+use super::NodeInfo;
+use crate::cluster::Cluster;
+use crate::command::{ApplyError, Command, Response};
+use crate::error::ClusterError;
+use crate::log_throttle::{LogThrottle, EVERY_30_S};
+use crate::partition::tables as t;
+use crate::types::NodeId;
+
+impl Cluster {
+    /// Starts a regroup for every partition still in its own group whose replicas are
+    /// settled, up to the moves' parallel bound. Called by the meta leader's pass once the
+    /// layout is the placement.
+    pub(crate) fn start_regroups(self: &Arc<Self>, members: &[NodeInfo]) -> Result<(), ClusterError> {
+        // A single node is left alone: its partitions would be stuck in a group of one node
+        // when the second joins (regrouped partitions do not move yet).
+        let active = members.iter().filter(|n| n.state == super::NodeState::Active).count();
+        if !self.regroup || active < 2 || !self.all_read_set_groups(members) {
+            return Ok(());
+        }
+        let layout = self.layout()?;
+        let homes = self.homes()?;
+        let now = std::time::Instant::now();
+        for (p, replicas) in layout.replicas.iter().enumerate() {
+            let p = p as u16;
+            if homes.get(p as usize) != Some(&p) || replicas.is_empty() || self.moves.busy(p, now) {
+                continue;
+            }
+            if self.moves.running() >= super::moves::MAX_PARALLEL {
+                break;
+            }
+            let cluster = Arc::clone(self);
+            let replicas = replicas.clone();
+            self.moves.start(p, move || {
+                tokio::spawn(async move {
+                    let result = match tokio::time::timeout(MOVE_TIMEOUT, cluster.regroup(p, &replicas)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(ClusterError::Unavailable("regroup timed out".into())),
+                    };
+                    if let Err(e) = &result {
+                        static NOT_YET: LogThrottle = LogThrottle::new(EVERY_30_S);
+                        if let Some(held_back) = NOT_YET.allow() {
+                            tracing::info!(partition = p, error = %e, held_back, "regroup not done yet; retrying later");
+                        }
+                    }
+                    cluster.moves.finished(p, result.is_ok());
+                })
+                .abort_handle()
+            });
+        }
+        Ok(())
+    }
+
+    /// True if every member announced wire level 5 (a node of an older release cannot read
+    /// the commands and groups regrouping creates).
+    fn all_read_set_groups(&self, members: &[NodeInfo]) -> bool {
+        let Some(peers) = &self.peers else { return true };
+        members
+            .iter()
+            .filter(|n| n.node_id != self.node_id && n.state != super::NodeState::Dead)
+            .all(|n| peers.peer_reads(&n.cluster_addr, crate::rpc::PARTITION_GROUPS))
+    }
+
+    /// Moves partition `p` from its own group into the group of `replicas` (module doc).
+    async fn regroup(&self, p: u16, replicas: &[NodeId]) -> Result<(), ClusterError> {
+        let g = self.group_of_set(replicas).await?;
+        // The group commits (its replicas opened and elected it): a release of a partition
+        // it does not carry is a no-op.
+        self.write_to_group(p, g, Command::Release { partition: p })
+            .await
+            .or_else(|e| match e {
+                ClusterError::Rejected(_) => Ok(Response::Done),
+                e => Err(e),
+            })?;
+        let after = match self.write_to_group(p, p, Command::Fence { partition: p }).await {
+            Ok(Response::Position(index)) => index,
+            // Released already by a regroup cut short after its adoption.
+            Err(ClusterError::Rejected(ApplyError::NotHere)) => 0,
+            Ok(other) => return Err(ClusterError::Internal(format!("a fence answered {other:?}"))),
+            Err(e) => return Err(e),
+        };
+        self.write_to_group(
+            p,
+            g,
+            Command::Adopt {
+                partition: p,
+                from: p,
+                after,
+            },
+        )
+        .await?;
+        self.write_to_group(p, p, Command::Release { partition: p }).await?;
+        self.write_meta(Command::MetaSetHome { partition: p, group: g }).await?;
+        tracing::debug!(partition = p, group = g, "partition regrouped");
+        Ok(())
+    }
+
+    /// The id of the group named by `replicas`, defined now if there is none.
+    async fn group_of_set(&self, replicas: &[NodeId]) -> Result<u16, ClusterError> {
+        let find = |c: &Cluster| -> Result<Option<u16>, ClusterError> {
+            Ok(c.set_groups()?
+                .into_values()
+                .find(|g| g.replicas == replicas)
+                .map(|g| g.id))
+        };
+        if let Some(g) = find(self)? {
+            return Ok(g);
+        }
+        // One definition at a time: two regroups of partitions on one set define one group.
+        let _one = self.moves.commit.lock().await;
+        if let Some(g) = find(self)? {
+            return Ok(g);
+        }
+        let highest = match self.store.sm.get(t::meta_group_ids(super::META_PARTITION)) {
+            Ok(Some(v)) => crate::codec::decode::<u16>(&v).map_err(ringchat_storage::StorageError::from)?,
+            _ => FIRST_SET_GROUP - 1,
+        };
+        let id = highest
+            .checked_add(1)
+            .filter(|id| *id <= LAST_SET_GROUP)
+            .ok_or_else(|| ClusterError::Internal("no group ids left".into()))?;
+        let group = GroupRecord {
+            id,
+            replicas: replicas.to_vec(),
+        };
+        self.write_meta(Command::MetaDefineGroup { group }).await?;
+        tracing::info!(group = id, replicas = ?replicas, "group defined for a replica set");
+        Ok(id)
+    }
+
+    /// Commits `cmd` in group `g` itself (about partition `p`); a refusal comes back as
+    /// `ClusterError::Rejected`.
+    pub(crate) async fn write_to_group(&self, p: u16, g: u16, cmd: Command) -> Result<Response, ClusterError> {
+        match self.router().write_to_group(self, p, g, &cmd).await? {
+            Response::Rejected(e) => Err(ClusterError::Rejected(e)),
+            other => Ok(other),
+        }
+    }
+}
