@@ -98,6 +98,7 @@ pub struct ServeArgs {
     /// leader regroups them once the layout is settled). Such partitions do not move to
     /// other nodes yet: for benchmarks, not for clusters that scale (docs/raft-groups.md).
     #[arg(long, env = "RINGCHAT_REGROUP")]
+    #[serde(default)]
     pub regroup: bool,
     /// Async worker threads (default: 2 per core, at least 4). Storage calls block the thread
     /// that makes them, so a few more workers than cores keep one blocked call from stalling
