@@ -207,7 +207,7 @@ impl Router {
         };
         let mut replica = resolve();
         let Some(peers) = peers else {
-            return self.route_alone(local.packers(), replica, p, op).await;
+            return self.route_alone(local.packers(), replica, p, group, op).await;
         };
 
         let started = Instant::now();
@@ -231,7 +231,12 @@ impl Router {
                     // answer `unavailable` in time instead (the write may still land later,
                     // and a retry with the same client_msg_id finds it).
                     let budget = deadline.saturating_duration_since(Instant::now());
-                    match tokio::time::timeout(budget, attempt_local(local.packers(), &here, p, &op, true)).await {
+                    match tokio::time::timeout(
+                        budget,
+                        attempt_local(local.packers(), &here, p, group.is_none(), &op, true),
+                    )
+                    .await
+                    {
                         Ok(outcome) => outcome,
                         Err(_) => Err(Failure::Retry(format!("local group did not answer within {budget:?}"))),
                     }
@@ -302,6 +307,7 @@ impl Router {
         packers: Option<&Packers>,
         replica: Option<Replica>,
         p: u16,
+        group: Option<u16>,
         op: Op<'_>,
     ) -> Result<Answer, ClusterError> {
         let Some(here) = replica else {
@@ -314,8 +320,8 @@ impl Router {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let reason = match attempt_local(packers, &here, p, &op, false).await {
-                Ok(Answer::Write(Response::Rejected(crate::ApplyError::NotHere))) => {
+            let reason = match attempt_local(packers, &here, p, group.is_none(), &op, false).await {
+                Ok(Answer::Write(Response::Rejected(crate::ApplyError::NotHere))) if group.is_none() => {
                     "the partition is not in this node's group".to_string()
                 }
                 Ok(answer) => return Ok(answer),
@@ -475,20 +481,29 @@ fn classify(status: tonic::Status) -> Failure {
     }
 }
 
-/// Serves `op` for partition `p` on the local replica of its group; `linearize` confirms
-/// leadership by lease first.
+/// Serves `op` for partition `p` on the local replica of its group (a write named by its
+/// partition when `name` and the group is not the partition's own; a write to a group named
+/// by the caller goes as it is); `linearize` confirms leadership by lease first.
 async fn attempt_local(
     packers: Option<&Packers>,
     here: &Replica,
     p: u16,
+    name: bool,
     op: &Op<'_>,
     linearize: bool,
 ) -> Result<Answer, Failure> {
     let store = &here.store;
     let outcome = match op {
-        Op::Write(cmd) => proposal_packer::write(packers, &here.raft, here.group, here.command_for(p, (*cmd).clone()))
-            .await
-            .map(Answer::Write),
+        Op::Write(cmd) => {
+            let cmd = if name {
+                here.command_for(p, (*cmd).clone())
+            } else {
+                (*cmd).clone()
+            };
+            proposal_packer::write(packers, &here.raft, here.group, cmd)
+                .await
+                .map(Answer::Write)
+        }
         Op::Read(query) => local::read(&here.raft, store, p, query, linearize)
             .await
             .map(Answer::Read),
