@@ -217,7 +217,7 @@ impl Cluster {
         }
         // Groups named by replica sets that this node ran before (those it has not started
         // yet open with the membership upkeep: `open_set_groups`).
-        for (g, record) in crate::meta::set_groups::set_groups_in(&store)? {
+        for (g, record) in crate::meta::group_records::set_groups_in(&store)? {
             if record.replicas.contains(&cfg.node_id) && LogStore::has_state(&store, g) {
                 groups.insert(g, opener.open(g).await?);
             }

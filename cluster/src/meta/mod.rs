@@ -6,6 +6,7 @@
 //! `membership.rs` admits nodes and moves replicas (each move a task of its own, `moves.rs`); `snapshot_fill.rs` makes a moving replica's fill a snapshot; `meta_voters.rs` keeps the meta voters
 //! drawn from live members; `wire.rs` holds the payloads of the member RPCs.
 
+pub mod group_records;
 pub mod leader_balance;
 pub mod leader_handoff;
 pub mod membership;

@@ -1,10 +1,8 @@
-//! Groups named by replica sets, as the meta group records them: which exist (`GroupRecord`)
-//! and which group carries each partition (its home). A partition without a recorded home is
-//! carried by its own group (`id = partition`), as every partition was before groups carried
-//! several (docs/raft-groups.md).
-//!
-//! The apply rules run in the meta group's state machine (`partition/apply.rs` calls them);
-//! the reads run on any node against its meta replica.
+//! Groups named by replica sets, as this node reads them from its meta replica: which exist
+//! and which group carries each partition (its home), with the home map the router uses. A
+//! partition without a recorded home is carried by its own group (`id = partition`), as every
+//! partition was before groups carried several (docs/raft-groups.md). The records and their
+//! apply rules: `group_records.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -13,75 +11,12 @@ use openraft::async_runtime::watch::WatchReceiver;
 
 use ringchat_storage::{KeyReader, StorageError};
 
-use super::model::{GroupRecord, FIRST_SET_GROUP, LAST_SET_GROUP};
+use super::group_records::set_groups_in;
+use super::model::{GroupRecord, FIRST_SET_GROUP};
 use super::META_PARTITION;
 use crate::cluster::Cluster;
-use crate::command::{ApplyError, Response};
 use crate::error::ClusterError;
-use crate::partition::overlay::Overlay;
 use crate::partition::tables as t;
-
-fn refused(why: &str) -> Response {
-    Response::Rejected(ApplyError::Invalid(why.into()))
-}
-
-/// Applies `MetaDefineGroup` in meta group `m`.
-pub fn define(ov: &mut Overlay<'_>, m: u16, group: &GroupRecord) -> Result<Response, StorageError> {
-    if !(FIRST_SET_GROUP..=LAST_SET_GROUP).contains(&group.id) || group.replicas.is_empty() {
-        return Ok(refused("a group needs an id of its own range and at least one replica"));
-    }
-    if let Some(existing) = ov.get_record::<GroupRecord>(&t::meta_group(m, group.id))? {
-        return Ok(if existing == *group {
-            Response::Done
-        } else {
-            Response::Rejected(ApplyError::Conflict)
-        });
-    }
-    let highest = ov.get_record::<u16>(&t::meta_group_ids(m))?;
-    if highest.is_some_and(|h| group.id <= h) {
-        // A dropped group's id: a replica that never heard of the drop could take the new
-        // group's log for the old one's.
-        return Ok(Response::Rejected(ApplyError::Conflict));
-    }
-    ov.put_record(t::meta_group(m, group.id), group);
-    ov.put_record(t::meta_group_ids(m), &group.id);
-    Ok(Response::Done)
-}
-
-/// Applies `MetaDropGroup` in meta group `m`.
-pub fn drop(ov: &mut Overlay<'_>, m: u16, id: u16) -> Result<Response, StorageError> {
-    for home in ov.values_under(&t::meta_homes(m))? {
-        if crate::codec::decode::<u16>(&home)? == id {
-            return Ok(refused("a partition is still at home in this group"));
-        }
-    }
-    ov.delete(t::meta_group(m, id));
-    Ok(Response::Done)
-}
-
-/// Applies `MetaSetHome` in meta group `m`.
-pub fn set_home(ov: &mut Overlay<'_>, m: u16, partition: u16, group: u16) -> Result<Response, StorageError> {
-    if group == partition {
-        ov.delete(t::meta_home(m, partition));
-        return Ok(Response::Done);
-    }
-    if ov.get(&t::meta_group(m, group))?.is_none() {
-        return Ok(refused("no such group"));
-    }
-    ov.put_record(t::meta_home(m, partition), &group);
-    Ok(Response::Done)
-}
-
-/// Every group named by a replica set in `store`'s meta replica, by id.
-pub(crate) fn set_groups_in(store: &ringchat_storage::Store) -> Result<BTreeMap<u16, GroupRecord>, StorageError> {
-    let mut out = BTreeMap::new();
-    for item in store.sm.prefix(t::meta_groups(META_PARTITION)) {
-        let (_, v) = item.into_inner()?;
-        let group = crate::codec::decode::<GroupRecord>(&v)?;
-        out.insert(group.id, group);
-    }
-    Ok(out)
-}
 
 /// The partition → group map this node routes by, as of the meta replica's applied log id it
 /// was read at: read again only when the meta group applied something since, so a route
@@ -151,80 +86,5 @@ impl Cluster {
             }
         }
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::command::Command;
-    use crate::partition::apply::apply_command;
-    use ringchat_storage::Store;
-
-    fn run(store: &Store, cmd: Command) -> Response {
-        let mut ov = Overlay::new(&store.sm);
-        let r = apply_command(&mut ov, META_PARTITION, &cmd).unwrap();
-        ov.commit(&store.db).unwrap();
-        r
-    }
-
-    fn define(id: u16, replicas: &[u64]) -> Command {
-        Command::MetaDefineGroup {
-            group: GroupRecord {
-                id,
-                replicas: replicas.to_vec(),
-            },
-        }
-    }
-
-    fn refused(r: &Response) -> bool {
-        matches!(r, Response::Rejected(_))
-    }
-
-    #[test]
-    fn groups_are_defined_once_with_ids_never_reused_and_dropped_only_when_empty() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        assert!(matches!(run(&store, define(0x8000, &[1, 2])), Response::Done));
-        assert!(
-            matches!(run(&store, define(0x8000, &[1, 2])), Response::Done),
-            "same again"
-        );
-        assert!(matches!(
-            run(&store, define(0x8000, &[2, 1])),
-            Response::Rejected(ApplyError::Conflict)
-        ));
-        assert!(refused(&run(&store, define(0x7FFF, &[1]))), "a partition's id");
-        assert!(refused(&run(&store, define(0x8002, &[]))), "no replicas");
-        assert!(matches!(run(&store, define(0x8001, &[2, 1])), Response::Done));
-        // Homes point at defined groups only; a group with a partition at home stays.
-        let home = |partition, group| Command::MetaSetHome { partition, group };
-        assert!(matches!(run(&store, home(5, 0x8001)), Response::Done));
-        assert!(refused(&run(&store, home(6, 0x9000))));
-        assert!(refused(&run(&store, Command::MetaDropGroup { id: 0x8001 })));
-        // A packed meta entry sees its own staged home change.
-        let mut ov = Overlay::new(&store.sm);
-        let mut owned = crate::partition::ownership::Ownership::own_partition(META_PARTITION);
-        let r = crate::partition::ownership::apply_entry(
-            &mut ov,
-            META_PARTITION,
-            1,
-            &mut owned,
-            &Command::Batch(vec![home(5, 5), Command::MetaDropGroup { id: 0x8001 }]),
-        )
-        .unwrap();
-        ov.commit(&store.db).unwrap();
-        assert!(
-            matches!(&r, Response::Batch(a) if a.iter().all(|r| matches!(r, Response::Done))),
-            "{r:?}"
-        );
-        assert!(store.sm.get(t::meta_group(META_PARTITION, 0x8001)).unwrap().is_none());
-        assert!(store.sm.get(t::meta_home(META_PARTITION, 5)).unwrap().is_none());
-        // Dropped ids and ids below the highest are never given out again.
-        assert!(matches!(
-            run(&store, define(0x8001, &[2, 1])),
-            Response::Rejected(ApplyError::Conflict)
-        ));
-        assert!(matches!(run(&store, define(0x8002, &[2, 1])), Response::Done));
     }
 }

@@ -215,9 +215,9 @@ pub fn apply_command(ov: &mut Overlay<'_>, p: u16, cmd: &Command) -> Result<Resp
             }
             Response::Done
         }
-        Command::MetaDefineGroup { group } => crate::meta::set_groups::define(ov, p, group)?,
-        Command::MetaDropGroup { id } => crate::meta::set_groups::drop(ov, p, *id)?,
-        Command::MetaSetHome { partition, group } => crate::meta::set_groups::set_home(ov, p, *partition, *group)?,
+        Command::MetaDefineGroup { group } => crate::meta::group_records::define(ov, p, group)?,
+        Command::MetaDropGroup { id } => crate::meta::group_records::drop(ov, p, *id)?,
+        Command::MetaSetHome { partition, group } => crate::meta::group_records::set_home(ov, p, *partition, *group)?,
         Command::EnsureDmIdKey { key } => {
             let at = t::dm_id_key(p);
             match ov.get_record::<Vec<u8>>(&at)? {

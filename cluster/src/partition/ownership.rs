@@ -99,7 +99,7 @@ pub fn admitted_elsewhere(store: &ringchat_storage::Store, group: u16, p: u16) -
             return Ok(true);
         }
     }
-    for g in crate::meta::set_groups::set_groups_in(store)?.into_keys() {
+    for g in crate::meta::group_records::set_groups_in(store)?.into_keys() {
         if g != group && recorded(g)?.is_some_and(|o| o.admits(p)) {
             return Ok(true);
         }
