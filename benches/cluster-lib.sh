@@ -93,16 +93,20 @@ cluster_status() {
 }
 
 # start_node ID DIR: starts cluster node ID (data DIR/nID, log DIR/nID.log); node 1 bootstraps,
-# the others join node 1's cluster address. Waits until it is ready.
+# the others join node 1's cluster address. Waits until it is ready. NODE_FLAGS (split on
+# spaces) are added to every node's flags, e.g. NODE_FLAGS=--regroup for a comparison.
 start_node() {
     local id=$1 dir=$2 port cport pid join=()
     free_port; port=$PORT
     free_port; cport=$PORT
     [ "${#C_ADDRS[@]}" -gt 0 ] && join=(--join "${C_ADDRS[0]}")
     mkdir -p "$dir"
+    # NODE_FLAGS is split on spaces on purpose (several flags).
+    # shellcheck disable=SC2086
     "$BIN/ringchat" serve --node-id "$id" --data-dir "$dir/n$id" --listen "127.0.0.1:$port" \
         --cluster-listen "127.0.0.1:$cport" --cluster-secret "$CLUSTER_SECRET" \
-        --send-rate 90 --send-burst 200 --signups-per-minute 1000000 "${join[@]}" >"$dir/n$id.log" 2>&1 &
+        --send-rate 90 --send-burst 200 --signups-per-minute 1000000 "${join[@]}" ${NODE_FLAGS:-} \
+        >"$dir/n$id.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     LOGS+=("$dir/n$id.log")
@@ -151,6 +155,24 @@ wait_settled() {
     done
     echo "last cluster status: ${status:-none}" | cut -c1-2000 >&2
     fail "$n-node cluster not settled within $SETTLE_LIMIT s"
+}
+
+# wait_groups_steady: with NODE_FLAGS set, waits (≤ SETTLE_LIMIT s) until every cluster node's
+# count of Raft groups (`ringchat_raft_groups`) is unchanged over 10 polls (5 s): a
+# `--regroup` cluster has finished regrouping. Without NODE_FLAGS it returns at once.
+wait_groups_steady() {
+    [ -n "${NODE_FLAGS:-}" ] || return 0
+    local start=$SECONDS now prev='' same=0 u
+    while [ $((SECONDS - start)) -lt "$SETTLE_LIMIT" ]; do
+        now=''
+        for u in "${C_URLS[@]}"; do
+            now+="$(curl -s -m 2 "$u/metrics" | awk '/^ringchat_raft_groups /{print $2}') "
+        done
+        if [ "$now" = "$prev" ]; then same=$((same + 1)); else same=0; prev=$now; fi
+        if [ "$same" -ge 10 ]; then log "Raft groups per node steady: $now"; return; fi
+        sleep 0.5
+    done
+    fail "Raft group counts not steady within $SETTLE_LIMIT s: $now"
 }
 
 # The layout right now (for the doc), or "unknown".

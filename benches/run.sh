@@ -17,6 +17,11 @@
 #   benches/run.sh            # full suite, writes docs/benchmarks.md
 #   QUICK=1 benches/run.sh    # 2-second steps, small counts, prints instead of writing the doc
 #   KEEP=1 …                  # keep the work dir (logs, JSON lines) for a look afterwards
+#   NODE_FLAGS=--regroup …    # extra flags for every cluster node (a comparison: prints
+#                             # instead of writing the doc, like QUICK). With --regroup the
+#                             # suite stops at the 4th node's join (regrouped partitions do
+#                             # not move yet); the 2- and 3-node figures are in the kept
+#                             # work dir (dm2.cluster.out, dm3.cluster.out)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -173,6 +178,7 @@ log "cluster: 2 nodes"
 start_node 1 "$WORK/c2"
 start_node 2 "$WORK/c2"
 wait_settled 2 0
+wait_groups_steady
 SETTLE2=$SETTLE_SECS
 LAYOUT2=$(layout_now)
 run dm2 cluster "${DM_ARGS[@]}"
@@ -183,6 +189,7 @@ start_node 1 "$WORK/c3"
 start_node 2 "$WORK/c3"
 start_node 3 "$WORK/c3"
 wait_settled 3 0
+wait_groups_steady
 SETTLE3=$SETTLE_SECS
 LAYOUT3=$(layout_now)
 run dm3 cluster "${DM_ARGS[@]}" --then-half
@@ -321,7 +328,7 @@ EOF
 )
 
 log "suite done in $(( $(date +%s) - SUITE_START )) s (build $BUILD_SECS s, single node $LOAD_SECS s, cluster $CLUSTER_SECS s)"
-if [ "$QUICK" = 1 ]; then
+if [ "$QUICK" = 1 ] || [ -n "${NODE_FLAGS:-}" ]; then
     echo "$SECTION"
     exit 0
 fi
