@@ -186,6 +186,12 @@ impl Cluster {
         if let Some(raft) = self.hosted.get(p) {
             return Some(raft);
         }
+        // A partition's own group that handed its partition over and was closed here never
+        // comes back: opened again it would be a pristine replica, free to vote a lagging
+        // one into leading a log it lacks the end of.
+        if p < self.partitions() && self.home_of(p) != p && !crate::partition::LogStore::has_state(&self.store, p) {
+            return None;
+        }
         let _one_at_a_time = self.hosted.changing.lock().await;
         if let Some(raft) = self.hosted.get(p) {
             return Some(raft);
@@ -271,7 +277,12 @@ impl Cluster {
         for (p, raft) in self.hosted.all() {
             let own_partition = p < self.partitions();
             let home = if own_partition { self.home_of(p) } else { p };
-            let handed_over = home != p && crate::partition::ownership::admitted_here(&self.store, home, p);
+            // Handed over: the new group adopted it here, and if this node leads the old group,
+            // every replica of the old group has its whole log (a replica that was down during
+            // the fence still needs this leader to catch up and let its new group adopt).
+            let handed_over = home != p
+                && crate::partition::ownership::admitted_here(&self.store, home, p)
+                && every_replica_caught_up(&raft, self.node_id);
             if !handed_over {
                 let placed_here = if own_partition {
                     layout
@@ -331,6 +342,23 @@ impl Cluster {
         }
         closed
     }
+}
+
+/// True unless `me` leads `raft`'s group and one of its other replicas has not matched the
+/// leader's last log entry yet.
+fn every_replica_caught_up(raft: &PartitionRaft, me: NodeId) -> bool {
+    let m = raft.metrics();
+    let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&m);
+    if m.current_leader != Some(me) {
+        return true;
+    }
+    let Some(replication) = m.replication.as_ref() else {
+        return true;
+    };
+    replication
+        .iter()
+        .filter(|(id, _)| **id != me)
+        .all(|(_, matched)| matched.as_ref().map(|l| l.index()) == m.last_log_index)
 }
 
 /// True if `me` leads `raft`'s group as one of its voters. A leader that removed itself from

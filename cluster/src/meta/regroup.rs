@@ -21,6 +21,7 @@
 //! and partitions it regrouped are not moved again (`start_moves` skips them).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::model::{GroupRecord, FIRST_SET_GROUP, LAST_SET_GROUP};
 use super::moves::MOVE_TIMEOUT;
@@ -32,15 +33,15 @@ use crate::log_throttle::{LogThrottle, EVERY_30_S};
 use crate::partition::tables as t;
 use crate::types::NodeId;
 
+/// How long after the last replica move regrouping waits (`membership_quiet`).
+pub const QUIET_BEFORE_REGROUP: Duration = Duration::from_secs(10);
+
 impl Cluster {
     /// Starts a regroup for every partition still in its own group whose replicas are
     /// settled, up to the moves' parallel bound. Called by the meta leader's pass once the
     /// layout is the placement.
     pub(crate) fn start_regroups(self: &Arc<Self>, members: &[NodeInfo]) -> Result<(), ClusterError> {
-        // A single node is left alone: its partitions would be stuck in a group of one node
-        // when the second joins (regrouped partitions do not move yet).
-        let active = members.iter().filter(|n| n.state == super::NodeState::Active).count();
-        if !self.regroup || active < 2 || !self.all_read_set_groups(members) {
+        if !self.regroup || !self.membership_quiet(members)? || !self.all_read_set_groups(members) {
             return Ok(());
         }
         let layout = self.layout()?;
@@ -74,6 +75,25 @@ impl Cluster {
             });
         }
         Ok(())
+    }
+
+    /// True once membership looks final: two or more active members, none joining or
+    /// draining, and no replica move finished in the last `QUIET_BEFORE_REGROUP`. Regrouped
+    /// partitions do not move yet, so regrouping a cluster whose nodes are still being added
+    /// (one by one, each a few seconds apart) would leave them on the first nodes for good.
+    fn membership_quiet(&self, members: &[NodeInfo]) -> Result<bool, ClusterError> {
+        use super::NodeState::{Active, Dead};
+        let active = members.iter().filter(|n| n.state == Active).count();
+        if active < 2 || members.iter().any(|n| !matches!(n.state, Active | Dead)) {
+            return Ok(false);
+        }
+        let last_move = self
+            .moves_recorded()?
+            .values()
+            .filter_map(|m| m.finished_ms)
+            .max()
+            .unwrap_or(0);
+        Ok(crate::clock::unix_ms().saturating_sub(last_move) >= QUIET_BEFORE_REGROUP.as_millis() as u64)
     }
 
     /// True if every member announced wire level 5 (a node of an older release cannot read
