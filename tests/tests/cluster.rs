@@ -181,10 +181,7 @@ async fn a_fourth_node_takes_a_fair_share_and_data_written_before_stays_readable
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let status = cluster_status(&nodes[0]).unwrap();
-        let mut running = Vec::new();
-        for node in &nodes {
-            running.push(metric_sum(node, "ringchat_raft_groups").await);
-        }
+        let running = groups_running(&nodes).await;
         let placed: Vec<u64> = (1..=4u64)
             .map(|id| replica_slots(&status).iter().filter(|(_, n)| *n == id).count() as u64)
             .collect();
@@ -438,6 +435,15 @@ async fn finish_and_check(work: Workload, live: &[&NodeProcess]) {
     println!("checker: {}", summary(&history, &v));
     assert!(v.acked > 50, "too few acked to mean anything: {}", v.acked);
     assert_eq!((v.lost, v.duplicates, v.gaps, v.order_mismatches), (0, 0, 0, 0));
+}
+
+/// How many Raft groups each node runs (`ringchat_raft_groups`), in order.
+async fn groups_running(nodes: &[NodeProcess]) -> Vec<u64> {
+    let mut running = Vec::new();
+    for node in nodes {
+        running.push(metric_sum(node, "ringchat_raft_groups").await);
+    }
+    running
 }
 
 /// The texts of `channel`'s newest page as `user` reads them through `node`.
@@ -722,10 +728,7 @@ async fn partitions_regroup_into_one_group_per_replica_set_without_losing_a_writ
     let mut nodes = vec![first, second];
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let mut running = Vec::new();
-        for node in &nodes {
-            running.push(metric_sum(node, "ringchat_raft_groups").await);
-        }
+        let running = groups_running(&nodes).await;
         let status = cluster_status(&nodes[0]).unwrap();
         if running == [2, 2] && settled(&status, 2, 2) {
             break;
@@ -795,10 +798,7 @@ async fn regrouping_cut_short_by_a_kill_is_finished_after_the_restart() {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let status = cluster_status(&nodes[0]).unwrap();
-        let mut running = Vec::new();
-        for node in &nodes {
-            running.push(metric_sum(node, "ringchat_raft_groups").await);
-        }
+        let running = groups_running(&nodes).await;
         let want = sets(&status) as u64;
         if settled(&status, 3, 3) && running.iter().all(|n| *n == want) {
             break;
