@@ -191,17 +191,23 @@ impl Cluster {
     /// The latest move of every partition that ever moved, as committed in the meta group
     /// (read from this node's replica).
     pub fn moves_recorded(&self) -> Result<BTreeMap<u16, MoveRecord>, ClusterError> {
+        self.records_by_partition(&t::meta_moves(META_PARTITION))
+    }
+
+    /// Every meta record under `prefix` whose key ends in a data partition's id (`[table]
+    /// [partition as u64]`: moves, homes), by partition, as this node's meta replica holds them.
+    pub(crate) fn records_by_partition<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+    ) -> Result<BTreeMap<u16, T>, ClusterError> {
         let mut out = BTreeMap::new();
-        for item in self.store.sm.prefix(t::meta_moves(META_PARTITION)) {
+        for item in self.store.sm.prefix(prefix) {
             let (k, v) = item.into_inner().map_err(StorageError::from)?;
             let partition = KeyReader::after_header(&k)
                 .and_then(|mut r| r.u64())
                 .and_then(|p| u16::try_from(p).ok())
-                .ok_or_else(|| StorageError::Undecodable("bad move record key".into()))?;
-            out.insert(
-                partition,
-                crate::codec::decode::<MoveRecord>(&v).map_err(StorageError::from)?,
-            );
+                .ok_or_else(|| StorageError::Undecodable("a meta key without a partition".into()))?;
+            out.insert(partition, crate::codec::decode::<T>(&v).map_err(StorageError::from)?);
         }
         Ok(out)
     }
@@ -278,9 +284,7 @@ impl Cluster {
         }
         if p >= super::model::FIRST_SET_GROUP {
             return self
-                .set_groups()
-                .ok()
-                .and_then(|mut g| g.remove(&p))
+                .set_group(p)
                 .map(|g| g.replicas.iter().filter_map(addr).collect())
                 .unwrap_or_default();
         }

@@ -9,8 +9,6 @@ use std::sync::{Arc, RwLock};
 
 use openraft::async_runtime::watch::WatchReceiver;
 
-use ringchat_storage::{KeyReader, StorageError};
-
 use super::group_records::set_groups_in;
 use super::model::{GroupRecord, FIRST_SET_GROUP};
 use super::META_PARTITION;
@@ -64,25 +62,24 @@ impl Cluster {
 
     /// The record of set group `g` if this node is one of its replicas.
     pub(crate) fn set_group_here(&self, g: u16) -> Option<GroupRecord> {
+        self.set_group(g).filter(|group| group.replicas.contains(&self.node_id))
+    }
+
+    /// The record of set group `g`, if it is defined (and readable).
+    pub(crate) fn set_group(&self, g: u16) -> Option<GroupRecord> {
         if g < FIRST_SET_GROUP {
             return None;
         }
         let v = self.store.sm.get(t::meta_group(META_PARTITION, g)).ok()??;
-        let group = crate::codec::decode::<GroupRecord>(&v).ok()?;
-        group.replicas.contains(&self.node_id).then_some(group)
+        crate::codec::decode::<GroupRecord>(&v).ok()
     }
 
     /// The group carrying each partition, by partition (its own id where none is recorded).
     pub fn homes(&self) -> Result<Vec<u16>, ClusterError> {
         let mut out: Vec<u16> = (0..self.partitions()).collect();
-        for item in self.store.sm.prefix(t::meta_homes(META_PARTITION)) {
-            let (k, v) = item.into_inner().map_err(StorageError::from)?;
-            let partition = KeyReader::after_header(&k)
-                .and_then(|mut r| r.u64())
-                .and_then(|p| usize::try_from(p).ok())
-                .ok_or_else(|| StorageError::Undecodable("bad home key".into()))?;
-            if let Some(home) = out.get_mut(partition) {
-                *home = crate::codec::decode::<u16>(&v).map_err(StorageError::from)?;
+        for (partition, group) in self.records_by_partition::<u16>(&t::meta_homes(META_PARTITION))? {
+            if let Some(home) = out.get_mut(usize::from(partition)) {
+                *home = group;
             }
         }
         Ok(out)
