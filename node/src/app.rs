@@ -136,6 +136,8 @@ async fn run_membership(cluster: Arc<Cluster>, fanout: Arc<Fanout>, shutdown: Ca
         cluster.balance_leaders_once().await;
         cluster.open_set_groups().await;
         cluster.release_idle_groups().await;
+        cluster.release_handed_over().await;
+        cluster.reclaim_moved_partitions().await;
         ringchat_cluster::group_events::flush_group_events();
         fanout.refresh_links();
     }

@@ -403,6 +403,23 @@ pub async fn start_cluster_node_at(ip: &str, dir: &Path, id: u64, join: Option<&
 /// Data partitions (ids below the meta group's) with any key in the fjall database under
 /// `data_dir`: log, Raft state or state machine. The node must be stopped (fjall locks it).
 pub fn partitions_stored(data_dir: &Path) -> BTreeSet<u16> {
+    key_prefixes_stored(data_dir)
+        .into_iter()
+        .filter(|p| *p < ringchat_cluster::meta::model::FIRST_SET_GROUP)
+        .collect()
+}
+
+/// The groups named by replica sets that a stopped node's data dir holds any key of.
+pub fn set_groups_stored(data_dir: &Path) -> BTreeSet<u16> {
+    key_prefixes_stored(data_dir)
+        .into_iter()
+        .filter(|p| *p >= ringchat_cluster::meta::model::FIRST_SET_GROUP)
+        .collect()
+}
+
+/// Every 2-byte key prefix (partition or group id) below the meta group's in a stopped
+/// node's data dir.
+fn key_prefixes_stored(data_dir: &Path) -> BTreeSet<u16> {
     let store = ringchat_storage::Store::open(data_dir).expect("open a stopped node's store");
     let mut found = BTreeSet::new();
     for keyspace in [&store.log, &store.raft, &store.sm] {

@@ -159,39 +159,27 @@ async fn a_fourth_node_takes_a_fair_share_and_data_written_before_stays_readable
         rebalance["total"].as_u64() >= Some(moved_partitions.len() as u64) && rebalance["done"] == rebalance["total"],
         "{rebalance}"
     );
-    // Each replica moved to node 4 arrived as a snapshot (plus the log after it).
-    let installed = metric_sum(&nodes[3], "ringchat_snapshots_installed_total").await;
+    // Each partition moved to node 4 arrived as one copy of its data, taken at its fence.
+    let copied = metric_sum(&nodes[3], "ringchat_partition_copies_total").await;
     assert!(
-        installed >= moved.len() as u64,
-        "node 4 installed {installed} snapshots for {} moved replicas",
+        copied >= moved.len() as u64,
+        "node 4 received {copied} copies for {} moved replicas",
         moved.len()
     );
-    let mut by_snapshot = 0;
-    for node in &nodes {
-        let text = node.http().metrics().await.unwrap();
-        by_snapshot += text
-            .lines()
-            .filter(|l| l.starts_with("ringchat_replica_fills_total{from=\"snapshot\"}"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64;
-    }
-    assert!(by_snapshot >= moved.len() as u64, "{by_snapshot} fills by snapshot");
-    // Each node runs exactly the groups of the partitions placed on it: the new node opened its
-    // share as replicas moved in, the old nodes closed the ones that moved away.
+    // Each node runs exactly one group per replica set it is in that carries a partition:
+    // the new node opened its groups as partitions moved in, the old nodes closed the groups
+    // of the sets no partition has any more.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let status = cluster_status(&nodes[0]).unwrap();
         let running = groups_running(&nodes).await;
-        let placed: Vec<u64> = (1..=4u64)
-            .map(|id| replica_slots(&status).iter().filter(|(_, n)| *n == id).count() as u64)
-            .collect();
-        if running == placed {
-            assert_eq!(placed.iter().sum::<u64>(), 8 * 3);
+        let expected = groups_expected(&status, 4);
+        if running == expected {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "groups running {running:?}, replicas placed {placed:?}"
+            "groups running {running:?}, replica sets with partitions {expected:?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -202,8 +190,17 @@ async fn a_fourth_node_takes_a_fair_share_and_data_written_before_stays_readable
         .map(|(p, _)| *p as u16)
         .collect();
     assert!(placed_on_1.len() < 8, "node 1 gave no replica away: {placed_on_1:?}");
+    let groups_on_1 = groups_expected(&cluster_status(&nodes[0]).unwrap(), 4)[0];
+    // Node 1 deletes the data of each partition it gave away (a pass a second).
+    let gave_away = 8 - placed_on_1.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric_sum(&nodes[0], "ringchat_partitions_reclaimed_total").await < gave_away {
+        assert!(Instant::now() < deadline, "node 1 did not delete the partitions it gave away");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(nodes[0].terminate().map(|s| s.success()), Some(true));
     assert_eq!(partitions_stored(&nodes[0].data_dir), placed_on_1);
+    assert_eq!(set_groups_stored(&nodes[0].data_dir).len() as u64, groups_on_1);
     nodes[0].restart().await;
     wait_for_status(&nodes[1], Duration::from_secs(60), |s| settled(s, 4, 3)).await;
     // Everything written before is readable through the new node.
@@ -435,6 +432,27 @@ async fn finish_and_check(work: Workload, live: &[&NodeProcess]) {
     println!("checker: {}", summary(&history, &v));
     assert!(v.acked > 50, "too few acked to mean anything: {}", v.acked);
     assert_eq!((v.lost, v.duplicates, v.gaps, v.order_mismatches), (0, 0, 0, 0));
+}
+
+/// How many data groups each of nodes 1..=`nodes` should run: one per distinct replica set
+/// (in placement order) of the partitions in `status` that includes it.
+fn groups_expected(status: &Value, nodes: u64) -> Vec<u64> {
+    let sets: BTreeSet<Vec<u64>> = status["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_u64().unwrap())
+                .collect()
+        })
+        .collect();
+    (1..=nodes)
+        .map(|id| sets.iter().filter(|s| s.contains(&id)).count() as u64)
+        .collect()
 }
 
 /// How many Raft groups each node runs (`ringchat_raft_groups`), in order.

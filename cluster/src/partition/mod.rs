@@ -6,6 +6,7 @@ pub mod channel_cache;
 pub mod log_store;
 pub mod log_tail;
 pub mod overlay;
+pub mod range_copy;
 pub mod ownership;
 pub mod reclaim;
 pub mod snapshot;

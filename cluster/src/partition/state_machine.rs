@@ -258,8 +258,8 @@ impl RaftStateMachine<C> for StateMachine {
             let response = match &entry.payload {
                 EntryPayload::Blank => Response::Done,
                 EntryPayload::Normal(cmd) => {
-                    for (from, after) in adoption_waits(cmd, p) {
-                        source_applied(&self.store, from, after).await?;
+                    for (partition, from, after) in adoption_waits(cmd, p) {
+                        source_applied(&self.store, partition, from, after).await?;
                     }
                     apply_entry(&mut ov, p, entry.log_id.index(), &mut self.owned, cmd).map_err(|e| {
                         // The group stops on this error; the next start sets the database aside.
