@@ -51,8 +51,6 @@ pub struct ClusterConfig {
     pub cluster_access: Option<ClusterAccess>,
     /// A member silent this long is declared dead and its replicas are rebuilt elsewhere.
     pub dead_after: Duration,
-    /// Regroup partitions by replica set once settled (experimental, `meta/regroup.rs`).
-    pub regroup: bool,
     /// Fewest log entries between two snapshots of a group; the interval grows with the
     /// partition (`partition/snapshot_schedule.rs`).
     pub snapshot_every: u64,
@@ -82,8 +80,6 @@ pub struct Cluster {
     pub(crate) peers: Option<PeerChannels>,
     pub(crate) delivery: OnceLock<Arc<dyn LocalDelivery>>,
     pub(crate) dead_after: Duration,
-    /// Regroup partitions by replica set (`meta/regroup.rs`).
-    pub(crate) regroup: bool,
     /// Since when this node has led the meta group (liveness needs a baseline).
     pub(crate) meta_leader_since: std::sync::Mutex<Option<Instant>>,
     /// Replica moves the meta leader is running (`meta/moves.rs`).
@@ -271,7 +267,6 @@ impl Cluster {
             peers: peers.clone(),
             delivery: OnceLock::new(),
             dead_after: cfg.dead_after,
-            regroup: cfg.regroup,
             meta_leader_since: std::sync::Mutex::new(None),
             moves: Default::default(),
             router: Router::new(cfg.node_id),

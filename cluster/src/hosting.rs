@@ -69,7 +69,7 @@ impl GroupOpener {
         let sm = StateMachine::open(self.store.clone(), p, self.snapshots.clone())?
             .with_delivery(delivery.clone())
             .with_channel_cache(self.channels.clone())
-            .with_snapshot_schedule(schedule)?;
+            .with_snapshot_schedule(schedule.clone())?;
         let opened = sm.group_opened();
         let log = LogStore::new(self.store.clone(), p);
         let lost = LostState::lost(p, &log)
@@ -96,7 +96,7 @@ impl GroupOpener {
             self.lost_state.hold(p, &raft, mark);
         }
         leader_watch::spawn(&raft, self.node_id, p, delivery, self.liveness.clone());
-        snapshot_schedule::spawn_trigger(&raft, p, snapshot_due);
+        snapshot_schedule::spawn_trigger(&raft, p, schedule, snapshot_due);
         Ok(raft)
     }
 }

@@ -194,7 +194,6 @@ impl App {
             join: config.join.clone(),
             cluster_access: cluster_access.clone(),
             dead_after: Duration::from_secs(config.dead_after_secs),
-            regroup: config.regroup,
             snapshot_every: config.snapshot_every,
             cache_memory_bytes: 64 << 20,
             cache_disk_bytes: 256 << 20,

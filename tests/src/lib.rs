@@ -436,6 +436,27 @@ fn key_prefixes_stored(data_dir: &Path) -> BTreeSet<u16> {
     found
 }
 
+/// How many data groups each of nodes 1..=`nodes` should run: one per distinct replica set
+/// (in placement order) of the partitions in `status` that includes it.
+pub fn groups_expected(status: &serde_json::Value, nodes: u64) -> Vec<u64> {
+    let sets: BTreeSet<Vec<u64>> = status["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_u64().unwrap())
+                .collect()
+        })
+        .collect();
+    (1..=nodes)
+        .map(|id| sets.iter().filter(|s| s.contains(&id)).count() as u64)
+        .collect()
+}
+
 /// The `--cluster-tls-*` flags (with their values) `node` was started with: the operator
 /// commands present the same certificate.
 pub fn cluster_tls_flags(node: &NodeProcess) -> Vec<String> {

@@ -68,7 +68,7 @@ impl Cluster {
             let addr = |id: &NodeId| members.get(id).map(|n| n.cluster_addr.clone());
             // Live sources first; the leader of the old group has applied the fence already.
             let mut ordered = sources.clone();
-            ordered.sort_by_key(|n| members.get(n).map_or(true, |m| m.state == NodeState::Dead));
+            ordered.sort_by_key(|n| members.get(n).is_none_or(|m| m.state == NodeState::Dead));
             let request = CopyRequest {
                 partition: p,
                 from,
@@ -79,7 +79,8 @@ impl Cluster {
                 let request = request.clone();
                 let target = addr(n);
                 async move {
-                    let target = target.ok_or_else(|| ClusterError::Unavailable(format!("node {n} is not a member")))?;
+                    let target =
+                        target.ok_or_else(|| ClusterError::Unavailable(format!("node {n} is not a member")))?;
                     self.copy_to(&target, &request).await
                 }
             });
@@ -195,13 +196,24 @@ impl Cluster {
                     continue;
                 }
                 seen_now.push((g, q));
-                let first_seen = *self.handed_over.lock().unwrap_or_else(|e| e.into_inner()).entry((g, q)).or_insert(now);
+                let first_seen = *self
+                    .handed_over
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry((g, q))
+                    .or_insert(now);
                 if now.duration_since(first_seen) < SWEEP_AFTER {
                     continue;
                 }
                 match self.write_to_group(q, g, Command::Release { partition: q }).await {
-                    Ok(_) => tracing::info!(group = g, partition = q, "released a partition whose move ended elsewhere"),
-                    Err(e) => tracing::debug!(group = g, partition = q, error = %e, "releasing a handed-over partition"),
+                    Ok(_) => tracing::info!(
+                        group = g,
+                        partition = q,
+                        "released a partition whose move ended elsewhere"
+                    ),
+                    Err(e) => {
+                        tracing::debug!(group = g, partition = q, error = %e, "releasing a handed-over partition")
+                    }
                 }
             }
         }

@@ -374,7 +374,11 @@ impl Cluster {
             .map(|partition| Command::MetaSetHome { partition, group: g })
             .collect();
         self.write_meta(Command::Batch(homes)).await?;
-        tracing::info!(group = g, partitions = self.partitions(), "every partition carried by this node's group");
+        tracing::info!(
+            group = g,
+            partitions = self.partitions(),
+            "every partition carried by this node's group"
+        );
         Ok(())
     }
 

@@ -43,7 +43,10 @@ impl Cluster {
             .as_ref()
             .ok_or_else(|| ClusterError::Unavailable("no peers".into()))?;
         let _one_at_a_time = self.partition_data.lock().await;
-        self.reclaimed.lock().unwrap_or_else(|e| e.into_inner()).remove(&req.partition);
+        self.reclaimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&req.partition);
         if let Some(marker) = range_copy::copy_marker(&self.store, req.partition)? {
             if marker.from == req.from && marker.after >= req.after {
                 // Done already (a retried request), or a later attempt's copy is here.
@@ -55,7 +58,7 @@ impl Cluster {
         for addr in req.sources.iter().filter(|a| **a != self.advertise) {
             match self.copy_from(peers, addr, req).await {
                 Ok(records) => {
-                    tracing::info!(partition = req.partition, from = req.from, source = %addr, records,
+                    tracing::debug!(partition = req.partition, from = req.from, source = %addr, records,
                         ms = started.elapsed().as_millis() as u64, "partition copied here");
                     metrics::counter!("ringchat_partition_copies_total").increment(1);
                     return Ok(records);

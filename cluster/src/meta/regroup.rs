@@ -39,7 +39,7 @@ impl Cluster {
     /// settled, up to the moves' parallel bound. Called by the meta leader's pass once the
     /// layout is the placement.
     pub(crate) fn start_regroups(self: &Arc<Self>, members: &[NodeInfo]) -> Result<(), ClusterError> {
-        if !self.regroup || !self.membership_quiet(members)? || !self.all_move_between_groups(members) {
+        if !self.membership_quiet(members)? || !self.all_move_between_groups(members) {
             return Ok(());
         }
         let layout = self.layout()?;
@@ -108,7 +108,12 @@ impl Cluster {
 
     /// Moves partition `p` from its own group into the group of its replica set `replicas`
     /// (`group_move.rs`: no node is new to it, so nothing is copied).
-    async fn regroup(&self, p: u16, replicas: &[NodeId], members: &BTreeMap<NodeId, NodeInfo>) -> Result<(), ClusterError> {
+    async fn regroup(
+        &self,
+        p: u16,
+        replicas: &[NodeId],
+        members: &BTreeMap<NodeId, NodeInfo>,
+    ) -> Result<(), ClusterError> {
         self.move_between_groups(p, replicas, replicas, members, None).await
     }
 }

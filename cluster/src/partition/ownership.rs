@@ -134,7 +134,12 @@ pub fn adoption_waits(cmd: &Command, group: u16) -> Vec<(u16, u16, u64)> {
 /// (`range_copy.rs`, on a node new to the partition). A group adopting a partition waits here
 /// (only on this node: its other replicas go on), so it never writes a key of the partition
 /// before the source group's last write of it has landed here.
-pub async fn source_applied(store: &ringchat_storage::Store, p: u16, from: u16, after: u64) -> Result<(), StorageError> {
+pub async fn source_applied(
+    store: &ringchat_storage::Store,
+    p: u16,
+    from: u16,
+    after: u64,
+) -> Result<(), StorageError> {
     let started = std::time::Instant::now();
     let mut warned = std::time::Duration::ZERO;
     loop {

@@ -242,10 +242,22 @@ mod tests {
         assert_eq!((marker.from, marker.after), (0x8001, 42));
 
         assert_eq!(target.sm.range(data_range(7)).count(), 30_001);
-        assert!(target.sm.get(KeyBuf::new(7, t::MESSAGE).u64(99_999).build()).unwrap().is_none());
+        assert!(target
+            .sm
+            .get(KeyBuf::new(7, t::MESSAGE).u64(99_999).build())
+            .unwrap()
+            .is_none());
         assert!(target.sm.get(KeyBuf::new(7, t::META).u64(1).build()).unwrap().is_none());
-        assert!(target.sm.get(KeyBuf::new(8, t::MESSAGE).u64(1).build()).unwrap().is_none());
-        assert!(target.sm.get(KeyBuf::new(6, t::MESSAGE).u64(1).build()).unwrap().is_some());
+        assert!(target
+            .sm
+            .get(KeyBuf::new(8, t::MESSAGE).u64(1).build())
+            .unwrap()
+            .is_none());
+        assert!(target
+            .sm
+            .get(KeyBuf::new(6, t::MESSAGE).u64(1).build())
+            .unwrap()
+            .is_some());
 
         assert_eq!(drop_data(&target, 7).unwrap(), 30_001);
         assert!(!holds_data(&target, 7).unwrap());

@@ -258,8 +258,12 @@ impl RaftStateMachine<C> for StateMachine {
             let response = match &entry.payload {
                 EntryPayload::Blank => Response::Done,
                 EntryPayload::Normal(cmd) => {
-                    for (partition, from, after) in adoption_waits(cmd, p) {
-                        source_applied(&self.store, partition, from, after).await?;
+                    let waits = adoption_waits(cmd, p);
+                    for (partition, from, after) in &waits {
+                        source_applied(&self.store, *partition, *from, *after).await?;
+                    }
+                    if let (false, Some(schedule)) = (waits.is_empty(), &self.schedule) {
+                        schedule.adopted(entry.log_id.index());
                     }
                     apply_entry(&mut ov, p, entry.log_id.index(), &mut self.owned, cmd).map_err(|e| {
                         // The group stops on this error; the next start sets the database aside.
