@@ -294,9 +294,12 @@ impl Cluster {
                 && (!placed_here || crate::partition::ownership::admitted_here(&self.store, home, p))
                 && every_replica_caught_up(&raft, self.node_id);
             // A set group dropped (or never placing this node) is gone cluster-wide: it
-            // closes even where it leads, once quiet.
-            let may_lead_on = own_partition && leads(&raft, self.node_id);
-            if !handed_over && (placed_here || self.hosted.quiet_for(p) < IDLE_BEFORE_CLOSE || may_lead_on) {
+            // closes at once, even where it leads (no message for it is still to come).
+            let dropped_set = !own_partition && !placed_here;
+            if !handed_over
+                && !dropped_set
+                && (placed_here || self.hosted.quiet_for(p) < IDLE_BEFORE_CLOSE || leads(&raft, self.node_id))
+            {
                 continue;
             }
             let _one_at_a_time = self.hosted.changing.lock().await;
@@ -304,7 +307,7 @@ impl Cluster {
                 break;
             }
             // A message may have arrived while waiting for the lock.
-            if !handed_over && self.hosted.quiet_for(p) < IDLE_BEFORE_CLOSE {
+            if !handed_over && !dropped_set && self.hosted.quiet_for(p) < IDLE_BEFORE_CLOSE {
                 continue;
             }
             let Some(raft) = self.hosted.remove(p) else { continue };

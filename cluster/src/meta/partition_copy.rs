@@ -120,7 +120,7 @@ impl Cluster {
         )
         .await
         .map_err(|_| ClusterError::Unavailable(format!("group {from} has not applied index {after} here")))??;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Json, Status>>(CHUNKS_AHEAD);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Json, Status>>(CHUNKS_AHEAD);
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             let view = store.db.snapshot();
@@ -152,7 +152,17 @@ impl Cluster {
                 let _ = tx.blocking_send(Err(Status::internal(e.to_string())));
             }
         });
-        Ok(Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))))
+        // Paid from the node's budget for catching replicas up (`rpc/bulk_budget.rs`), which
+        // yields to live traffic: a rebalance's copies must not queue the live writes.
+        let bulk = self.peers.as_ref().map(|p| p.bulk.clone());
+        let paced = futures_util::stream::unfold((rx, bulk), |(mut rx, bulk)| async move {
+            let item = rx.recv().await?;
+            if let (Ok(chunk), Some(budget)) = (&item, &bulk) {
+                budget.take(chunk.payload.len()).await;
+            }
+            Some((item, (rx, bulk)))
+        });
+        Ok(Box::pin(paced))
     }
 }
 

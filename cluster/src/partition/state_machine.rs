@@ -206,9 +206,13 @@ impl SnapshotBuilder {
             self.coverage.clone(),
             path.clone(),
         );
-        let count = tokio::task::spawn_blocking(move || write_snapshot(&store, &view, &coverage, &p2))
-            .await
-            .map_err(io::Error::other)??;
+        // At a lower CPU priority: a group carrying many partitions writes hundreds of
+        // thousands of records, and on a busy node that took the cores from the request path
+        // (docs/benchmarks.md, "twenty-first").
+        let count = ringchat_storage::background_priority::run_in_background("ringchat-snap", move || {
+            write_snapshot(&store, &view, &coverage, &p2)
+        })
+        .await??;
         let old = match self.store.raft.get(&self.pointer_key).map_err(io::Error::other)? {
             Some(v) => Some(crate::codec::decode::<SnapshotPointer>(&v)?.path),
             None => None,
