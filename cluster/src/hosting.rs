@@ -295,7 +295,7 @@ impl Cluster {
                 && every_replica_caught_up(&raft, self.node_id);
             // A set group dropped (or never placing this node) is gone cluster-wide: it
             // closes at once, even where it leads (no message for it is still to come).
-            let dropped_set = !own_partition && !placed_here;
+            let dropped_set = !own_partition && !placed_here && self.adoptions_applied_here();
             if !handed_over
                 && !dropped_set
                 && (placed_here || self.hosted.quiet_for(p) < IDLE_BEFORE_CLOSE || leads(&raft, self.node_id))
@@ -351,6 +351,19 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// True if every partition's home group that runs here has applied its adoption here (it
+    /// admits the partition). Until then a group the partition came from must stay: the
+    /// adoption waits for that group's applied position on this node
+    /// (`ownership::source_applied`), which closing the group deletes.
+    fn adoptions_applied_here(&self) -> bool {
+        let Ok(homes) = self.homes() else { return false };
+        homes.iter().enumerate().all(|(q, home)| {
+            *home == q as u16
+                || self.hosted.get(*home).is_none()
+                || crate::partition::ownership::admitted_here(&self.store, *home, q as u16)
+        })
+    }
+
     /// Deletes the data of every partition this node holds keys of but no longer replicates:
     /// the committed layout places it elsewhere, no group here carries it (fenced or not),
     /// and no copy of it to this node is waiting for its adoption (a fresh copy marker).
