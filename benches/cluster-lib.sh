@@ -94,7 +94,7 @@ cluster_status() {
 
 # start_node ID DIR: starts cluster node ID (data DIR/nID, log DIR/nID.log); node 1 bootstraps,
 # the others join node 1's cluster address. Waits until it is ready. NODE_FLAGS (split on
-# spaces) are added to every node's flags, e.g. NODE_FLAGS=--regroup for a comparison.
+# spaces) are added to every node's flags, for a comparison.
 start_node() {
     local id=$1 dir=$2 port cport pid join=()
     free_port; port=$PORT
@@ -157,11 +157,10 @@ wait_settled() {
     fail "$n-node cluster not settled within $SETTLE_LIMIT s"
 }
 
-# wait_groups_steady: with NODE_FLAGS set, waits (≤ SETTLE_LIMIT s) until every cluster node's
-# count of Raft groups (`ringchat_raft_groups`) is unchanged over 10 polls (5 s): a
-# `--regroup` cluster has finished regrouping. Without NODE_FLAGS it returns at once.
+# wait_groups_steady: waits (≤ SETTLE_LIMIT s) until every cluster node's count of Raft groups
+# (`ringchat_raft_groups`) is unchanged over 10 polls (5 s): the groups of replica sets no
+# partition has any more are dropped and closed (docs/raft-groups.md).
 wait_groups_steady() {
-    [ -n "${NODE_FLAGS:-}" ] || return 0
     local start=$SECONDS now prev='' same=0 u
     while [ $((SECONDS - start)) -lt "$SETTLE_LIMIT" ]; do
         now=''

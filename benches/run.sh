@@ -17,11 +17,8 @@
 #   benches/run.sh            # full suite, writes docs/benchmarks.md
 #   QUICK=1 benches/run.sh    # 2-second steps, small counts, prints instead of writing the doc
 #   KEEP=1 …                  # keep the work dir (logs, JSON lines) for a look afterwards
-#   NODE_FLAGS=--regroup …    # extra flags for every cluster node (a comparison: prints
-#                             # instead of writing the doc, like QUICK). With --regroup the
-#                             # suite stops at the 4th node's join (regrouped partitions do
-#                             # not move yet); the 2- and 3-node figures are in the kept
-#                             # work dir (dm2.cluster.out, dm3.cluster.out)
+#   NODE_FLAGS="--x y" …      # extra flags for every cluster node (a comparison: prints
+#                             # instead of writing the doc, like QUICK)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -195,6 +192,7 @@ LAYOUT3=$(layout_now)
 run dm3 cluster "${DM_ARGS[@]}" --then-half
 start_node 4 "$WORK/c3"
 wait_settled 4 4
+wait_groups_steady
 SETTLE4=$SETTLE_SECS
 LAYOUT4=$(layout_now)
 run dm4 cluster "${DM_ARGS[@]}"

@@ -64,7 +64,7 @@ fn storage(c: &mut Criterion) {
                         .expect("insert");
                 }
                 let (tx, rx) = mpsc::channel();
-                store.syncer.after_sync(move |r| {
+                store.syncer.after_sync(0, move |r| {
                     let _ = tx.send(r.is_ok());
                 });
                 assert!(rx.recv_timeout(Duration::from_secs(10)).expect("fsync answered"));

@@ -51,8 +51,6 @@ pub struct ClusterConfig {
     pub cluster_access: Option<ClusterAccess>,
     /// A member silent this long is declared dead and its replicas are rebuilt elsewhere.
     pub dead_after: Duration,
-    /// Regroup partitions by replica set once settled (experimental, `meta/regroup.rs`).
-    pub regroup: bool,
     /// Fewest log entries between two snapshots of a group; the interval grows with the
     /// partition (`partition/snapshot_schedule.rs`).
     pub snapshot_every: u64,
@@ -82,8 +80,6 @@ pub struct Cluster {
     pub(crate) peers: Option<PeerChannels>,
     pub(crate) delivery: OnceLock<Arc<dyn LocalDelivery>>,
     pub(crate) dead_after: Duration,
-    /// Regroup partitions by replica set (`meta/regroup.rs`).
-    pub(crate) regroup: bool,
     /// Since when this node has led the meta group (liveness needs a baseline).
     pub(crate) meta_leader_since: std::sync::Mutex<Option<Instant>>,
     /// Replica moves the meta leader is running (`meta/moves.rs`).
@@ -98,6 +94,14 @@ pub struct Cluster {
     pub(crate) packers: Packers,
     /// Which group carries each partition (`meta/set_groups.rs`).
     pub(crate) homes_cache: crate::meta::set_groups::HomeCache,
+    /// Copies of partitions to this node and deletions of partitions' data here, one at a
+    /// time (`meta/partition_copy.rs`, `hosting.rs`): a deletion never runs into a copy.
+    pub(crate) partition_data: tokio::sync::Mutex<()>,
+    /// Partitions seen fenced in a group led here after their move ended (`meta/group_move.rs`).
+    pub(crate) handed_over: crate::meta::group_move::HandedOver,
+    /// Partitions whose data this process deleted here and that nothing was copied to since
+    /// (`hosting.rs`, `reclaim_moved_partitions`).
+    pub(crate) reclaimed: std::sync::Mutex<std::collections::BTreeSet<u16>>,
 }
 
 /// A group may pack its entries when every other member of it has announced that it reads
@@ -206,12 +210,13 @@ impl Cluster {
             lost_state: Arc::default(),
         };
         let meta = opener.open(META_PARTITION).await?;
-        // A group runs only where the node replicates its partition: all of them on a node that
-        // bootstraps a cluster, those it has Raft state for on a restart, none on a joiner (they
-        // open as replicas move here; `hosting.rs`).
+        // A partition's own group runs only where the node replicates it: all of them on a
+        // node without peers that bootstraps (a node with peers bootstraps into one group
+        // named by its replica set instead: `record_bootstrap`), those it has Raft state for
+        // on a restart, none on a joiner (they open as replicas move here; `hosting.rs`).
         let mut groups = HashMap::new();
         for p in 0..partitions {
-            if bootstrap || LogStore::has_state(&store, p) {
+            if (bootstrap && peers.is_none()) || LogStore::has_state(&store, p) {
                 groups.insert(p, opener.open(p).await?);
             }
         }
@@ -262,7 +267,6 @@ impl Cluster {
             peers: peers.clone(),
             delivery: OnceLock::new(),
             dead_after: cfg.dead_after,
-            regroup: cfg.regroup,
             meta_leader_since: std::sync::Mutex::new(None),
             moves: Default::default(),
             router: Router::new(cfg.node_id),
@@ -270,6 +274,9 @@ impl Cluster {
             liveness_stop: CancellationToken::new(),
             packers: Packers::new(packing_gate(cfg.node_id, peers.clone())),
             homes_cache: Default::default(),
+            partition_data: Default::default(),
+            handed_over: Default::default(),
+            reclaimed: Default::default(),
         });
         cluster.spawn_liveness(cluster.liveness_stop.clone());
         if let Some(peers) = peers {
@@ -284,10 +291,23 @@ impl Cluster {
                 weak.upgrade().map(|c| c.replicas_of(p)).unwrap_or_default()
             }));
         }
-        if bootstrap {
+        // A bootstrap, or one a crash cut short: no layout yet, and this node alone in the
+        // meta group it initialized (a joiner's meta group has other voters).
+        if bootstrap || (cfg.join.is_none() && cluster.store.set_aside.is_none() && cluster.alone_without_layout()?) {
             cluster.record_bootstrap().await?;
         }
         Ok(cluster)
+    }
+
+    /// True if no layout is committed and this node is the meta group's only voter.
+    fn alone_without_layout(&self) -> Result<bool, ClusterError> {
+        if !self.layout()?.replicas.is_empty() {
+            return Ok(false);
+        }
+        let m = self.meta.metrics();
+        let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&m);
+        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        Ok(voters == [self.node_id])
     }
 
     /// How many groups running here (data partitions and meta) have the node at cluster

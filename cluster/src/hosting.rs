@@ -69,7 +69,7 @@ impl GroupOpener {
         let sm = StateMachine::open(self.store.clone(), p, self.snapshots.clone())?
             .with_delivery(delivery.clone())
             .with_channel_cache(self.channels.clone())
-            .with_snapshot_schedule(schedule)?;
+            .with_snapshot_schedule(schedule.clone())?;
         let opened = sm.group_opened();
         let log = LogStore::new(self.store.clone(), p);
         let lost = LostState::lost(p, &log)
@@ -96,7 +96,7 @@ impl GroupOpener {
             self.lost_state.hold(p, &raft, mark);
         }
         leader_watch::spawn(&raft, self.node_id, p, delivery, self.liveness.clone());
-        snapshot_schedule::spawn_trigger(&raft, p, snapshot_due);
+        snapshot_schedule::spawn_trigger(&raft, p, schedule, snapshot_due);
         Ok(raft)
     }
 }
@@ -277,31 +277,37 @@ impl Cluster {
         for (p, raft) in self.hosted.all() {
             let own_partition = p < self.partitions();
             let home = if own_partition { self.home_of(p) } else { p };
-            // Handed over: the new group adopted it here, and if this node leads the old group,
-            // every replica of the old group has its whole log (a replica that was down during
-            // the fence still needs this leader to catch up and let its new group adopt).
-            let handed_over = home != p
-                && crate::partition::ownership::admitted_here(&self.store, home, p)
+            let placed_here = if own_partition {
+                layout
+                    .replicas
+                    .get(p as usize)
+                    .is_some_and(|r| r.contains(&self.node_id))
+            } else {
+                self.set_group_here(p).is_some()
+            };
+            // Handed over: the new group adopted it here (or it does not replicate it here any
+            // more), and if this node leads the old group, every replica of the old group has
+            // its whole log (a replica that was down during the fence still needs this leader
+            // to catch up and let its new group adopt).
+            let handed_over = own_partition
+                && home != p
+                && (!placed_here || crate::partition::ownership::admitted_here(&self.store, home, p))
                 && every_replica_caught_up(&raft, self.node_id);
-            if !handed_over {
-                let placed_here = if own_partition {
-                    layout
-                        .replicas
-                        .get(p as usize)
-                        .is_some_and(|r| r.contains(&self.node_id))
-                } else {
-                    self.set_group_here(p).is_some()
-                };
-                if placed_here || self.hosted.quiet_for(p) < IDLE_BEFORE_CLOSE || leads(&raft, self.node_id) {
-                    continue;
-                }
+            // A set group dropped (or never placing this node) is gone cluster-wide: it
+            // closes at once, even where it leads (no message for it is still to come).
+            let dropped_set = !own_partition && !placed_here && self.adoptions_applied_here();
+            if !handed_over
+                && !dropped_set
+                && (placed_here || self.hosted.quiet_for(p) < IDLE_BEFORE_CLOSE || leads(&raft, self.node_id))
+            {
+                continue;
             }
             let _one_at_a_time = self.hosted.changing.lock().await;
             if self.hosted.stopping.load(Ordering::SeqCst) {
                 break;
             }
             // A message may have arrived while waiting for the lock.
-            if !handed_over && self.hosted.quiet_for(p) < IDLE_BEFORE_CLOSE {
+            if !handed_over && !dropped_set && self.hosted.quiet_for(p) < IDLE_BEFORE_CLOSE {
                 continue;
             }
             let Some(raft) = self.hosted.remove(p) else { continue };
@@ -330,7 +336,7 @@ impl Cluster {
                     tracing::info!(
                         group = p,
                         keys,
-                        "group closed: its partitions are carried by other groups"
+                        "group closed: its partitions are carried by other groups or deleted apart"
                     );
                 }
                 Ok(keys) => {
@@ -341,6 +347,93 @@ impl Cluster {
             }
         }
         closed
+    }
+}
+
+impl Cluster {
+    /// True if every partition's home group that runs here has applied its adoption here (it
+    /// admits the partition). Until then a group the partition came from must stay: the
+    /// adoption waits for that group's applied position on this node
+    /// (`ownership::source_applied`), which closing the group deletes.
+    fn adoptions_applied_here(&self) -> bool {
+        let Ok(homes) = self.homes() else { return false };
+        homes.iter().enumerate().all(|(q, home)| {
+            *home == q as u16
+                || self.hosted.get(*home).is_none()
+                || crate::partition::ownership::admitted_here(&self.store, *home, q as u16)
+        })
+    }
+
+    /// Deletes the data of every partition this node holds keys of but no longer replicates:
+    /// the committed layout places it elsewhere, no group here carries it (fenced or not),
+    /// and no copy of it to this node is waiting for its adoption (a fresh copy marker).
+    /// The partitions of groups named by replica sets leave a node this way after a move
+    /// between groups (`meta/group_move.rs`); a partition's own group deletes its
+    /// partition's data when it closes (above). Returns how many partitions went.
+    pub async fn reclaim_moved_partitions(&self) -> usize {
+        if self.peers.is_none() {
+            return 0;
+        }
+        let Ok(layout) = self.layout() else { return 0 };
+        let mut reclaimed = 0;
+        for (p, replicas) in layout.replicas.iter().enumerate() {
+            let p = p as u16;
+            if replicas.contains(&self.node_id) || self.known_empty(p) || !self.may_reclaim(p) {
+                continue;
+            }
+            // Never while a copy of it to this node runs; checked again under the lock.
+            let _one_at_a_time = self.partition_data.lock().await;
+            if !self.may_reclaim(p) {
+                continue;
+            }
+            let store = self.store.clone();
+            let dropped = tokio::task::spawn_blocking(move || {
+                let keys = crate::partition::range_copy::drop_data(&store, p)?;
+                crate::partition::range_copy::forget_copy(&store, p)?;
+                Ok::<u64, ringchat_storage::StorageError>(keys)
+            })
+            .await;
+            match dropped {
+                Ok(Ok(keys)) => {
+                    self.reclaimed.lock().unwrap_or_else(|e| e.into_inner()).insert(p);
+                    reclaimed += 1;
+                    metrics::counter!("ringchat_partitions_reclaimed_total").increment(1);
+                    tracing::info!(partition = p, keys, "partition data deleted: no replica is placed here");
+                }
+                Ok(Err(e)) => tracing::warn!(partition = p, error = %e, "deleting a moved partition's data"),
+                Err(e) => tracing::warn!(partition = p, error = %e, "deleting a moved partition's data"),
+            }
+        }
+        reclaimed
+    }
+
+    /// True if this process deleted `p`'s data and nothing was copied here since: no need to
+    /// scan its range (tombstones until compaction) every second.
+    fn known_empty(&self, p: u16) -> bool {
+        self.reclaimed.lock().unwrap_or_else(|e| e.into_inner()).contains(&p)
+    }
+
+    /// True if partition `p`'s keys here belong to nobody: no partition's own group for it runs
+    /// here, no group recorded here carries it, no fresh copy marker, and there are keys.
+    fn may_reclaim(&self, p: u16) -> bool {
+        use crate::partition::range_copy;
+        if self.hosted.get(p).is_some() || LogStore::has_state(&self.store, p) {
+            return false;
+        }
+        let carried = crate::meta::group_records::set_groups_in(&self.store).map(|groups| {
+            groups
+                .into_keys()
+                .any(|g| crate::partition::ownership::carried_here(&self.store, g, p))
+        });
+        if !matches!(carried, Ok(false)) {
+            return false;
+        }
+        match range_copy::copy_marker(&self.store, p) {
+            Ok(Some(marker)) if !marker.is_stale(crate::clock::unix_ms()) => return false,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+        range_copy::holds_data(&self.store, p).unwrap_or(false)
     }
 }
 
@@ -363,7 +456,7 @@ fn every_replica_caught_up(raft: &PartitionRaft, me: NodeId) -> bool {
 
 /// True if `me` leads `raft`'s group as one of its voters. A leader that removed itself from
 /// the voters can still name itself leader in its metrics; it leads nothing any more.
-fn leads(raft: &PartitionRaft, me: NodeId) -> bool {
+pub(crate) fn leads(raft: &PartitionRaft, me: NodeId) -> bool {
     let m = raft.metrics();
     let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&m);
     m.current_leader == Some(me) && m.membership_config.membership().voter_ids().any(|v| v == me)

@@ -136,6 +136,8 @@ async fn run_membership(cluster: Arc<Cluster>, fanout: Arc<Fanout>, shutdown: Ca
         cluster.balance_leaders_once().await;
         cluster.open_set_groups().await;
         cluster.release_idle_groups().await;
+        cluster.release_handed_over().await;
+        cluster.reclaim_moved_partitions().await;
         ringchat_cluster::group_events::flush_group_events();
         fanout.refresh_links();
     }
@@ -192,7 +194,6 @@ impl App {
             join: config.join.clone(),
             cluster_access: cluster_access.clone(),
             dead_after: Duration::from_secs(config.dead_after_secs),
-            regroup: config.regroup,
             snapshot_every: config.snapshot_every,
             cache_memory_bytes: 64 << 20,
             cache_disk_bytes: 256 << 20,

@@ -94,12 +94,6 @@ pub struct ServeArgs {
     /// replicas are rebuilt on live nodes (default 30).
     #[arg(long, env = "RINGCHAT_DEAD_AFTER_SECS")]
     pub dead_after_secs: Option<u64>,
-    /// Experimental: carry all partitions of a replica set in one Raft group (the meta
-    /// leader regroups them once the layout is settled). Such partitions do not move to
-    /// other nodes yet: for benchmarks, not for clusters that scale (docs/raft-groups.md).
-    #[arg(long, env = "RINGCHAT_REGROUP")]
-    #[serde(default)]
-    pub regroup: bool,
     /// Async worker threads (default: 2 per core, at least 4). Storage calls block the thread
     /// that makes them, so a few more workers than cores keep one blocked call from stalling
     /// everyone; many more only add wake-ups (docs/runtime.md).
@@ -182,8 +176,6 @@ pub struct Config {
     pub snapshot_every: u64,
     /// Unreachable members are declared dead after this many seconds.
     pub dead_after_secs: u64,
-    /// Regroup partitions by replica set (experimental, `--regroup`).
-    pub regroup: bool,
     /// Tokio worker threads of `ringchat serve`.
     pub worker_threads: usize,
     /// A request's headers must arrive within this many ms (slowloris guard).
@@ -220,7 +212,6 @@ impl Default for Config {
             log_format: "text".into(),
             snapshot_every: 20_000,
             dead_after_secs: 30,
-            regroup: false,
             worker_threads: std::thread::available_parallelism()
                 .map(|n| n.get() * 2)
                 .unwrap_or(4)
@@ -283,7 +274,6 @@ impl Config {
             log_format: pick!(log_format).unwrap_or(d.log_format),
             snapshot_every: d.snapshot_every,
             dead_after_secs: pick!(dead_after_secs).unwrap_or(d.dead_after_secs),
-            regroup: args.regroup || file.regroup,
             worker_threads: pick!(worker_threads).unwrap_or(d.worker_threads),
             header_read_timeout_ms: d.header_read_timeout_ms,
             body_read_timeout_ms: d.body_read_timeout_ms,

@@ -28,6 +28,23 @@ pub fn open_at_background_priority(fjall_dir: &Path) -> fjall::Result<fjall::Dat
     })
 }
 
+/// Runs `work` on a thread of its own at `BACKGROUND_NICE` and returns its result: for large
+/// one-off jobs beside the request path (building a snapshot file). The thread ends with the
+/// job, since a lowered thread cannot be raised back without a privilege.
+pub async fn run_in_background<T: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        lower_this_thread();
+        let _ = done.send(work());
+    })?;
+    result
+        .await
+        .map_err(|_| std::io::Error::other("a background job panicked"))
+}
+
 /// Sets the calling thread's nice value to `BACKGROUND_NICE` (Linux; elsewhere nothing).
 fn lower_this_thread() {
     #[cfg(target_os = "linux")]

@@ -19,15 +19,51 @@ use std::time::Duration;
 
 use fjall::{Database, PersistMode};
 
-type Done = Box<dyn FnOnce(std::io::Result<()>) + Send>;
+/// A request: the bytes its writer wrote, and what to call once they are durable.
+type Done = (usize, Box<dyn FnOnce(std::io::Result<()>) + Send>);
 
-/// Shortest time between the starts of two fsyncs. On this 2-core VM an fsync costs the
+/// Shortest time between the starts of two fsyncs (stretched under load, `BUSY_SPACING_FACTOR`). On this 2-core VM an fsync costs the
 /// process ~170 µs of CPU (the virtio doorbell, ext4's journal) however little it covers: at
 /// 4,000 msgs/s on one node, group commit alone ran 1,100 fsyncs/s at 3.7 requests each.
 /// Spacing them 2 ms apart cut the node's CPU by ~10 % at that rate (0.94 → 0.85 cores, three
 /// runs each), p50 ~1 ms higher, p99 within the runs' noise
 /// (docs/benchmarks.md); an ack waits at most this much longer, and only under load.
 pub const FSYNC_SPACING: Duration = Duration::from_millis(2);
+
+/// Under load the spacing stretches up to this multiple of `FSYNC_SPACING`: at a 2-node
+/// cluster's highest rates (10,000 msgs/s) the fsyncs alone were ~7 % of each node, and 4 ms
+/// between them let the cluster pass 10,441 msgs/s instead of 9,492 (docs/benchmarks.md,
+/// "twenty-first"). Stretched always, the wait doubled a DM's p50 at 1,000 msgs/s (5.6 →
+/// 11.5 ms): so it stretches only as the bytes each fsync covers grow (`BusyGauge`). Not the
+/// requests each covers: packed Raft entries keep that near 2 at every rate (measured: 1.7 at
+/// 1,000 msgs/s, 1.9 at 5,000), the entries just get bigger.
+pub const BUSY_SPACING_FACTOR: u32 = 2;
+
+/// Bytes per fsync (smoothed) at or below which the spacing stays `FSYNC_SPACING` (a
+/// 2-node cluster's DMs near 2,500 msgs/s)...
+const LIGHT_BYTES: f64 = 1024.0;
+/// ...and at or above which it is `BUSY_SPACING_FACTOR` times that (near 7,500 msgs/s),
+/// linearly between.
+const HEAVY_BYTES: f64 = 3072.0;
+
+/// How full the recent fsyncs were: a moving average of the bytes each covered, as the
+/// writers that asked for them reported (`Syncer::after_sync`).
+struct BusyGauge {
+    average: f64,
+}
+
+impl BusyGauge {
+    /// Counts an fsync that covered `bytes`.
+    fn covered(&mut self, bytes: usize) {
+        self.average += (bytes as f64 - self.average) / 8.0;
+    }
+
+    /// The spacing before the next fsync, from `base` up to `BUSY_SPACING_FACTOR` × `base`.
+    fn spacing(&self, base: Duration) -> Duration {
+        let busy = ((self.average - LIGHT_BYTES) / (HEAVY_BYTES - LIGHT_BYTES)).clamp(0.0, 1.0);
+        base.mul_f64(1.0 + busy * f64::from(BUSY_SPACING_FACTOR - 1))
+    }
+}
 
 /// Handle to the group-commit thread. The thread exits when every handle is dropped.
 #[derive(Clone)]
@@ -47,9 +83,10 @@ impl Syncer {
         Syncer { tx }
     }
 
-    /// Calls `done` after everything written to the database before this call is fsync'd.
-    pub fn after_sync(&self, done: impl FnOnce(std::io::Result<()>) + Send + 'static) {
-        if let Err(mpsc::SendError(done)) = self.tx.send(Box::new(done)) {
+    /// Calls `done` after everything written to the database before this call is fsync'd;
+    /// `bytes` is about how much the caller wrote (it paces the fsyncs, `BusyGauge`).
+    pub fn after_sync(&self, bytes: usize, done: impl FnOnce(std::io::Result<()>) + Send + 'static) {
+        if let Err(mpsc::SendError((_, done))) = self.tx.send((bytes, Box::new(done))) {
             done(Err(std::io::Error::other("fsync thread stopped")));
         }
     }
@@ -58,12 +95,13 @@ impl Syncer {
 fn run(db: Database, mut journal: JournalSync, rx: mpsc::Receiver<Done>, spacing: Duration) {
     let mut waiting: Vec<Done> = Vec::with_capacity(256);
     let mut last_start: Option<std::time::Instant> = None;
+    let mut gauge = BusyGauge { average: 0.0 };
     while let Ok(first) = rx.recv() {
         waiting.push(first);
-        // Requests arriving within `spacing` of the previous fsync's start wait for the rest of
-        // it and share the next one; a request after a quiet spell is synced at once.
+        // Requests arriving within the spacing of the previous fsync's start wait for the rest
+        // of it and share the next one; a request after a quiet spell is synced at once.
         if let Some(at) = last_start {
-            let next = at + spacing;
+            let next = at + gauge.spacing(spacing);
             let now = std::time::Instant::now();
             if next > now {
                 std::thread::sleep(next - now);
@@ -76,7 +114,8 @@ fn run(db: Database, mut journal: JournalSync, rx: mpsc::Receiver<Done>, spacing
         last_start = Some(started);
         let result = journal.sync(&db);
         record_sync(waiting.len(), started.elapsed());
-        for done in waiting.drain(..) {
+        gauge.covered(waiting.iter().map(|(bytes, _)| bytes).sum());
+        for (_, done) in waiting.drain(..) {
             done(match &result {
                 Ok(()) => Ok(()),
                 Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
@@ -182,6 +221,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_spacing_stretches_only_as_fsyncs_fill_up() {
+        let base = Duration::from_millis(2);
+        let mut gauge = BusyGauge { average: 0.0 };
+        for _ in 0..50 {
+            gauge.covered(600);
+        }
+        assert_eq!(gauge.spacing(base), base, "light load: the base spacing");
+        for _ in 0..50 {
+            gauge.covered(40_000);
+        }
+        assert_eq!(
+            gauge.spacing(base),
+            base * BUSY_SPACING_FACTOR,
+            "full fsyncs: stretched"
+        );
+        gauge.average = 2048.0;
+        assert_eq!(gauge.spacing(base), Duration::from_millis(3), "halfway between");
+    }
+
+    #[test]
     fn the_newest_journal_follows_rotations() {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = JournalSync::new(dir.path().to_path_buf());
@@ -207,7 +266,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         store
             .syncer
-            .after_sync(move |r| tx.send(r.map_err(|e| e.to_string())).unwrap());
+            .after_sync(0, move |r| tx.send(r.map_err(|e| e.to_string())).unwrap());
         rx.recv_timeout(std::time::Duration::from_secs(10))
             .expect("sync completes")
             .expect("sync succeeds");
@@ -227,7 +286,7 @@ mod tests {
             let (tx, rx) = std::sync::mpsc::channel();
             store.sm.insert(b"k", b"v").unwrap();
             let asked = std::time::Instant::now();
-            store.syncer.after_sync(move |r| tx.send(r.is_ok()).unwrap());
+            store.syncer.after_sync(0, move |r| tx.send(r.is_ok()).unwrap());
             assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), "sync succeeds");
             asked.elapsed()
         };

@@ -403,6 +403,23 @@ pub async fn start_cluster_node_at(ip: &str, dir: &Path, id: u64, join: Option<&
 /// Data partitions (ids below the meta group's) with any key in the fjall database under
 /// `data_dir`: log, Raft state or state machine. The node must be stopped (fjall locks it).
 pub fn partitions_stored(data_dir: &Path) -> BTreeSet<u16> {
+    key_prefixes_stored(data_dir)
+        .into_iter()
+        .filter(|p| *p < ringchat_cluster::meta::model::FIRST_SET_GROUP)
+        .collect()
+}
+
+/// The groups named by replica sets that a stopped node's data dir holds any key of.
+pub fn set_groups_stored(data_dir: &Path) -> BTreeSet<u16> {
+    key_prefixes_stored(data_dir)
+        .into_iter()
+        .filter(|p| *p >= ringchat_cluster::meta::model::FIRST_SET_GROUP)
+        .collect()
+}
+
+/// Every 2-byte key prefix (partition or group id) below the meta group's in a stopped
+/// node's data dir.
+fn key_prefixes_stored(data_dir: &Path) -> BTreeSet<u16> {
     let store = ringchat_storage::Store::open(data_dir).expect("open a stopped node's store");
     let mut found = BTreeSet::new();
     for keyspace in [&store.log, &store.raft, &store.sm] {
@@ -417,6 +434,27 @@ pub fn partitions_stored(data_dir: &Path) -> BTreeSet<u16> {
         }
     }
     found
+}
+
+/// How many data groups each of nodes 1..=`nodes` should run: one per distinct replica set
+/// (in placement order) of the partitions in `status` that includes it.
+pub fn groups_expected(status: &serde_json::Value, nodes: u64) -> Vec<u64> {
+    let sets: BTreeSet<Vec<u64>> = status["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_u64().unwrap())
+                .collect()
+        })
+        .collect();
+    (1..=nodes)
+        .map(|id| sets.iter().filter(|s| s.contains(&id)).count() as u64)
+        .collect()
 }
 
 /// The `--cluster-tls-*` flags (with their values) `node` was started with: the operator

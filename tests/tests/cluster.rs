@@ -159,39 +159,27 @@ async fn a_fourth_node_takes_a_fair_share_and_data_written_before_stays_readable
         rebalance["total"].as_u64() >= Some(moved_partitions.len() as u64) && rebalance["done"] == rebalance["total"],
         "{rebalance}"
     );
-    // Each replica moved to node 4 arrived as a snapshot (plus the log after it).
-    let installed = metric_sum(&nodes[3], "ringchat_snapshots_installed_total").await;
+    // Each partition moved to node 4 arrived as one copy of its data, taken at its fence.
+    let copied = metric_sum(&nodes[3], "ringchat_partition_copies_total").await;
     assert!(
-        installed >= moved.len() as u64,
-        "node 4 installed {installed} snapshots for {} moved replicas",
+        copied >= moved.len() as u64,
+        "node 4 received {copied} copies for {} moved replicas",
         moved.len()
     );
-    let mut by_snapshot = 0;
-    for node in &nodes {
-        let text = node.http().metrics().await.unwrap();
-        by_snapshot += text
-            .lines()
-            .filter(|l| l.starts_with("ringchat_replica_fills_total{from=\"snapshot\"}"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64;
-    }
-    assert!(by_snapshot >= moved.len() as u64, "{by_snapshot} fills by snapshot");
-    // Each node runs exactly the groups of the partitions placed on it: the new node opened its
-    // share as replicas moved in, the old nodes closed the ones that moved away.
+    // Each node runs exactly one group per replica set it is in that carries a partition:
+    // the new node opened its groups as partitions moved in, the old nodes closed the groups
+    // of the sets no partition has any more.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let status = cluster_status(&nodes[0]).unwrap();
         let running = groups_running(&nodes).await;
-        let placed: Vec<u64> = (1..=4u64)
-            .map(|id| replica_slots(&status).iter().filter(|(_, n)| *n == id).count() as u64)
-            .collect();
-        if running == placed {
-            assert_eq!(placed.iter().sum::<u64>(), 8 * 3);
+        let expected = groups_expected(&status, 4);
+        if running == expected {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "groups running {running:?}, replicas placed {placed:?}"
+            "groups running {running:?}, replica sets with partitions {expected:?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -202,8 +190,20 @@ async fn a_fourth_node_takes_a_fair_share_and_data_written_before_stays_readable
         .map(|(p, _)| *p as u16)
         .collect();
     assert!(placed_on_1.len() < 8, "node 1 gave no replica away: {placed_on_1:?}");
+    let groups_on_1 = groups_expected(&cluster_status(&nodes[0]).unwrap(), 4)[0];
+    // Node 1 deletes the data of each partition it gave away (a pass a second).
+    let gave_away = 8 - placed_on_1.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric_sum(&nodes[0], "ringchat_partitions_reclaimed_total").await < gave_away {
+        assert!(
+            Instant::now() < deadline,
+            "node 1 did not delete the partitions it gave away"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(nodes[0].terminate().map(|s| s.success()), Some(true));
     assert_eq!(partitions_stored(&nodes[0].data_dir), placed_on_1);
+    assert_eq!(set_groups_stored(&nodes[0].data_dir).len() as u64, groups_on_1);
     nodes[0].restart().await;
     wait_for_status(&nodes[1], Duration::from_secs(60), |s| settled(s, 4, 3)).await;
     // Everything written before is readable through the new node.
@@ -712,21 +712,45 @@ async fn an_idle_cluster_sends_no_raft_traffic_for_its_partitions_but_still_fail
     }
 }
 
-/// Regrouping (`--regroup`, experimental): a second node joins a node under load, and once
-/// the replicas have settled the meta leader moves every partition from its own Raft group
-/// into the group of its replica set: the two nodes end up running one group per replica
-/// set (two) instead of one per partition (eight), with nothing acked lost, duplicated or
-/// reordered across the hand-overs; chat goes on across the nodes, and a node restarted on
-/// its data dir reopens the groups.
+/// A data dir with one Raft group per partition (a node that ran without peers, as every
+/// node of the releases before groups named by replica sets did) joins the group world: the
+/// node restarts with a cluster secret, a second node joins under load, and every partition
+/// moves from its own group into the group of its replica set, copied to the new node at its
+/// fence. The two nodes end up running one group per replica set (two) instead of one per
+/// partition (eight), the partitions' own groups are gone from the disk, history written
+/// before is intact, and nothing acked under load is lost, duplicated or reordered; a node
+/// restarted on its data dir reopens the groups.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partitions_regroup_into_one_group_per_replica_set_without_losing_a_write() {
+async fn partitions_of_their_own_groups_move_into_one_group_per_replica_set_without_losing_a_write() {
     let dir = tempfile::tempdir().unwrap();
-    let first = start_cluster_node(dir.path(), 1, None, &["--regroup"]).await;
+    let mut alone = NodeProcess::start(&dir.path().join("n1"), &["--node-id", "1"]).await;
+    assert_eq!(
+        metric_sum(&alone, "ringchat_raft_groups").await,
+        8,
+        "one group per partition"
+    );
+    let alice = new_user(&alone.base, "alice").await;
+    let bob = new_user(&alone.base, "bob").await;
+    let dm = alice.http.open_dm(&bob.user_id).await.unwrap();
+    for i in 0..5 {
+        alice
+            .http
+            .send_message(&dm.channel_id, &format!("alone {i}"), &format!("a{i}"))
+            .await
+            .unwrap();
+    }
+    // The same node, on the same addresses, now with a cluster secret.
+    assert_eq!(alone.terminate().map(|s| s.success()), Some(true));
+    alone
+        .extra
+        .extend(["--cluster-secret".to_string(), CLUSTER_SECRET.to_string()]);
+    alone.restart().await;
+    let first = alone;
     let work = Workload::start(std::slice::from_ref(&first.base), 4).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let second = start_cluster_node(dir.path(), 2, Some(&first.cluster_addr), &["--regroup"]).await;
+    let second = start_cluster_node(dir.path(), 2, Some(&first.cluster_addr), &[]).await;
     let mut nodes = vec![first, second];
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let running = groups_running(&nodes).await;
         let status = cluster_status(&nodes[0]).unwrap();
@@ -737,75 +761,68 @@ async fn partitions_regroup_into_one_group_per_replica_set_without_losing_a_writ
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     finish_and_check(work, &[&nodes[0], &nodes[1]]).await;
-    // Chat goes on across the nodes, and survives a restart of the second node.
-    let alice = new_user(&nodes[0].base, "alice").await;
-    let bob = new_user(&nodes[1].base, "bob").await;
-    let dm = alice.http.open_dm(&bob.user_id).await.unwrap();
-    alice
-        .http
-        .send_message(&dm.channel_id, "regrouped", "r1")
-        .await
-        .unwrap();
-    assert_eq!(texts_read_at(&nodes[1], &bob, &dm.channel_id).await, ["regrouped"]);
-    nodes[1].restart().await;
-    wait_for_status(&nodes[0], Duration::from_secs(60), |s| settled(s, 2, 2)).await;
-    assert_eq!(metric_sum(&nodes[1], "ringchat_raft_groups").await, 2);
+    // History from before reads the same on the new node; chat goes on across the nodes.
     let bob2 = TestUser {
         http: nodes[1].http().with_token(&bob.token),
         ..bob
     };
-    bob2.http
+    let texts = texts_read_at(&nodes[1], &bob2, &dm.channel_id).await;
+    assert_eq!(texts, (0..5).map(|i| format!("alone {i}")).collect::<Vec<_>>());
+    bob2.http.send_message(&dm.channel_id, "together", "t1").await.unwrap();
+    nodes[1].restart().await;
+    wait_for_status(&nodes[0], Duration::from_secs(60), |s| settled(s, 2, 2)).await;
+    assert_eq!(metric_sum(&nodes[1], "ringchat_raft_groups").await, 2);
+    alice
+        .http
         .send_message(&dm.channel_id, "after a restart", "r2")
         .await
         .unwrap();
-    assert_eq!(
-        texts_read_at(&nodes[0], &alice, &dm.channel_id).await,
-        ["regrouped", "after a restart"]
-    );
+    let texts = texts_read_at(&nodes[1], &bob2, &dm.channel_id).await;
+    assert_eq!(texts.last().map(String::as_str), Some("after a restart"));
+    assert_eq!(texts.len(), 7, "{texts:?}");
+    // The partitions' own groups left no Raft state behind: node 1 keeps its partitions'
+    // data and the state of the two groups.
+    assert_eq!(nodes[0].terminate().map(|s| s.success()), Some(true));
+    assert_eq!(set_groups_stored(&nodes[0].data_dir).len(), 2);
+    let store = ringchat_storage::Store::open(&nodes[0].data_dir).unwrap();
+    for p in 0..8u16 {
+        assert!(
+            store.log.prefix(p.to_be_bytes()).next().is_none(),
+            "partition {p}'s own group left its log"
+        );
+    }
 }
 
-/// Regrouping survives a crash: three nodes (replication 3) regroup under load, and one of
-/// them is killed with -9 as soon as its first group named by a replica set opens, then
-/// restarted on its data dir: the steps cut short are run again, every node ends on one
-/// group per replica set, and nothing acked is lost, duplicated or reordered.
+/// Moves between groups survive a crash: a third node joins two under load (replication 3),
+/// and is killed with -9 as soon as the first partition copy to it finished, then restarted
+/// on its data dir: the moves cut short are run again, every node ends on one group per
+/// replica set, and nothing acked is lost, duplicated or reordered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn regrouping_cut_short_by_a_kill_is_finished_after_the_restart() {
+async fn moves_cut_short_by_a_kill_of_the_new_node_are_finished_after_its_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = start_cluster(dir.path(), 3, &["--regroup"]).await;
+    let mut nodes = start_cluster(dir.path(), 2, &[]).await;
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
-    let work = Workload::start(&bases[..2], 4).await;
-    // Regrouping starts once membership has been quiet for a while: the third node's group
-    // count rises above its 8 partitions' groups when the first named group opens there.
+    let work = Workload::start(&bases, 4).await;
+    nodes.push(start_cluster_node(dir.path(), 3, Some(&nodes[0].cluster_addr), &[]).await);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while metric_sum(&nodes[2], "ringchat_raft_groups").await <= 8 {
-        assert!(Instant::now() < deadline, "regrouping never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    while metric_sum(&nodes[2], "ringchat_partition_copies_total").await < 1 {
+        assert!(Instant::now() < deadline, "no partition was copied to node 3");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     nodes[2].kill9();
     tokio::time::sleep(Duration::from_secs(2)).await;
     nodes[2].restart().await;
-    let sets = |s: &Value| -> usize {
-        s["partitions"]
-            .as_array()
-            .map(|ps| {
-                ps.iter()
-                    .map(|p| p["replicas"].to_string())
-                    .collect::<BTreeSet<_>>()
-                    .len()
-            })
-            .unwrap_or(0)
-    };
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let status = cluster_status(&nodes[0]).unwrap();
         let running = groups_running(&nodes).await;
-        let want = sets(&status) as u64;
-        if settled(&status, 3, 3) && running.iter().all(|n| *n == want) {
+        let want = groups_expected(&status, 3);
+        if settled(&status, 3, 3) && running == want {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "groups running {running:?}, replica sets {want}; status {status}"
+            "groups running {running:?}, replica sets {want:?}; status {status}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -164,16 +164,12 @@ async fn a_replica_whose_journal_lost_its_tail_is_held_until_its_peers_refill_it
     finish_and_check(nodes, &layout, &bases, workload).await;
 }
 
-/// Waits until every partition `node` replicated, and the meta group, came back from its peers
-/// (a database set aside is refilled whole, busy partitions or not).
-async fn refilled_whole(node: &NodeProcess, partitions: usize) {
-    log_lines_at_least(
-        node,
-        "caught up from its peers",
-        partitions + 1,
-        Duration::from_secs(90),
-    )
-    .await;
+/// Waits until every group node 3 replicated (one per replica set it is in, as `layout`
+/// places the partitions), and the meta group, came back from its peers (a database set aside
+/// is refilled whole, busy groups or not).
+async fn refilled_whole(node: &NodeProcess, layout: &serde_json::Value) {
+    let groups = groups_expected(layout, 3)[2] as usize;
+    log_lines_at_least(node, "caught up from its peers", groups + 1, Duration::from_secs(90)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,7 +178,7 @@ async fn a_replica_whose_database_is_damaged_is_set_aside_and_refilled_by_its_pe
     let Busy {
         mut nodes,
         layout,
-        partitions,
+        partitions: _,
         bases,
         workload,
     } = busy_cluster(dir.path()).await;
@@ -200,7 +196,7 @@ async fn a_replica_whose_database_is_damaged_is_set_aside_and_refilled_by_its_pe
         .filter(|e| e.file_name().to_string_lossy().starts_with("fjall.damaged-"))
         .collect();
     assert_eq!(aside.len(), 1, "the damaged database is kept aside, not deleted");
-    refilled_whole(&nodes[2], partitions).await;
+    refilled_whole(&nodes[2], &layout).await;
     finish_and_check(nodes, &layout, &bases, workload).await;
 }
 
@@ -241,6 +237,6 @@ async fn a_damaged_record_found_while_running_makes_the_node_rebuild_from_its_pe
         Duration::from_secs(60),
     )
     .await;
-    refilled_whole(&nodes[2], partitions).await;
+    refilled_whole(&nodes[2], &layout).await;
     finish_and_check(nodes, &layout, &bases, workload).await;
 }

@@ -311,12 +311,17 @@ impl Cluster {
         self.write_partition(META_PARTITION, cmd).await
     }
 
-    /// Records this node as the first member and every partition as its own (bootstrap).
+    /// Records this node as the first member and the layout that places every partition
+    /// here (bootstrap). A node that will have peers carries every partition in one group
+    /// named by its replica set (`[this node]`, docs/raft-groups.md) from the start; a node
+    /// without peers keeps one group per partition (opened by `Cluster::open`). Each step is
+    /// idempotent and the layout is written last, so a bootstrap cut short by a crash is
+    /// finished at the next start (`Cluster::open`).
     pub(crate) async fn record_bootstrap(&self) -> Result<(), ClusterError> {
         if !self.wait_meta_leader(Duration::from_secs(30)).await {
             return Err(ClusterError::Unavailable("meta group elected no leader".into()));
         }
-        if self.members()?.iter().any(|n| n.node_id == self.node_id) {
+        if !self.layout()?.replicas.is_empty() {
             return Ok(());
         }
         let me = NodeInfo {
@@ -326,11 +331,54 @@ impl Cluster {
             state: NodeState::Active,
         };
         self.write_meta(Command::MetaUpsertNode { node: me }).await?;
+        if self.peers.is_some() {
+            self.bootstrap_set_group().await?;
+        }
         let layout = Layout {
             version: 1,
             replicas: vec![vec![self.node_id]; self.partitions() as usize],
         };
         self.write_meta(Command::MetaSetLayout { layout }).await?;
+        Ok(())
+    }
+
+    /// Bootstrap: the group of `[this node]` adopts every partition (from itself: there is no
+    /// source to wait for) and becomes each partition's home.
+    async fn bootstrap_set_group(&self) -> Result<(), ClusterError> {
+        let g = self.group_of_set(&[self.node_id]).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            self.open_set_groups().await;
+            let adopted = self
+                .write_to_group(
+                    0,
+                    g,
+                    Command::Batch(
+                        (0..self.partitions())
+                            .map(|p| Command::Adopt {
+                                partition: p,
+                                from: g,
+                                after: 0,
+                            })
+                            .collect(),
+                    ),
+                )
+                .await;
+            match adopted {
+                Ok(_) => break,
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        let homes = (0..self.partitions())
+            .map(|partition| Command::MetaSetHome { partition, group: g })
+            .collect();
+        self.write_meta(Command::Batch(homes)).await?;
+        tracing::info!(
+            group = g,
+            partitions = self.partitions(),
+            "every partition carried by this node's group"
+        );
         Ok(())
     }
 
@@ -480,6 +528,7 @@ impl Cluster {
         let members = self.members()?;
         self.refill_meta_voters(&members).await?;
         if self.start_moves(&members)? {
+            self.drop_unused_groups().await?;
             self.start_regroups(&members)?;
             return self.finish_removals(&members).await;
         }
@@ -512,15 +561,16 @@ impl Cluster {
             .collect();
         let now = std::time::Instant::now();
         let mut waiting = 0usize;
+        let between_groups = self.all_move_between_groups(members);
         for (p, voters) in desired.iter().enumerate() {
             let p = p as u16;
             let before: Vec<NodeId> = current.replicas.get(p as usize).cloned().unwrap_or_default();
             if &before == voters || self.moves.busy(p, now) {
                 continue;
             }
-            // Carried by a group named by its replica set: such a partition cannot move to
-            // other nodes yet (`regroup.rs`).
-            if self.home_of(p) != p {
+            // Carried by a group named by its replica set: it moves only between groups,
+            // which every member must understand (a rolling upgrade in progress).
+            if self.home_of(p) != p && !between_groups {
                 continue;
             }
             if before.iter().chain(voters).any(|n| silent.contains(n)) {
@@ -530,7 +580,7 @@ impl Cluster {
             if self.moves.running() >= super::moves::MAX_PARALLEL {
                 break;
             }
-            self.start_move(p, voters.clone(), before, members);
+            self.start_move(p, voters.clone(), before, members, between_groups);
         }
         if waiting > 0 {
             static WAITING: LogThrottle = LogThrottle::new(EVERY_30_S);
@@ -552,8 +602,17 @@ impl Cluster {
         (!active.is_empty()).then(|| replica_sets(&active, self.partitions(), self.replication))
     }
 
-    /// Starts the move of partition `p` from `before` to `moving_to` as a task of its own.
-    fn start_move(self: &Arc<Self>, p: u16, moving_to: Vec<NodeId>, before: Vec<NodeId>, members: &[NodeInfo]) {
+    /// Starts the move of partition `p` from `before` to `moving_to` as a task of its own:
+    /// between groups (`group_move.rs`) once every member can, else (a rolling upgrade from a
+    /// release before it) as a voter change of the partition's own group.
+    fn start_move(
+        self: &Arc<Self>,
+        p: u16,
+        moving_to: Vec<NodeId>,
+        before: Vec<NodeId>,
+        members: &[NodeInfo],
+        between_groups: bool,
+    ) {
         let addrs: BTreeMap<NodeId, NodeInfo> = members.iter().map(|n| (n.node_id, n.clone())).collect();
         let change = ReplicaChange {
             partition: p,
@@ -568,13 +627,18 @@ impl Cluster {
                 let by_id: BTreeMap<NodeId, &NodeInfo> = addrs.iter().map(|(id, n)| (*id, n)).collect();
                 let started = std::time::Instant::now();
                 let record = cluster.record_move_started(p, &before, &moving_to).await;
-                let result = match tokio::time::timeout(
-                    super::moves::MOVE_TIMEOUT,
-                    cluster.change_replicas_anywhere(&change, &before, &by_id),
-                )
-                .await
-                {
-                    Ok(Ok(())) => cluster.commit_replicas(p, &moving_to, record).await,
+                let moved = async {
+                    if between_groups {
+                        cluster
+                            .move_between_groups(p, &before, &moving_to, &addrs, record)
+                            .await
+                    } else {
+                        cluster.change_replicas_anywhere(&change, &before, &by_id).await?;
+                        cluster.commit_replicas(p, &moving_to, record, None).await
+                    }
+                };
+                let result = match tokio::time::timeout(super::moves::MOVE_TIMEOUT, moved).await {
+                    Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => Err(e),
                     Err(_) => Err(ClusterError::Unavailable(format!(
                         "move did not finish in {} s",
@@ -604,42 +668,50 @@ impl Cluster {
     }
 
     /// Commits `replicas` as partition `p`'s replica set, leaving every other partition's
-    /// entry as committed, and in the same meta entry the finish of its move `record` (if
-    /// its start was recorded). Finished moves commit one at a time (`Moves::commit`), each on
-    /// the layout the previous one left.
-    async fn commit_replicas(
+    /// entry as committed, and in the same meta entry its new home group (a move between
+    /// groups, `group_move.rs`) and the finish of its move `record` (if its start was
+    /// recorded). Finished moves commit one at a time (`Moves::commit`), each on the layout the
+    /// previous one left.
+    pub(crate) async fn commit_replicas(
         &self,
         p: u16,
         replicas: &[NodeId],
         record: Option<MoveRecord>,
+        home: Option<u16>,
     ) -> Result<(), ClusterError> {
         let _one_at_a_time = self.moves.commit.lock().await;
         let mut layout = self.layout()?;
         let Some(entry) = layout.replicas.get_mut(p as usize) else {
             return Err(ClusterError::Internal(format!("partition {p} is not in the layout")));
         };
-        let finished = record.map(|r| Command::MetaRecordMove {
-            partition: p,
-            record: MoveRecord {
-                finished_ms: Some(crate::clock::unix_ms()),
-                ..r
-            },
-        });
-        if entry.as_slice() == replicas {
-            if let Some(finished) = finished {
-                self.write_meta(finished).await?;
-            }
-            return Ok(());
+        let mut commands = Vec::new();
+        if entry.as_slice() != replicas {
+            *entry = replicas.to_vec();
+            layout.version += 1;
+            tracing::info!(partition = p, version = layout.version, replicas = ?replicas, "partition replicas committed");
+            commands.push(Command::MetaSetLayout { layout });
         }
-        *entry = replicas.to_vec();
-        layout.version += 1;
-        tracing::info!(partition = p, version = layout.version, replicas = ?replicas, "partition replicas committed");
-        let set = Command::MetaSetLayout { layout };
-        self.write_meta(match finished {
-            Some(finished) => Command::Batch(vec![set, finished]),
-            None => set,
-        })
-        .await?;
+        if let Some(group) = home {
+            commands.push(Command::MetaSetHome { partition: p, group });
+        }
+        if let Some(r) = record {
+            commands.push(Command::MetaRecordMove {
+                partition: p,
+                record: MoveRecord {
+                    finished_ms: Some(crate::clock::unix_ms()),
+                    ..r
+                },
+            });
+        }
+        match commands.len() {
+            0 => {}
+            1 => {
+                self.write_meta(commands.remove(0)).await?;
+            }
+            _ => {
+                self.write_meta(Command::Batch(commands)).await?;
+            }
+        }
         Ok(())
     }
 

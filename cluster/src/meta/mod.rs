@@ -6,6 +6,7 @@
 //! `membership.rs` admits nodes and moves replicas (each move a task of its own, `moves.rs`); `snapshot_fill.rs` makes a moving replica's fill a snapshot; `meta_voters.rs` keeps the meta voters
 //! drawn from live members; `wire.rs` holds the payloads of the member RPCs.
 
+pub mod group_move;
 pub mod group_records;
 pub mod leader_balance;
 pub mod leader_handoff;
@@ -15,17 +16,20 @@ pub mod model;
 pub mod moves;
 pub mod nodes;
 pub mod operator;
+pub mod partition_copy;
 pub mod regroup;
 pub mod removal;
 pub mod set_groups;
 pub mod snapshot_fill;
 pub mod status_detail;
+pub mod unused_groups;
 pub mod wire;
 
 pub use model::{Layout, MoveRecord, NodeInfo, NodeState};
 pub use nodes::NodeEndpoint;
 pub use wire::{
-    ClusterStatus, Delivery, DeliveryBatch, JoinReply, MemberStatus, PartitionStatus, ReplicaChange, StatusRequest,
+    ClusterStatus, CopyRequest, Delivery, DeliveryBatch, JoinReply, MemberStatus, PartitionRead, PartitionStatus,
+    ReplicaChange, StatusRequest,
 };
 
 /// Partition id of the meta group. Data partitions are `0..P` with P at most a few thousand,

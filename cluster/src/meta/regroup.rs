@@ -20,17 +20,15 @@
 //! to the nodes new to it): regrouping runs only on a meta leader started with `--regroup`,
 //! and partitions it regrouped are not moved again (`start_moves` skips them).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::model::{GroupRecord, FIRST_SET_GROUP, LAST_SET_GROUP};
 use super::moves::MOVE_TIMEOUT;
 use super::NodeInfo;
 use crate::cluster::Cluster;
-use crate::command::{ApplyError, Command, Response};
 use crate::error::ClusterError;
 use crate::log_throttle::{LogThrottle, EVERY_30_S};
-use crate::partition::tables as t;
 use crate::types::NodeId;
 
 /// How long after the last replica move regrouping waits (`membership_quiet`).
@@ -41,11 +39,12 @@ impl Cluster {
     /// settled, up to the moves' parallel bound. Called by the meta leader's pass once the
     /// layout is the placement.
     pub(crate) fn start_regroups(self: &Arc<Self>, members: &[NodeInfo]) -> Result<(), ClusterError> {
-        if !self.regroup || !self.membership_quiet(members)? || !self.all_read_set_groups(members) {
+        if !self.membership_quiet(members)? || !self.all_move_between_groups(members) {
             return Ok(());
         }
         let layout = self.layout()?;
         let homes = self.homes()?;
+        let by_id: BTreeMap<NodeId, NodeInfo> = members.iter().map(|n| (n.node_id, n.clone())).collect();
         let now = std::time::Instant::now();
         for (p, replicas) in layout.replicas.iter().enumerate() {
             let p = p as u16;
@@ -57,9 +56,10 @@ impl Cluster {
             }
             let cluster = Arc::clone(self);
             let replicas = replicas.clone();
+            let members = by_id.clone();
             self.moves.start(p, move || {
                 tokio::spawn(async move {
-                    let result = match tokio::time::timeout(MOVE_TIMEOUT, cluster.regroup(p, &replicas)).await {
+                    let result = match tokio::time::timeout(MOVE_TIMEOUT, cluster.regroup(p, &replicas, &members)).await {
                         Ok(result) => result,
                         Err(_) => Err(ClusterError::Unavailable("regroup timed out".into())),
                     };
@@ -96,89 +96,24 @@ impl Cluster {
         Ok(crate::clock::unix_ms().saturating_sub(last_move) >= QUIET_BEFORE_REGROUP.as_millis() as u64)
     }
 
-    /// True if every member announced wire level 5 (a node of an older release cannot read
-    /// the commands and groups regrouping creates).
-    fn all_read_set_groups(&self, members: &[NodeInfo]) -> bool {
+    /// True if every live member announced wire level 6 (a node of an older release cannot
+    /// read the commands and groups of moves between groups, nor answer their copies).
+    pub(crate) fn all_move_between_groups(&self, members: &[NodeInfo]) -> bool {
         let Some(peers) = &self.peers else { return true };
         members
             .iter()
             .filter(|n| n.node_id != self.node_id && n.state != super::NodeState::Dead)
-            .all(|n| peers.peer_reads(&n.cluster_addr, crate::rpc::PARTITION_GROUPS))
+            .all(|n| peers.peer_reads(&n.cluster_addr, crate::rpc::GROUP_MOVES))
     }
 
-    /// Moves partition `p` from its own group into the group of `replicas` (module doc).
-    async fn regroup(&self, p: u16, replicas: &[NodeId]) -> Result<(), ClusterError> {
-        let g = self.group_of_set(replicas).await?;
-        // The group commits (its replicas opened and elected it): a release of a partition
-        // it does not carry is a no-op.
-        self.write_to_group(p, g, Command::Release { partition: p })
-            .await
-            .or_else(|e| match e {
-                ClusterError::Rejected(_) => Ok(Response::Done),
-                e => Err(e),
-            })?;
-        let after = match self.write_to_group(p, p, Command::Fence { partition: p }).await {
-            Ok(Response::Position(index)) => index,
-            // Released already by a regroup cut short after its adoption.
-            Err(ClusterError::Rejected(ApplyError::NotHere)) => 0,
-            Ok(other) => return Err(ClusterError::Internal(format!("a fence answered {other:?}"))),
-            Err(e) => return Err(e),
-        };
-        self.write_to_group(
-            p,
-            g,
-            Command::Adopt {
-                partition: p,
-                from: p,
-                after,
-            },
-        )
-        .await?;
-        self.write_to_group(p, p, Command::Release { partition: p }).await?;
-        self.write_meta(Command::MetaSetHome { partition: p, group: g }).await?;
-        tracing::debug!(partition = p, group = g, "partition regrouped");
-        Ok(())
-    }
-
-    /// The id of the group named by `replicas`, defined now if there is none.
-    async fn group_of_set(&self, replicas: &[NodeId]) -> Result<u16, ClusterError> {
-        let find = |c: &Cluster| -> Result<Option<u16>, ClusterError> {
-            Ok(c.set_groups()?
-                .into_values()
-                .find(|g| g.replicas == replicas)
-                .map(|g| g.id))
-        };
-        if let Some(g) = find(self)? {
-            return Ok(g);
-        }
-        // One definition at a time: two regroups of partitions on one set define one group.
-        let _one = self.moves.commit.lock().await;
-        if let Some(g) = find(self)? {
-            return Ok(g);
-        }
-        let highest = match self.store.sm.get(t::meta_group_ids(super::META_PARTITION)) {
-            Ok(Some(v)) => crate::codec::decode::<u16>(&v).map_err(ringchat_storage::StorageError::from)?,
-            _ => FIRST_SET_GROUP - 1,
-        };
-        let id = highest
-            .checked_add(1)
-            .filter(|id| *id <= LAST_SET_GROUP)
-            .ok_or_else(|| ClusterError::Internal("no group ids left".into()))?;
-        let group = GroupRecord {
-            id,
-            replicas: replicas.to_vec(),
-        };
-        self.write_meta(Command::MetaDefineGroup { group }).await?;
-        tracing::info!(group = id, replicas = ?replicas, "group defined for a replica set");
-        Ok(id)
-    }
-
-    /// Commits `cmd` in group `g` itself (about partition `p`); a refusal comes back as
-    /// `ClusterError::Rejected`.
-    pub(crate) async fn write_to_group(&self, p: u16, g: u16, cmd: Command) -> Result<Response, ClusterError> {
-        match self.router().write_to_group(self, p, g, &cmd).await? {
-            Response::Rejected(e) => Err(ClusterError::Rejected(e)),
-            other => Ok(other),
-        }
+    /// Moves partition `p` from its own group into the group of its replica set `replicas`
+    /// (`group_move.rs`: no node is new to it, so nothing is copied).
+    async fn regroup(
+        &self,
+        p: u16,
+        replicas: &[NodeId],
+        members: &BTreeMap<NodeId, NodeInfo>,
+    ) -> Result<(), ClusterError> {
+        self.move_between_groups(p, replicas, replicas, members, None).await
     }
 }

@@ -113,3 +113,28 @@ pub struct StatusRequest {
     /// Answer from local state only, asking no other member.
     pub local_only: bool,
 }
+
+/// Copy partition `partition` to the node asked, from a replica of `from` that applied its
+/// fence at log index `after` (`meta/partition_copy.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyRequest {
+    /// The partition.
+    pub partition: u16,
+    /// The group it moves out of.
+    pub from: u16,
+    /// The log index of its fence there.
+    pub after: u64,
+    /// Cluster addresses of the replicas of `from` to read it from, in order of preference.
+    pub sources: Vec<String>,
+}
+
+/// Send partition `partition`'s data as group `from` left it at its fence at `after`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRead {
+    /// The partition.
+    pub partition: u16,
+    /// The group it moves out of.
+    pub from: u16,
+    /// The log index of its fence there.
+    pub after: u64,
+}

@@ -80,7 +80,7 @@ impl LogStore {
     /// Waits until everything written so far is fsync'd, in order with pending appends.
     async fn sync(&self) -> io::Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.store.syncer.after_sync(move |r| {
+        self.store.syncer.after_sync(0, move |r| {
             let _ = tx.send(r);
         });
         rx.await.map_err(|_| io::Error::other("fsync thread stopped"))?
@@ -206,9 +206,10 @@ impl RaftLogStorage<C> for LogStore {
         }
         batch.commit().map_err(io::Error::other)?;
         let last = written.last().map(|(entry, _)| entry.index());
+        let bytes = written.iter().map(|(_, size)| size).sum();
         self.tail.appended(written);
         let (marks, partition) = (self.store.marks.clone(), self.partition);
-        self.store.syncer.after_sync(move |result| {
+        self.store.syncer.after_sync(bytes, move |result| {
             if let (Ok(()), Some(last)) = (&result, last) {
                 marks.raise_index(partition, last);
             }

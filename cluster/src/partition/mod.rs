@@ -7,6 +7,7 @@ pub mod log_store;
 pub mod log_tail;
 pub mod overlay;
 pub mod ownership;
+pub mod range_copy;
 pub mod reclaim;
 pub mod snapshot;
 pub mod snapshot_schedule;

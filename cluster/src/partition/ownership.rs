@@ -79,6 +79,16 @@ pub fn admitted_here(store: &ringchat_storage::Store, group: u16, p: u16) -> boo
         .is_some_and(|o| o.admits(p))
 }
 
+/// True if this node's replica of group `group` carries partition `p` (fenced or not), as
+/// recorded; an unreadable record counts as carrying it (nothing is deleted on a doubt).
+pub fn carried_here(store: &ringchat_storage::Store, group: u16, p: u16) -> bool {
+    match store.sm.get(t::meta_ownership(group)) {
+        Ok(Some(v)) => crate::codec::decode::<Ownership>(&v).map_or(true, |o| o.carried.contains(&p)),
+        Ok(None) => false,
+        Err(_) => true,
+    }
+}
+
 /// True if a group on this node other than `group` admits partition `p` now (carries it,
 /// unfenced): that group's replica holds the partition's live keys, and a snapshot of `group`
 /// must neither drop nor overwrite them. The candidates are `p`'s own group (which carries it
@@ -107,22 +117,29 @@ pub fn admitted_elsewhere(store: &ringchat_storage::Store, group: u16, p: u16) -
     Ok(false)
 }
 
-/// The `(group, log index)` pairs an entry of group `group` must see applied on this node
-/// before it applies: the source and fence of each `Adopt` in it (none for its own group).
-pub fn adoption_waits(cmd: &Command, group: u16) -> Vec<(u16, u64)> {
+/// The `(partition, source group, log index)` an entry of group `group` must see in place on
+/// this node before it applies: the partition, source and fence of each `Adopt` in it (none
+/// for an adoption from the group itself, which is how a new cluster's groups start).
+pub fn adoption_waits(cmd: &Command, group: u16) -> Vec<(u16, u16, u64)> {
     match cmd {
-        Command::Adopt { from, after, .. } if *from != group => vec![(*from, *after)],
+        Command::Adopt { partition, from, after } if *from != group => vec![(*partition, *from, *after)],
         Command::Batch(commands) => commands.iter().flat_map(|c| adoption_waits(c, group)).collect(),
         _ => Vec::new(),
     }
 }
 
-/// Waits until this node's replica of group `from` has applied its log up to `after`, as its
-/// state machine recorded it in `store`: from then on the keys of a partition fenced there at
-/// `after` are its state at the fence, here as on every replica. A group adopting a
-/// partition waits here (only on this node: its other replicas go on), so it never writes a
-/// key of the partition before the source group's last write of it has landed here.
-pub async fn source_applied(store: &ringchat_storage::Store, from: u16, after: u64) -> Result<(), StorageError> {
+/// Waits until partition `p`'s keys on this node are its state at its fence in group `from`
+/// (log index `after`): this node's replica of `from` has applied its log that far, as its
+/// state machine recorded it in `store`, or a copy of `p` taken at that fence finished here
+/// (`range_copy.rs`, on a node new to the partition). A group adopting a partition waits here
+/// (only on this node: its other replicas go on), so it never writes a key of the partition
+/// before the source group's last write of it has landed here.
+pub async fn source_applied(
+    store: &ringchat_storage::Store,
+    p: u16,
+    from: u16,
+    after: u64,
+) -> Result<(), StorageError> {
     let started = std::time::Instant::now();
     let mut warned = std::time::Duration::ZERO;
     loop {
@@ -133,10 +150,13 @@ pub async fn source_applied(store: &ringchat_storage::Store, from: u16, after: u
         if applied.is_some_and(|l| l.index() >= after) {
             return Ok(());
         }
+        if super::range_copy::copy_marker(store, p)?.is_some_and(|m| m.from == from && m.after == after) {
+            return Ok(());
+        }
         let waited = started.elapsed();
         if waited >= warned + std::time::Duration::from_secs(10) {
             warned = waited;
-            tracing::warn!(from, after, applied = ?applied.map(|l| l.index()), waited_s = waited.as_secs(),
+            tracing::warn!(partition = p, from, after, applied = ?applied.map(|l| l.index()), waited_s = waited.as_secs(),
                 "adopting a partition waits for its source group to apply its fence here");
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;

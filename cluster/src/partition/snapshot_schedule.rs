@@ -10,6 +10,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::types::PartitionRaft;
 
@@ -28,6 +29,9 @@ pub struct SnapshotSchedule {
     asked: AtomicBool,
     /// The trigger task's wake-up: the applied index a snapshot is due at.
     due: tokio::sync::watch::Sender<u64>,
+    /// Highest log index of an adoption from another group applied here whose entries are
+    /// not yet behind a snapshot and purged (0: none). See `adopted`.
+    purge_through: AtomicU64,
 }
 
 impl SnapshotSchedule {
@@ -41,6 +45,7 @@ impl SnapshotSchedule {
             last_records: AtomicU64::new(0),
             asked: AtomicBool::new(false),
             due,
+            purge_through: AtomicU64::new(0),
         };
         (Arc::new(schedule), rx)
     }
@@ -67,22 +72,86 @@ impl SnapshotSchedule {
         self.asked.store(false, Ordering::Relaxed);
     }
 
+    /// An adoption of a partition from another group was applied at `index`. Replaying it
+    /// needs the partition's keys as the source group's fence left them on this node, which a
+    /// replica rebuilt from nothing (its database set aside) does not have and cannot get: so
+    /// the group's log must never be fed to anyone across it. Every replica soon builds a
+    /// snapshot past it and purges its log up to the snapshot (the trigger task), after which
+    /// a replica that needs those entries is sent the snapshot instead.
+    pub fn adopted(&self, index: u64) {
+        if self.purge_through.fetch_max(index, Ordering::Relaxed) < index {
+            self.due.send_replace(index);
+        }
+    }
+
     /// A build that was asked for failed or was skipped: ask again at the next apply.
     pub fn not_built(&self) {
         self.asked.store(false, Ordering::Relaxed);
     }
 }
 
-/// Starts the task that asks `raft` for a snapshot whenever its schedule says one is due. It
-/// ends when the state machine (the schedule's sender) is dropped, i.e. when the group stops.
-pub fn spawn_trigger(raft: &PartitionRaft, partition: u16, mut due: tokio::sync::watch::Receiver<u64>) {
+/// How long after an adoption its snapshot waits: the moves of a rebalance adopt partitions
+/// into a group one after another, and one snapshot covers them all.
+const ADOPTIONS_SETTLE: Duration = Duration::from_secs(3);
+
+/// Longest wait for a snapshot past an adoption to be built.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
+
+/// Starts the task that asks `raft` for a snapshot whenever its schedule says one is due, and
+/// purges the log behind one after an adoption (`SnapshotSchedule::adopted`). It ends when the
+/// state machine (the schedule's sender) is dropped, i.e. when the group stops.
+pub fn spawn_trigger(
+    raft: &PartitionRaft,
+    partition: u16,
+    schedule: Arc<SnapshotSchedule>,
+    mut due: tokio::sync::watch::Receiver<u64>,
+) {
     let raft = raft.clone();
+    // The schedule lives in the state machine; the task must not keep it (and so itself) alive.
+    let schedule = Arc::downgrade(&schedule);
     tokio::spawn(async move {
         while due.changed().await.is_ok() {
             let index = *due.borrow_and_update();
-            tracing::debug!(partition, index, "snapshot due");
+            let purge_through = schedule
+                .upgrade()
+                .map_or(0, |s| s.purge_through.load(Ordering::Relaxed));
+            if purge_through == 0 {
+                tracing::debug!(partition, index, "snapshot due");
+                if raft.trigger().snapshot().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            tokio::time::sleep(ADOPTIONS_SETTLE).await;
+            let Some(through) = schedule.upgrade().map(|s| s.purge_through.load(Ordering::Relaxed)) else {
+                return;
+            };
             if raft.trigger().snapshot().await.is_err() {
                 return;
+            }
+            // A build already running when asked may end before `through`: then ask again.
+            let built = raft
+                .wait(Some(SNAPSHOT_WAIT))
+                .metrics(
+                    |m| m.snapshot.as_ref().is_some_and(|s| s.index() >= through),
+                    "snapshot past the adoptions",
+                )
+                .await;
+            let Ok(metrics) = built else {
+                if let Some(s) = schedule.upgrade() {
+                    s.due.send_replace(through);
+                }
+                continue;
+            };
+            let covered = metrics.snapshot.as_ref().map_or(0, |s| s.index());
+            if raft.trigger().purge_log(covered).await.is_err() {
+                return;
+            }
+            tracing::debug!(partition, covered, "log purged behind the snapshot past adoptions");
+            if let Some(s) = schedule.upgrade() {
+                let _ = s
+                    .purge_through
+                    .compare_exchange(through, 0, Ordering::Relaxed, Ordering::Relaxed);
             }
         }
     });

@@ -206,9 +206,13 @@ impl SnapshotBuilder {
             self.coverage.clone(),
             path.clone(),
         );
-        let count = tokio::task::spawn_blocking(move || write_snapshot(&store, &view, &coverage, &p2))
-            .await
-            .map_err(io::Error::other)??;
+        // At a lower CPU priority: a group carrying many partitions writes hundreds of
+        // thousands of records, and on a busy node that took the cores from the request path
+        // (docs/benchmarks.md, "twenty-first").
+        let count = ringchat_storage::background_priority::run_in_background("ringchat-snap", move || {
+            write_snapshot(&store, &view, &coverage, &p2)
+        })
+        .await??;
         let old = match self.store.raft.get(&self.pointer_key).map_err(io::Error::other)? {
             Some(v) => Some(crate::codec::decode::<SnapshotPointer>(&v)?.path),
             None => None,
@@ -258,8 +262,12 @@ impl RaftStateMachine<C> for StateMachine {
             let response = match &entry.payload {
                 EntryPayload::Blank => Response::Done,
                 EntryPayload::Normal(cmd) => {
-                    for (from, after) in adoption_waits(cmd, p) {
-                        source_applied(&self.store, from, after).await?;
+                    let waits = adoption_waits(cmd, p);
+                    for (partition, from, after) in &waits {
+                        source_applied(&self.store, *partition, *from, *after).await?;
+                    }
+                    if let (false, Some(schedule)) = (waits.is_empty(), &self.schedule) {
+                        schedule.adopted(entry.log_id.index());
                     }
                     apply_entry(&mut ov, p, entry.log_id.index(), &mut self.owned, cmd).map_err(|e| {
                         // The group stops on this error; the next start sets the database aside.

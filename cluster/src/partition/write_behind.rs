@@ -13,6 +13,10 @@ use std::io::{self, Write};
 /// Bytes written between two syncs of a large file.
 pub const SYNC_EVERY_BYTES: u64 = 4 << 20;
 
+/// Fastest a large file is written (bytes per second, averaged over each sync): a burst of
+/// several syncs back to back held every journal fsync behind it for as long.
+pub const MAX_BYTES_PER_SEC: u64 = 48 << 20;
+
 /// Bytes written since the last sync of a file: says when the next one is due. Shared by the
 /// blocking writer below and the async one that stages a received snapshot (`rpc/server.rs`).
 #[derive(Default)]
@@ -33,10 +37,13 @@ impl SyncDue {
     }
 }
 
-/// A file written through `Write` that syncs its data every `SYNC_EVERY_BYTES`.
+/// A file written through `Write` that syncs its data every `SYNC_EVERY_BYTES`, at most
+/// `MAX_BYTES_PER_SEC` (a blocking writer: it sleeps).
 pub struct WriteBehind {
     file: File,
     due: SyncDue,
+    /// When the last sync ended (or the file was opened).
+    since: std::time::Instant,
 }
 
 impl WriteBehind {
@@ -45,6 +52,7 @@ impl WriteBehind {
         WriteBehind {
             file,
             due: SyncDue::default(),
+            since: std::time::Instant::now(),
         }
     }
 
@@ -60,6 +68,11 @@ impl Write for WriteBehind {
         let n = self.file.write(buf)?;
         if self.due.wrote(n as u64) {
             self.file.sync_data()?;
+            let least = std::time::Duration::from_secs_f64(SYNC_EVERY_BYTES as f64 / MAX_BYTES_PER_SEC as f64);
+            if let Some(rest) = least.checked_sub(self.since.elapsed()) {
+                std::thread::sleep(rest);
+            }
+            self.since = std::time::Instant::now();
         }
         Ok(n)
     }

@@ -14,7 +14,8 @@ use crate::codec::{decode, encode};
 use crate::error::ClusterError;
 use crate::liveness::state::Beat;
 use crate::meta::membership::NotHere;
-use crate::meta::{DeliveryBatch, NodeInfo, ReplicaChange, StatusRequest};
+use crate::meta::partition_copy::ChunkStream;
+use crate::meta::{CopyRequest, DeliveryBatch, NodeInfo, PartitionRead, ReplicaChange, StatusRequest};
 use crate::types::NodeId;
 
 /// `MemberService` of one node.
@@ -106,6 +107,20 @@ impl MemberService for MemberRpcService {
     async fn beat(&self, request: Request<Json>) -> Result<Response<Json>, Status> {
         let beat: Beat = payload(request)?;
         json(&self.cluster.on_beat(&beat))
+    }
+
+    async fn copy_partition(&self, request: Request<Json>) -> Result<Response<Json>, Status> {
+        let copy: CopyRequest = payload(request)?;
+        let records = self.cluster.copy_partition_here(&copy).await.map_err(cluster_error)?;
+        json(&records)
+    }
+
+    type ReadPartitionStream = ChunkStream;
+
+    async fn read_partition(&self, request: Request<Json>) -> Result<Response<ChunkStream>, Status> {
+        let read: PartitionRead = payload(request)?;
+        let chunks = self.cluster.read_partition(read).await.map_err(cluster_error)?;
+        Ok(Response::new(chunks))
     }
 
     async fn deliver(&self, request: Request<Json>) -> Result<Response<Json>, Status> {

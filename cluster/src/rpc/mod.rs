@@ -64,7 +64,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// What this release's node-to-node messages may contain, announced on every pipe stream it
 /// answers (`x-ringchat-wire`): every level below it too. A peer that announces less
 /// (releases before levels announce nothing: 1) is never sent what it cannot decode.
-pub const WIRE_LEVEL: u8 = PARTITION_GROUPS;
+pub const WIRE_LEVEL: u8 = GROUP_MOVES;
 /// Wire level 2: log entries may be packed (`Command::Batch`, `proposal_packer.rs`).
 pub const PACKED_ENTRIES: u8 = 2;
 /// Wire level 3: snapshot streams may be format v2 (with their checksum,
@@ -75,6 +75,9 @@ pub const MOVE_RECORDS: u8 = 4;
 /// Wire level 5: a group's log may carry `Command::For`, `Adopt`, `Fence` and `Release`, and
 /// its snapshots may be format v3 (a group carrying several partitions, docs/raft-groups.md).
 pub const PARTITION_GROUPS: u8 = 5;
+/// Wire level 6: a partition moves between groups, copied to nodes new to it by the member
+/// RPCs `CopyPartition` and `ReadPartition` (`meta/group_move.rs`).
+pub const GROUP_MOVES: u8 = 6;
 /// The pipe stream's response header that carries `WIRE_LEVEL`.
 pub const WIRE_LEVEL_METADATA_KEY: &str = "x-ringchat-wire";
 

@@ -39,7 +39,6 @@ pub fn single_node_config(dir: &Path, partitions: u16, snapshot_every: u64) -> r
         join: None,
         cluster_access: None,
         dead_after: Duration::from_secs(30),
-        regroup: false,
         snapshot_every,
         cache_memory_bytes: 1 << 20,
         // foyer's disk engine needs room for its blocks: with a few MiB, closing never ends.
