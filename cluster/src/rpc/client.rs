@@ -338,16 +338,30 @@ impl RaftNetworkV2<C> for GrpcPeer {
         let size = file.metadata().await.map_err(storage_error)?.len();
         // A peer of a release before snapshot format v2 is sent the file as v1; a v3 file
         // (a group carrying several partitions) only to a peer that reads it.
-        let peer_level = self.pipe.as_ref().map_or(0, |pipe| pipe.peer_wire_level());
+        // Not knowing the peer's release (no answer yet) or a peer that cannot read this
+        // file is no fault of this node's storage: the send fails as unreachable and is
+        // retried after a back-off (a storage error would stop the group).
+        let peer_level = match &self.pipe {
+            Ok(pipe) => pipe.announced_wire_level(option.soft_ttl()).await,
+            Err(_) => 0,
+        };
+        let unreachable = |why: &str| {
+            StreamingError::from(self.rpc_error(
+                RPCTypes::InstallSnapshot,
+                Failure::Unreachable(RpcError::Unreachable(why.to_string())),
+            ))
+        };
+        if peer_level == 0 {
+            return Err(unreachable("the peer's release is not known yet"));
+        }
         let mut start = [0u8; 8];
         let as_v1 = peer_level < super::PARTITION_GROUPS && {
             file.read_exact(&mut start).await.map_err(storage_error)?;
             file.seek(io::SeekFrom::Start(0)).await.map_err(storage_error)?;
             if crate::partition::snapshot::is_v3(&start) {
-                return Err(storage_error(io::Error::new(
-                    io::ErrorKind::Unsupported,
+                return Err(unreachable(
                     "the peer's release cannot read a snapshot of a group carrying several partitions",
-                )));
+                ));
             }
             peer_level < super::SNAPSHOT_V2 && crate::partition::snapshot::is_v2(&start)
         };

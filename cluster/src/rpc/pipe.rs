@@ -207,6 +207,22 @@ impl PeerPipe {
         self.shared.peer_wire.load(Ordering::Relaxed)
     }
 
+    /// The peer's wire level, opening a stream to learn it if none is open yet and waiting
+    /// for its answer at most `within`; 0 if it did not answer in time. A caller that must
+    /// choose a format by level (a snapshot's) asks this, not `peer_wire_level`: right after
+    /// a restart no stream has been opened and the level reads 0.
+    pub async fn announced_wire_level(&self, within: Duration) -> u8 {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let level = self.peer_wire_level();
+            if level > 0 || tokio::time::Instant::now() >= deadline {
+                return level;
+            }
+            drop(self.session());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Batches and calls sent on this pipe so far: calls / batches is how much it batched.
     pub fn sent(&self) -> (u64, u64) {
         let sent = &self.shared.sent;
