@@ -437,23 +437,24 @@ fn key_prefixes_stored(data_dir: &Path) -> BTreeSet<u16> {
 }
 
 /// How many data groups each of nodes 1..=`nodes` should run: one per distinct replica set
-/// (in placement order) of the partitions in `status` that includes it.
+/// and first replica (the preferred leader) of the partitions in `status` that includes it.
 pub fn groups_expected(status: &serde_json::Value, nodes: u64) -> Vec<u64> {
-    let sets: BTreeSet<Vec<u64>> = status["partitions"]
+    let keys: BTreeSet<(u64, BTreeSet<u64>)> = status["partitions"]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| {
-            p["replicas"]
+            let replicas: Vec<u64> = p["replicas"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|n| n.as_u64().unwrap())
-                .collect()
+                .collect();
+            (replicas[0], replicas.into_iter().collect())
         })
         .collect();
     (1..=nodes)
-        .map(|id| sets.iter().filter(|s| s.contains(&id)).count() as u64)
+        .map(|id| keys.iter().filter(|(_, set)| set.contains(&id)).count() as u64)
         .collect()
 }
 

@@ -128,13 +128,17 @@ impl Cluster {
         Ok(())
     }
 
-    /// The id of the group named by `replicas`, defined now if there is none.
+    /// The id of the group that can carry a partition placed on `replicas`, defined now if
+    /// there is none: one whose replicas are the same set with the same first (the preferred
+    /// leader), exactly `replicas` if there is such a group. The order of the others does not
+    /// name another group: it matters nowhere, and keying by it would double the groups
+    /// (3 nodes: 6 orders, 3 first replicas).
     pub(crate) async fn group_of_set(&self, replicas: &[NodeId]) -> Result<u16, ClusterError> {
         let find = |c: &Cluster| -> Result<Option<u16>, ClusterError> {
-            Ok(c.set_groups()?
-                .into_values()
-                .find(|g| g.replicas == replicas)
-                .map(|g| g.id))
+            let groups = c.set_groups()?;
+            let exact = groups.values().find(|g| g.replicas == replicas);
+            let alike = || groups.values().find(|g| same_group_key(&g.replicas, replicas));
+            Ok(exact.or_else(alike).map(|g| g.id))
         };
         if let Some(g) = find(self)? {
             return Ok(g);
@@ -230,3 +234,28 @@ const SWEEP_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// When each `(group, partition)` was first seen handed over but not released.
 pub(crate) type HandedOver = std::sync::Mutex<std::collections::HashMap<(u16, u16), std::time::Instant>>;
+
+/// Whether a group of replicas `a` can carry a partition placed on `b`: the same first
+/// replica, the same set.
+fn same_group_key(a: &[NodeId], b: &[NodeId]) -> bool {
+    let rest = |r: &[NodeId]| r.iter().skip(1).copied().collect::<std::collections::BTreeSet<_>>();
+    a.first() == b.first() && a.len() == b.len() && rest(a) == rest(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_group_key;
+
+    #[test]
+    fn a_group_is_named_by_its_first_replica_and_the_set_of_the_others() {
+        assert!(same_group_key(&[1, 2, 3], &[1, 3, 2]));
+        assert!(same_group_key(&[2], &[2]));
+        assert!(!same_group_key(&[1, 2, 3], &[2, 1, 3]), "another preferred leader");
+        assert!(!same_group_key(&[1, 2, 3], &[1, 2, 4]));
+        assert!(!same_group_key(&[1, 2], &[1, 2, 3]));
+        assert!(
+            !same_group_key(&[1, 2, 2], &[1, 2, 3]),
+            "sets compared, not lengths alone"
+        );
+    }
+}
