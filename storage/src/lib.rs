@@ -8,6 +8,7 @@ pub mod background_priority;
 pub mod durable_marks;
 pub mod error;
 pub mod keys;
+pub mod memtable_release;
 
 pub mod store;
 pub mod syncer;

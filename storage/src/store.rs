@@ -37,6 +37,8 @@ pub struct Store {
     pub sm: Keyspace,
     /// Group-commit thread: one fsync covers every append written before it.
     pub syncer: Syncer,
+    /// Frees flushed memtables outside fjall's version lock (`memtable_release.rs`).
+    _memtables: crate::memtable_release::MemtableRelease,
     /// Each partition's newest fsync-confirmed log index and vote term, kept outside fjall
     /// (`durable_marks.rs`): how a start tells a journal that lost its tail.
     pub marks: std::sync::Arc<crate::DurableMarks>,
@@ -120,12 +122,15 @@ impl Store {
         let sm = db.keyspace("sm", with_large_values_apart).at_path(&fjall_dir)?;
         // fjall keeps its journals (`<id>.jnl`) directly in its database folder.
         let syncer = Syncer::start(db.clone(), fjall_dir.clone(), spacing);
+        let memtables = crate::memtable_release::MemtableRelease::start(vec![log.clone(), raft.clone(), sm.clone()])
+            .at_path(&fjall_dir)?;
         Ok(Store {
             db,
             log,
             raft,
             sm,
             syncer,
+            _memtables: memtables,
             marks,
             set_aside,
             fjall_dir,
