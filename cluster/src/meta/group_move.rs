@@ -55,15 +55,26 @@ impl Cluster {
             return self.commit_replicas(p, to, record, None).await;
         }
         self.write_to_group(p, g, Command::Batch(Vec::new())).await?;
-        let after = match self.write_to_group(p, from, Command::Fence { partition: p }).await? {
-            Response::Position(index) => index,
-            other => return Err(ClusterError::Internal(format!("a fence answered {other:?}"))),
-        };
         let sources: Vec<NodeId> = match self.set_group(from) {
             Some(record) => record.replicas,
             None => before.to_vec(),
         };
         let new_nodes: Vec<NodeId> = to.iter().filter(|n| !sources.contains(n)).copied().collect();
+        // A move that copies keeps the partition fenced for its copy: one such at a time.
+        let copy_slot = match new_nodes.is_empty() {
+            true => None,
+            false => Some(
+                self.moves
+                    .fenced_copies
+                    .acquire()
+                    .await
+                    .map_err(|_| ClusterError::Unavailable("shutting down".into()))?,
+            ),
+        };
+        let after = match self.write_to_group(p, from, Command::Fence { partition: p }).await? {
+            Response::Position(index) => index,
+            other => return Err(ClusterError::Internal(format!("a fence answered {other:?}"))),
+        };
         if !new_nodes.is_empty() {
             let addr = |id: &NodeId| members.get(id).map(|n| n.cluster_addr.clone());
             // Live sources first; the leader of the old group has applied the fence already.
@@ -99,6 +110,7 @@ impl Cluster {
         )
         .await?;
         self.commit_replicas(p, to, record, Some(g)).await?;
+        drop(copy_slot);
         self.write_to_group(p, from, Command::Release { partition: p })
             .await
             .or_else(|e| match e {

@@ -42,12 +42,30 @@ struct MoveState {
     backoff: BTreeMap<u16, Backoff>,
 }
 
+/// Moves between groups that may hold a partition fenced while its data is copied, at once.
+/// The copies share the new node's disk and the sources' bulk budget, so running eight at
+/// once made each fence last eight copies long: up to 9 s without writes and failed sends in
+/// the 1 GiB rebalance (docs/benchmarks.md, "twenty-second"). One at a time, a partition is
+/// fenced only for its own copy; the rebalance takes as long (the budget is the limit).
+pub const FENCED_COPIES: usize = 1;
+
 /// The meta leader's moves in flight and the backoff of failed ones.
-#[derive(Default)]
 pub struct Moves {
     state: Mutex<MoveState>,
     /// Serializes the read-modify-write of the committed layout by finished moves.
     pub(crate) commit: tokio::sync::Mutex<()>,
+    /// Held from a fence to the new home's commit by a move that copies (`FENCED_COPIES`).
+    pub(crate) fenced_copies: tokio::sync::Semaphore,
+}
+
+impl Default for Moves {
+    fn default() -> Self {
+        Moves {
+            state: Mutex::default(),
+            commit: tokio::sync::Mutex::default(),
+            fenced_copies: tokio::sync::Semaphore::new(FENCED_COPIES),
+        }
+    }
 }
 
 impl Moves {
