@@ -25,10 +25,11 @@ use fjall::{AbstractTree, Keyspace};
 /// load, so none is missed, and a released one is freed this late at most.
 const LOOK_EVERY: Duration = Duration::from_millis(20);
 
-/// The owner of the release thread: it runs until every clone of this handle is gone.
+/// The owner of the release thread: it runs until every clone of this handle is gone (the
+/// channel then disconnects; nothing is ever sent on it).
 #[derive(Clone)]
 pub struct MemtableRelease {
-    _alive: Arc<mpsc::Sender<()>>,
+    _alive: mpsc::Sender<()>,
 }
 
 impl MemtableRelease {
@@ -38,9 +39,7 @@ impl MemtableRelease {
         std::thread::Builder::new()
             .name("ringchat-memtables".into())
             .spawn(move || run(&keyspaces, &gone))?;
-        Ok(MemtableRelease {
-            _alive: Arc::new(alive),
-        })
+        Ok(MemtableRelease { _alive: alive })
     }
 }
 

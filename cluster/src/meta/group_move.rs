@@ -61,15 +61,11 @@ impl Cluster {
         };
         let new_nodes: Vec<NodeId> = to.iter().filter(|n| !sources.contains(n)).copied().collect();
         // A move that copies keeps the partition fenced for its copy: one such at a time.
-        let copy_slot = match new_nodes.is_empty() {
-            true => None,
-            false => Some(
-                self.moves
-                    .fenced_copies
-                    .acquire()
-                    .await
-                    .map_err(|_| ClusterError::Unavailable("shutting down".into()))?,
-            ),
+        let copy_slot = if new_nodes.is_empty() {
+            None
+        } else {
+            let slot = self.moves.fenced_copies.acquire().await;
+            Some(slot.map_err(|_| ClusterError::Unavailable("shutting down".into()))?)
         };
         let after = match self.write_to_group(p, from, Command::Fence { partition: p }).await? {
             Response::Position(index) => index,
