@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::*;
 use crate::partition::tables as t;
+use crate::partition::channel_position;
 
 /// A read of one partition's state. The partition is given beside it (the caller computed it
 /// from the key), so the same query can be sent to whichever node leads that partition.
@@ -157,7 +158,7 @@ pub fn execute(store: &Store, p: u16, query: &Query) -> Result<QueryResult, Stor
                 .filter_map(|(mut k, v)| k.pop().map(|c| (c, v.join_seq)))
                 .collect(),
         ),
-        Query::Channel { channel_id } => QueryResult::Channel(get(store, t::channel(p, channel_id))?),
+        Query::Channel { channel_id } => QueryResult::Channel(channel(store, p, channel_id)?),
         Query::ReadMarker { channel_id, user_id } => {
             QueryResult::ReadMarker(get(store, t::read_marker(p, channel_id, user_id))?.unwrap_or(0))
         }
@@ -178,6 +179,18 @@ fn get<T: DeserializeOwned>(store: &Store, key: Vec<u8>) -> Result<Option<T>, St
         Some(v) => Ok(Some(crate::codec::decode(&v)?)),
         None => Ok(None),
     }
+}
+
+/// A channel record at its current position: the stored record raised to its newest message
+/// (`partition/channel_position.rs`).
+fn channel(store: &Store, p: u16, channel_id: &str) -> Result<Option<ChannelRecord>, StorageError> {
+    let key = t::channel(p, channel_id);
+    let Some(mut record) = get::<ChannelRecord>(store, key.clone())? else {
+        return Ok(None);
+    };
+    let newest = channel_position::newest_stored(&store.sm, &t::channel_messages_of(&key))?;
+    channel_position::raise(&mut record, newest);
+    Ok(Some(record))
 }
 
 /// Scans `prefix`, returning each key's string parts from index `skip` on with its decoded value.
@@ -222,6 +235,52 @@ fn messages(store: &Store, p: u16, channel_id: &str, from: u64, to: u64) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A channel query answers the position of the newest message, which a message does not
+    /// write into the channel record (`partition/channel_position.rs`).
+    #[test]
+    fn a_channel_query_answers_the_newest_messages_position() {
+        use crate::partition::overlay::Overlay;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let record = ChannelRecord {
+            channel_id: "g_1".into(),
+            kind: ChannelKind::Group,
+            name: Some("g".into()),
+            creator: "a".into(),
+            members: vec!["a".into(), "b".into()],
+            last_seq: 0,
+            created_ms: 1,
+            last_ts: 0,
+        };
+        let mut ov = Overlay::new(&store.sm);
+        ov.put_record(t::channel(4, "g_1"), &record);
+        ov.commit(&store.db).unwrap();
+        for seq in 1..=2u64 {
+            let cmd = crate::command::Command::SendMessage {
+                channel_id: "g_1".into(),
+                sender_id: "a".into(),
+                text: "hi".into(),
+                client_msg_id: None,
+                ts: 100 * seq,
+                push: false,
+            };
+            let mut ov = Overlay::new(&store.sm);
+            crate::partition::apply::apply_command(&mut ov, 4, &cmd).unwrap();
+            ov.commit(&store.db).unwrap();
+        }
+        let query = Query::Channel {
+            channel_id: "g_1".into(),
+        };
+        match execute(&store, 4, &query).unwrap() {
+            QueryResult::Channel(Some(c)) => assert_eq!((c.last_seq, c.last_ts, c.members.len()), (2, 200, 2)),
+            other => panic!("{other:?}"),
+        }
+        let missing = Query::Channel {
+            channel_id: "g_2".into(),
+        };
+        assert!(matches!(execute(&store, 4, &missing).unwrap(), QueryResult::Channel(None)));
+    }
 
     fn round_trip_query(q: Query) {
         let back: Query = crate::codec::decode(&crate::codec::encode(&q)).expect("decode");

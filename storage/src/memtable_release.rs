@@ -10,8 +10,11 @@
 //!
 //! This thread keeps a handle on every memtable it sees as active, so fjall's drop under
 //! the lock only lowers a count; once the handle here is the last one, the memtable is freed
-//! here, with no lock held. It runs at normal priority (a trial at background priority was
-//! no better: nothing waits for it, and memory comes back sooner). It reaches the memtables
+//! here, with no lock held. It runs in the idle scheduling class: freeing a 64 MiB memtable
+//! is ~0.2 s of a core, and it happens when the next memtable is sealed, i.e. beside that
+//! memtable's flush on both replicas at once; at normal priority it took that CPU from the
+//! tokio workers and the worst latency of those seconds doubled (docs/benchmarks.md,
+//! "twenty-third"). Nothing waits for the memory; it comes back a little later. It reaches the memtables
 //! through `fjall::AbstractTree`, which fjall exports but hides from its docs: an fjall
 //! upgrade must keep `Keyspace::tree` and `active_memtable` or replace this module.
 
@@ -38,7 +41,10 @@ impl MemtableRelease {
         let (alive, gone) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("ringchat-memtables".into())
-            .spawn(move || run(&keyspaces, &gone))?;
+            .spawn(move || {
+                crate::background_priority::idle_this_thread();
+                run(&keyspaces, &gone)
+            })?;
         Ok(MemtableRelease { _alive: alive })
     }
 }

@@ -96,14 +96,15 @@ impl Cluster {
         Ok(crate::clock::unix_ms().saturating_sub(last_move) >= QUIET_BEFORE_REGROUP.as_millis() as u64)
     }
 
-    /// True if every live member announced wire level 6 (a node of an older release cannot
-    /// read the commands and groups of moves between groups, nor answer their copies).
+    /// True if every live member announced wire level 7 (a node of an older release cannot
+    /// read the commands and groups of moves between groups, nor answer their copies, and
+    /// before level 7 would misread the channel records a copy brings).
     pub(crate) fn all_move_between_groups(&self, members: &[NodeInfo]) -> bool {
         let Some(peers) = &self.peers else { return true };
         members
             .iter()
             .filter(|n| n.node_id != self.node_id && n.state != super::NodeState::Dead)
-            .all(|n| peers.peer_reads(&n.cluster_addr, crate::rpc::GROUP_MOVES))
+            .all(|n| peers.peer_reads(&n.cluster_addr, crate::rpc::CHANNEL_POSITIONS))
     }
 
     /// Moves partition `p` from its own group into the group of its replica set `replicas`

@@ -311,10 +311,13 @@ fn send_message(
     if let Some(cmid) = client_msg_id {
         ov.put_record(t::idempotency(p, channel_id, sender_id, cmid), &seq);
     }
+    // The position moves with the message; the record itself is not rewritten
+    // (`channel_position.rs`).
     channel.last_seq = seq;
     channel.last_ts = ts;
-    ov.put_channel(key, &channel);
-    let recipients: Vec<String> = channel.members.iter().filter(|m| *m != sender_id).cloned().collect();
+    let members = channel.members.clone();
+    ov.advance_channel(key, channel);
+    let recipients: Vec<String> = members.iter().filter(|m| *m != sender_id).cloned().collect();
     if push && !recipients.is_empty() {
         let outbox = PushOutboxRecord {
             channel_id: channel_id.to_string(),
@@ -327,7 +330,7 @@ fn send_message(
     }
     Ok(Response::Sent {
         message,
-        members: channel.members,
+        members,
         duplicate: false,
     })
 }
@@ -671,7 +674,7 @@ mod tests {
             ov_cached.commit(&cached.db).unwrap();
         }
         let key = t::channel(3, "g_1");
-        let stored: ChannelRecord = crate::codec::decode(&cached.sm.get(&key).unwrap().unwrap()).unwrap();
+        let stored = Overlay::new(&cached.sm).get_channel(&key).unwrap().unwrap();
         assert_eq!(
             cache.get(generation, &key),
             Some(stored.clone()),
@@ -679,6 +682,64 @@ mod tests {
         );
         assert_eq!(stored.last_seq, 5);
         assert_eq!(stored.members, vec!["a", "c"]);
+    }
+
+    /// A message stores itself, its idempotency key and nothing else; the channel's position
+    /// is read back from its newest message wherever the record is read from fjall.
+    #[test]
+    fn a_message_does_not_rewrite_its_channel_record_and_the_position_still_reads_back() {
+        let (_dir, store) = store_with_group();
+        let key = t::channel(3, "g_1");
+        let raw = || store.sm.get(&key).unwrap().unwrap().to_vec();
+        let created = raw();
+        for (cmid, ts) in [("1", 10), ("2", 20), ("3", 30)] {
+            let mut cmd = send(cmid, "a");
+            if let Command::SendMessage { ts: at, .. } = &mut cmd {
+                *at = ts;
+            }
+            assert!(matches!(run(&store, cmd), Response::Sent { duplicate: false, .. }));
+        }
+        assert_eq!(raw(), created, "the stored record is the one written at creation");
+        let read = Overlay::new(&store.sm).get_channel(&key).unwrap().unwrap();
+        assert_eq!((read.last_seq, read.last_ts), (3, 30));
+        // The next message continues from the newest one, and a retry still finds its original.
+        match run(&store, send("4", "b")) {
+            Response::Sent { message, .. } => assert_eq!((message.seq, message.ts), (4, 30)),
+            other => panic!("{other:?}"),
+        }
+        match run(&store, send("2", "a")) {
+            Response::Sent { message, duplicate, .. } => assert_eq!((message.seq, duplicate), (2, true)),
+            other => panic!("{other:?}"),
+        }
+        // A membership change writes the record at its current position.
+        run(
+            &store,
+            Command::AddMember {
+                channel_id: "g_1".into(),
+                actor: "a".into(),
+                user_id: "c".into(),
+                max_members: 100,
+            },
+        );
+        let stored: ChannelRecord = crate::codec::decode(&raw()).unwrap();
+        assert_eq!((stored.last_seq, stored.last_ts, stored.members.len()), (4, 30, 3));
+    }
+
+    /// A data dir of a release that rewrote the record per message: the record carries the
+    /// position, and numbering continues from it.
+    #[test]
+    fn a_record_written_per_message_by_an_older_release_keeps_its_position() {
+        let (_dir, store) = store_with_group();
+        let mut old = group(&["a", "b"]);
+        old.last_seq = 7;
+        old.last_ts = 70;
+        let mut ov = Overlay::new(&store.sm);
+        ov.put_record(t::channel(3, "g_1"), &old);
+        ov.commit(&store.db).unwrap();
+        match run(&store, send("1", "a")) {
+            Response::Sent { message, .. } => assert_eq!((message.seq, message.ts), (8, 70)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod channel_cache;
+pub mod channel_position;
 pub mod log_store;
 pub mod log_tail;
 pub mod overlay;

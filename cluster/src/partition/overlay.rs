@@ -9,7 +9,8 @@ use ringchat_storage::StorageError;
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::channel_cache::ChannelCache;
-use super::tables::CHANNEL;
+use super::channel_position;
+use super::tables::{self as t, CHANNEL};
 use crate::model::ChannelRecord;
 
 /// Pending writes over the state machine keyspace.
@@ -40,32 +41,58 @@ impl<'a> Overlay<'a> {
         self
     }
 
-    /// The channel record at `key`: this batch's own write, else the cache, else fjall (which
-    /// then fills the cache: with no write staged, fjall holds the committed value).
+    /// The channel record at `key` at its current position: this batch's own version, else
+    /// the cache, else fjall's record raised to the channel's newest message
+    /// (`channel_position.rs`), which then fills the cache (with nothing staged for the key,
+    /// fjall and this batch's messages say everything).
     pub fn get_channel(&self, key: &[u8]) -> Result<Option<ChannelRecord>, StorageError> {
         if let Some(record) = self.channels.get(key) {
             return Ok(Some(record.clone()));
         }
-        if self.writes.contains_key(key) {
-            return self.get_record(key);
-        }
-        if let Some((cache, generation)) = self.cache {
-            if let Some(record) = cache.get(generation, key) {
-                return Ok(Some(record));
+        if !self.writes.contains_key(key) {
+            if let Some((cache, generation)) = self.cache {
+                if let Some(record) = cache.get(generation, key) {
+                    return Ok(Some(record));
+                }
             }
-            let record = self.get_record::<ChannelRecord>(key)?;
-            if let Some(record) = &record {
+        }
+        let Some(mut record) = self.get_record::<ChannelRecord>(key)? else {
+            return Ok(None);
+        };
+        channel_position::raise(&mut record, self.newest_message(&t::channel_messages_of(key))?);
+        if !self.writes.contains_key(key) {
+            if let Some((cache, generation)) = self.cache {
                 cache.put(generation, key.to_vec(), record.clone());
             }
-            return Ok(record);
         }
-        self.get_record(key)
+        Ok(Some(record))
+    }
+
+    /// `(seq, ts)` of the newest message under `prefix`: this batch's, else fjall's.
+    fn newest_message(&self, prefix: &[u8]) -> Result<Option<(u64, u64)>, StorageError> {
+        let staged = self
+            .writes
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter_map(|(_, v)| v.as_deref())
+            .last();
+        match staged {
+            Some(value) => channel_position::newest_of(value).map(Some),
+            None => channel_position::newest_stored(self.sm, prefix),
+        }
     }
 
     /// Stages a channel record write (kept decoded for the cache).
     pub fn put_channel(&mut self, key: Vec<u8>, record: &ChannelRecord) {
         self.put_record(key.clone(), record);
         self.channels.insert(key, record.clone());
+    }
+
+    /// Moves a channel's position (`last_seq`, `last_ts`) to a message this batch staged,
+    /// without writing the record: readers raise the stored record to the newest message
+    /// (`channel_position.rs`). The cache gets the new version once the batch commits.
+    pub fn advance_channel(&mut self, key: Vec<u8>, record: ChannelRecord) {
+        self.channels.insert(key, record);
     }
 
     /// Reads a raw value, seeing this overlay's own writes first.
@@ -126,6 +153,8 @@ impl<'a> Overlay<'a> {
             return Ok(());
         }
         let mut batch = db.batch().durability(mode);
+        // Channel keys whose cached version this batch changes: written ones (a delete or a
+        // raw write forgets the cached record) and advanced ones.
         let mut channel_keys = Vec::new();
         for (k, v) in self.writes {
             if self.cache.is_some() && is_channel_key(&k) {
@@ -145,6 +174,12 @@ impl<'a> Overlay<'a> {
                 match channels.remove(&key).filter(|_| committed.is_ok()) {
                     Some(record) => cache.put(generation, key, record),
                     None => cache.forget(generation, &key),
+                }
+            }
+            for (key, record) in channels {
+                match committed {
+                    Ok(()) => cache.put(generation, key, record),
+                    Err(_) => cache.forget(generation, &key),
                 }
             }
         }

@@ -33,22 +33,19 @@ const MAGIC_V1: &[u8; 8] = b"RCSNAP1\n";
 const END: u32 = u32::MAX;
 
 /// Bytes at the end of a v2 file that a v1 reader does not know: the checksum.
+#[cfg(test)]
 pub const V2_TRAILER: u64 = 8;
 
-/// True if `start` (a file's first bytes) opens a v3 file, which only a peer of wire level
-/// `rpc::PARTITION_GROUPS` reads.
-pub fn is_v3(start: &[u8]) -> bool {
-    start.starts_with(MAGIC_V3)
-}
-
 /// True if `start` (a file's first bytes) opens a v2 file.
+#[cfg(test)]
 pub fn is_v2(start: &[u8]) -> bool {
     start.starts_with(MAGIC)
 }
 
 /// Turns the opening bytes of a v2 file (at least the magic's 8) into v1's: with the trailer
-/// left off, the rest is a v1 file with the same records and end marker, for a peer of a
-/// release before v2 (`rpc::SNAPSHOT_V2`).
+/// left off, the rest is a v1 file with the same records and end marker, as a release before
+/// v2 sends it (this release still reads one; it no longer sends one, `rpc::CHANNEL_POSITIONS`).
+#[cfg(test)]
 pub fn open_as_v1(start: &mut [u8]) {
     start[..MAGIC_V1.len()].copy_from_slice(MAGIC_V1);
 }

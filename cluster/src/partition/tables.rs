@@ -100,6 +100,15 @@ pub fn session(p: u16, token_hash: &str) -> Vec<u8> {
 pub fn channel(p: u16, channel_id: &str) -> Vec<u8> {
     KeyBuf::new(p, CHANNEL).str(channel_id).build()
 }
+/// Prefix of a channel's messages, from the channel record's key (`channel`): the same bytes
+/// under the message table.
+pub fn channel_messages_of(channel_key: &[u8]) -> Vec<u8> {
+    let mut prefix = channel_key.to_vec();
+    if let Some(table) = prefix.get_mut(2) {
+        *table = MESSAGE;
+    }
+    prefix
+}
 /// One message.
 pub fn message(p: u16, channel_id: &str, seq: u64) -> Vec<u8> {
     KeyBuf::new(p, MESSAGE).str(channel_id).u64(seq).build()

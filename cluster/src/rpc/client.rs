@@ -17,7 +17,7 @@ use openraft::raft::{
 use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -332,12 +332,13 @@ impl RaftNetworkV2<C> for GrpcPeer {
                 e,
             ))
         };
-        let mut file = tokio::fs::File::open(&snapshot.snapshot.0)
+        let file = tokio::fs::File::open(&snapshot.snapshot.0)
             .await
             .map_err(storage_error)?;
         let size = file.metadata().await.map_err(storage_error)?.len();
-        // A peer of a release before snapshot format v2 is sent the file as v1; a v3 file
-        // (a group carrying several partitions) only to a peer that reads it.
+        // Only a peer of this release's snapshot generation is sent one: earlier releases
+        // either cannot read a group's snapshot (v3, level 5) or would misread its channel
+        // records (level 7, `partition/channel_position.rs`).
         // Not knowing the peer's release (no answer yet) or a peer that cannot read this
         // file is no fault of this node's storage: the send fails as unreachable and is
         // retried after a back-off (a storage error would stop the group).
@@ -354,22 +355,11 @@ impl RaftNetworkV2<C> for GrpcPeer {
         if peer_level == 0 {
             return Err(unreachable("the peer's release is not known yet"));
         }
-        let mut start = [0u8; 8];
-        let as_v1 = peer_level < super::PARTITION_GROUPS && {
-            file.read_exact(&mut start).await.map_err(storage_error)?;
-            file.seek(io::SeekFrom::Start(0)).await.map_err(storage_error)?;
-            if crate::partition::snapshot::is_v3(&start) {
-                return Err(unreachable(
-                    "the peer's release cannot read a snapshot of a group carrying several partitions",
-                ));
-            }
-            peer_level < super::SNAPSHOT_V2 && crate::partition::snapshot::is_v2(&start)
-        };
-        let size = if as_v1 {
-            size - crate::partition::snapshot::V2_TRAILER
-        } else {
-            size
-        };
+        if peer_level < super::CHANNEL_POSITIONS {
+            return Err(unreachable(
+                "the peer's release reads channel positions from stored records only (upgrade it)",
+            ));
+        }
         let ttl = option.soft_ttl();
         let action = RPCTypes::InstallSnapshot;
         let header = SnapshotHeader {
@@ -381,7 +371,7 @@ impl RaftNetworkV2<C> for GrpcPeer {
         let read_failure = Arc::new(Mutex::new(None));
         let chunks = snapshot_chunks(
             header,
-            (file, size, as_v1),
+            (file, size),
             read_failure.clone(),
             self.peers.bulk.clone(),
         );
@@ -400,13 +390,13 @@ impl RaftNetworkV2<C> for GrpcPeer {
     }
 }
 
-/// The stream of one snapshot: `header`, then the first `size` bytes of the file in chunks
-/// (its opening rewritten to format v1 when `as_v1`), each paid from the node's bulk budget.
+/// The stream of one snapshot: `header`, then the first `size` bytes of the file in chunks,
+/// each paid from the node's bulk budget.
 /// A read error ends the stream early (the receiver then refuses the short snapshot) and is
 /// left in `failure`.
 fn snapshot_chunks(
     header: SnapshotHeader,
-    (file, size, as_v1): (tokio::fs::File, u64, bool),
+    (file, size): (tokio::fs::File, u64),
     failure: Arc<Mutex<Option<io::Error>>>,
     budget: super::bulk_budget::BulkBudget,
 ) -> impl futures_util::Stream<Item = SnapshotChunk> + Send + 'static {
@@ -426,9 +416,6 @@ fn snapshot_chunks(
             match (&mut file).take(want).read_to_end(&mut data).await {
                 Ok(0) => None,
                 Ok(n) => {
-                    if as_v1 && sent == 0 && data.len() >= 8 {
-                        crate::partition::snapshot::open_as_v1(&mut data);
-                    }
                     budget.take(n).await;
                     Some((
                         SnapshotChunk {
@@ -452,15 +439,14 @@ mod tests {
 
     use super::*;
 
-    /// What a peer of a release before snapshot format v2 receives: the file's records and end
-    /// marker under v1's magic, without the checksum, and a header that says so.
+    /// A snapshot reaches the peer whole, in several chunks, byte for byte as written.
     #[tokio::test]
-    async fn a_v2_file_streams_as_v1_to_a_peer_that_cannot_read_v2() {
+    async fn a_snapshot_streams_in_chunks_byte_for_byte() {
         let dir = tempfile::tempdir().unwrap();
         let record = (b"k".to_vec(), vec![7u8; 3 * SNAPSHOT_CHUNK_BYTES]);
         let path = crate::partition::snapshot::write_test_snapshot(dir.path(), 2, &[record]);
-        let v2 = std::fs::read(&path).unwrap();
-        let size = v2.len() as u64 - crate::partition::snapshot::V2_TRAILER;
+        let written = std::fs::read(&path).unwrap();
+        let size = written.len() as u64;
         let header = SnapshotHeader {
             partition: 2,
             vote: Vec::new(),
@@ -470,7 +456,7 @@ mod tests {
         let file = tokio::fs::File::open(&path).await.unwrap();
         let failure = Arc::new(Mutex::new(None));
         let chunks: Vec<SnapshotChunk> =
-            snapshot_chunks(header, (file, size, true), failure.clone(), Default::default())
+            snapshot_chunks(header, (file, size), failure.clone(), Default::default())
                 .collect()
                 .await;
         assert!(failure.lock().unwrap().is_none());
@@ -483,8 +469,7 @@ mod tests {
         }
         assert!(chunks.len() > 3, "several chunks");
         assert_eq!(sent.len() as u64, size);
-        assert!(sent.starts_with(b"RCSNAP1\n"));
-        assert_eq!(sent[8..], v2[8..size as usize]);
+        assert_eq!(sent, written);
         let records = crate::partition::snapshot::read_snapshot_from(sent.as_slice(), 2, |_, v| {
             assert_eq!(v.len(), 3 * SNAPSHOT_CHUNK_BYTES);
             Ok(())

@@ -64,7 +64,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// What this release's node-to-node messages may contain, announced on every pipe stream it
 /// answers (`x-ringchat-wire`): every level below it too. A peer that announces less
 /// (releases before levels announce nothing: 1) is never sent what it cannot decode.
-pub const WIRE_LEVEL: u8 = GROUP_MOVES;
+pub const WIRE_LEVEL: u8 = CHANNEL_POSITIONS;
 /// Wire level 2: log entries may be packed (`Command::Batch`, `proposal_packer.rs`).
 pub const PACKED_ENTRIES: u8 = 2;
 /// Wire level 3: snapshot streams may be format v2 (with their checksum,
@@ -78,6 +78,12 @@ pub const PARTITION_GROUPS: u8 = 5;
 /// Wire level 6: a partition moves between groups, copied to nodes new to it by the member
 /// RPCs `CopyPartition` and `ReadPartition` (`meta/group_move.rs`).
 pub const GROUP_MOVES: u8 = 6;
+/// Wire level 7: a channel record's stored position may be behind its newest message
+/// (`partition/channel_position.rs`), so snapshots and partition copies, which carry stored
+/// records as they are, go only to nodes that raise it on reading. A node of an older
+/// release numbers messages from the stored record: it gets neither until it is upgraded
+/// (its log replication is unaffected: it applies entries with its own code).
+pub const CHANNEL_POSITIONS: u8 = 7;
 /// The pipe stream's response header that carries `WIRE_LEVEL`.
 pub const WIRE_LEVEL_METADATA_KEY: &str = "x-ringchat-wire";
 
