@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::model::*;
-use crate::partition::tables as t;
 use crate::partition::channel_position;
+use crate::partition::tables as t;
 
 /// A read of one partition's state. The partition is given beside it (the caller computed it
 /// from the key), so the same query can be sent to whichever node leads that partition.
@@ -279,7 +279,10 @@ mod tests {
         let missing = Query::Channel {
             channel_id: "g_2".into(),
         };
-        assert!(matches!(execute(&store, 4, &missing).unwrap(), QueryResult::Channel(None)));
+        assert!(matches!(
+            execute(&store, 4, &missing).unwrap(),
+            QueryResult::Channel(None)
+        ));
     }
 
     fn round_trip_query(q: Query) {

@@ -1,10 +1,11 @@
 //! Decoded channel records kept in memory between applies.
 //!
-//! Every message reads its channel record (members, `last_seq`) and writes it back; reading it
-//! from fjall's memtable and decoding it was ~6 % of a node's CPU per message (profile in
+//! Every message reads its channel record (members, `last_seq`) and moves its position; reading
+//! it from fjall's memtable and decoding it was ~6 % of a node's CPU per message (profile in
 //! docs/benchmarks.md). A partition's state machine is the only writer of its records, so a
 //! cache it writes through after each committed batch is never stale:
 //! - a committed write of a channel key replaces (or, for a delete, removes) the cached record;
+//! - a message's new position (not written to fjall, `channel_position.rs`) replaces it too;
 //! - a read that misses fills the cache from fjall only when the batch has not staged that key;
 //! - installing a snapshot replaces the whole partition, so the state machine takes a new
 //!   generation and the old entries become unreachable (the LRU drops them).

@@ -369,12 +369,7 @@ impl RaftNetworkV2<C> for GrpcPeer {
             size,
         };
         let read_failure = Arc::new(Mutex::new(None));
-        let chunks = snapshot_chunks(
-            header,
-            (file, size),
-            read_failure.clone(),
-            self.peers.bulk.clone(),
-        );
+        let chunks = snapshot_chunks(header, (file, size), read_failure.clone(), self.peers.bulk.clone());
         let mut client = usable(&self.client).map_err(|f| self.rpc_error(action, f))?.clone();
         let request = self.request(chunks, ttl);
 
@@ -455,10 +450,9 @@ mod tests {
         };
         let file = tokio::fs::File::open(&path).await.unwrap();
         let failure = Arc::new(Mutex::new(None));
-        let chunks: Vec<SnapshotChunk> =
-            snapshot_chunks(header, (file, size), failure.clone(), Default::default())
-                .collect()
-                .await;
+        let chunks: Vec<SnapshotChunk> = snapshot_chunks(header, (file, size), failure.clone(), Default::default())
+            .collect()
+            .await;
         assert!(failure.lock().unwrap().is_none());
         let mut sent = Vec::new();
         for chunk in &chunks[1..] {
