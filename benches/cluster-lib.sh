@@ -1,8 +1,13 @@
 # Helpers shared by benches/run.sh and benches/rebalance.sh: cleanup on exit, free ports,
 # readiness waits, and starting/settling/stopping a local cluster. Sourced, not run; the caller
-# sets WORK, PIDS=(), LOGS=(), PORTS=(), CLUSTER_SECRET, and before starting nodes BIN,
-# SETTLE_LIMIT and C_PIDS=() C_URLS=() C_ADDRS=().
+# sets WORK first, and before starting nodes BIN, SETTLE_LIMIT and C_PIDS=() C_URLS=() C_ADDRS=().
 # shellcheck shell=bash
+
+PIDS=()     # processes stopped on exit
+LOGS=()     # logs whose tails are printed on failure
+PORTS=()    # ports handed out by free_port (two picks must not collide before either binds)
+# Cluster RPC secret of this run's clusters (never reused: the data dirs are fresh).
+CLUSTER_SECRET=bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 
 dump_logs() {
     local l

@@ -19,10 +19,6 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 [ $# -eq 3 ] || { echo "usage: $0 NODES RATE SECS" >&2; exit 2; }
 N=$1 RATE=$2 SECS=$3
 WORK=$(mktemp -d /tmp/ringchat-prof.XXXXXX)
-PIDS=()
-LOGS=()
-PORTS=()
-CLUSTER_SECRET=bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 # shellcheck source=benches/cluster-lib.sh
 . "$ROOT/benches/cluster-lib.sh"
 

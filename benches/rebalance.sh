@@ -17,10 +17,6 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d /tmp/ringchat-rebalance.XXXXXX)
-PIDS=()
-LOGS=()
-PORTS=()
-CLUSTER_SECRET=bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 # shellcheck source=benches/cluster-lib.sh
 . "$ROOT/benches/cluster-lib.sh"
 

@@ -27,12 +27,6 @@ QUICK=${QUICK:-0}
 DOC=$ROOT/docs/benchmarks.md
 MARKER='<!-- loadgen suite: everything below is written by benches/run.sh -->'
 WORK=$(mktemp -d /tmp/ringchat-bench.XXXXXX)
-PIDS=()
-
-LOGS=()     # node/relay logs whose tails are printed on failure
-PORTS=()    # ports handed out by free_port (two picks must not collide before either binds)
-# Cluster RPC secret of this run's clusters (never reused: the data dirs are fresh).
-CLUSTER_SECRET=bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 
 # shellcheck source=benches/cluster-lib.sh
 . "$ROOT/benches/cluster-lib.sh"

@@ -93,9 +93,10 @@ mod tests {
     /// fjall names its worker threads so (`worker_pool.rs`).
     const FJALL_WORKER: &str = "fjall:worker";
 
-    /// Nice values of this process's fjall worker threads (`/proc/self/task/*/stat`, field 19).
-    fn fjall_worker_nices() -> Vec<i32> {
-        let mut nices = Vec::new();
+    /// Field `field` (numbered as in proc(5): nice is 19, policy 41) of
+    /// `/proc/self/task/*/stat` for each of this process's fjall worker threads.
+    fn fjall_worker_stat_field(field: usize) -> Vec<i32> {
+        let mut values = Vec::new();
         for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
             let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else {
                 continue;
@@ -106,45 +107,24 @@ mod tests {
             let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
                 continue;
             };
-            // Fields after the parenthesised name: state is field 3, nice field 19.
+            // The fields after the parenthesised name start with field 3 (state).
             let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-            let nice: i32 = after_name.split(' ').nth(16).unwrap().parse().unwrap();
-            nices.push(nice);
+            values.push(after_name.split(' ').nth(field - 3).unwrap().parse().unwrap());
         }
-        nices
-    }
-
-    /// Scheduling policies of this process's fjall worker threads (`/proc/self/task/*/stat`,
-    /// field 41).
-    fn fjall_worker_policies() -> Vec<i32> {
-        let mut policies = Vec::new();
-        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-            let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else {
-                continue;
-            };
-            if comm.trim_end() != FJALL_WORKER {
-                continue;
-            }
-            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-                continue;
-            };
-            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-            policies.push(after_name.split(' ').nth(38).unwrap().parse().unwrap());
-        }
-        policies
+        values
     }
 
     #[test]
     fn an_opened_store_runs_fjalls_workers_below_the_request_path() {
         let dir = tempfile::tempdir().unwrap();
         let _store = crate::Store::open(dir.path()).unwrap();
-        let nices = fjall_worker_nices();
+        let nices = fjall_worker_stat_field(19);
         assert!(!nices.is_empty(), "fjall started no worker threads");
         assert!(
             nices.iter().all(|n| *n == BACKGROUND_NICE),
             "fjall workers' nice values: {nices:?}"
         );
-        let policies = fjall_worker_policies();
+        let policies = fjall_worker_stat_field(41);
         assert!(
             policies.iter().all(|p| *p == libc::SCHED_IDLE),
             "fjall workers' scheduling policies: {policies:?}"
