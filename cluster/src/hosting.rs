@@ -31,7 +31,7 @@ use crate::partition::channel_cache::ChannelCache;
 use crate::partition::reclaim;
 use crate::partition::snapshot_schedule::{self, SnapshotSchedule};
 use crate::partition::{LogStore, StateMachine};
-use crate::rpc::{GroupRegistry, PartitionGroups, PeerChannels};
+use crate::rpc::{GroupRegistry, GrpcNetwork, PartitionGroups, PeerChannels};
 use crate::types::{NodeId, PartitionRaft};
 
 /// A group outside the layout is closed after this long without a Raft message: several
@@ -85,7 +85,7 @@ impl GroupOpener {
             Some(peers) => {
                 // Data partitions are quiescent: their idle followers get withheld commits
                 // from the liveness tick's heartbeats; the meta group keeps openraft's own.
-                let network = peers.network(self.node_id, p).withholding_commits(!is_meta);
+                let network = GrpcNetwork::new(peers.clone(), self.node_id, p).withholding_commits(!is_meta);
                 PartitionRaft::new(self.node_id, config, network, log, sm).await
             }
             None => PartitionRaft::new(self.node_id, config, NoPeers, log, sm).await,

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use crate::command::{Command, Response};
-use crate::local::{self, LocalFailure};
+use crate::leader_calls::{self, LocalFailure};
 use crate::types::PartitionRaft;
 
 /// Proposals of one group in flight before further writes wait to be packed: two keep the
@@ -127,7 +127,7 @@ impl Packers {
         // The gate is asked where a packed entry forms (`propose`), not for every write.
         let slots = slots();
         if slots == 0 || matches!(command, Command::Batch(_)) {
-            return local::write(raft, command).await;
+            return leader_calls::write(raft, command).await;
         }
         let packer = self.packer(group);
         // Ok: this write takes a free slot now; Err: it waits for the next packed entry.
@@ -149,7 +149,7 @@ impl Packers {
                     raft: raft.clone(),
                     can_pack: self.can_pack.clone(),
                 };
-                local::write(raft, command).await
+                leader_calls::write(raft, command).await
             }
             Err(answer) => answer
                 .await
@@ -172,7 +172,7 @@ pub(crate) fn write<'a>(
     Box::pin(async move {
         match packers {
             Some(packers) => packers.write(raft, group, command).await,
-            None => local::write(raft, command).await,
+            None => leader_calls::write(raft, command).await,
         }
     })
 }
@@ -220,14 +220,14 @@ impl Drop for Turn {
 async fn propose(raft: &PartitionRaft, mut batch: Vec<Waiting>, can_pack: &CanPack) {
     if batch.len() == 1 {
         let Waiting { command, reply } = batch.pop().expect("one write");
-        let _ = reply.send(local::write(raft, command).await);
+        let _ = reply.send(leader_calls::write(raft, command).await);
         return;
     }
     if !can_pack(raft) {
         // A member cannot read packed entries: one entry per write, proposed together
         // (openraft still shares their rounds).
         let writes = batch.into_iter().map(|Waiting { command, reply }| async move {
-            let _ = reply.send(local::write(raft, command).await);
+            let _ = reply.send(leader_calls::write(raft, command).await);
         });
         futures_util::future::join_all(writes).await;
         return;
@@ -235,7 +235,7 @@ async fn propose(raft: &PartitionRaft, mut batch: Vec<Waiting>, can_pack: &CanPa
     let (commands, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|w| (w.command, w.reply)).unzip();
     metrics::histogram!("ringchat_packed_writes_per_entry").record(commands.len() as f64);
     let count = commands.len();
-    match local::write(raft, Command::Batch(commands)).await {
+    match leader_calls::write(raft, Command::Batch(commands)).await {
         Ok(Response::Batch(answers)) if answers.len() == count => {
             for (reply, answer) in replies.into_iter().zip(answers) {
                 let _ = reply.send(Ok(answer));

@@ -21,7 +21,8 @@ use crate::cluster::Cluster;
 use crate::codec::{decode, encode};
 use crate::command::{Command, Response};
 use crate::error::ClusterError;
-use crate::local::{self, known_leader, LeaderHint, LocalFailure, LocalPartitions, Replica};
+use crate::leader_calls::{self, known_leader, LeaderHint, LocalFailure};
+use crate::local::{LocalPartitions, Replica};
 use crate::proposal_packer::{self, Packers};
 use crate::query::{Query, QueryResult};
 use crate::rpc::node_server::leader_hint;
@@ -504,7 +505,7 @@ async fn attempt_local(
                 .await
                 .map(Answer::Write)
         }
-        Op::Read(query) => local::read(&here.raft, store, p, query, linearize)
+        Op::Read(query) => leader_calls::read(&here.raft, store, p, query, linearize)
             .await
             .map(Answer::Read),
     };

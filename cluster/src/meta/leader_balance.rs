@@ -75,7 +75,7 @@ impl Cluster {
             // A quiet group sends its followers nothing (`liveness/`), so one that restarted
             // may not know this leader's vote yet and would ignore the hand-over: one heartbeat
             // round first tells them (a pass later retries if it still did not arrive).
-            if crate::local::renew_lease(&raft).await.is_err() {
+            if crate::leader_calls::renew_lease(&raft).await.is_err() {
                 continue;
             }
             self.liveness.transfer_started(p);

@@ -29,7 +29,7 @@ impl Cluster {
             if let Some(to) = successor(raft, self.node_id, |_| true) {
                 // A quiet group's followers may not know this leader's vote yet, and would
                 // ignore the hand-over: one heartbeat round first (`liveness/`).
-                let _ = crate::local::renew_lease(raft).await;
+                let _ = crate::leader_calls::renew_lease(raft).await;
                 if raft.trigger().transfer_leader(to).await.is_ok() {
                     started += 1;
                 }

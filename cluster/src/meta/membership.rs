@@ -869,7 +869,7 @@ impl Cluster {
             return Ok(());
         }
         // A quiet partition's leader must hear from a quorum before openraft takes a change.
-        crate::local::renew_lease(&raft)
+        crate::leader_calls::renew_lease(&raft)
             .await
             .map_err(ClusterError::Unavailable)?;
         let mut prepared = false;
@@ -908,7 +908,7 @@ impl Cluster {
                 return Err(NotHere::NotLeader(addr));
             }
         }
-        crate::local::renew_lease(&raft)
+        crate::leader_calls::renew_lease(&raft)
             .await
             .map_err(ClusterError::Unavailable)?;
         raft.change_membership(ChangeMembers::ReplaceAllVoters(desired), false)

@@ -12,13 +12,11 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 use super::auth::{ClusterAccess, ClusterSecret};
-use super::client::GrpcNetwork;
 use super::error::RpcError;
 use super::peer_health::GroupsWith;
 use super::pipe::PeerPipe;
 use super::tls::ClusterTls;
 use super::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
-use crate::types::NodeId;
 
 /// How long opening a TCP connection to a peer may take before it counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -67,11 +65,6 @@ impl PeerChannels {
     pub fn with_local_ip(mut self, ip: Option<IpAddr>) -> Self {
         self.local_ip = ip;
         self
-    }
-
-    /// The Raft network factory of partition `partition` on node `local_id`, over these channels.
-    pub fn network(&self, local_id: NodeId, partition: u16) -> GrpcNetwork {
-        GrpcNetwork::new(self.clone(), local_id, partition)
     }
 
     /// The commits withheld from followers (`withheld_commits.rs`), for the liveness tick.

@@ -55,7 +55,7 @@ pub struct GrpcNetwork {
 }
 
 impl GrpcNetwork {
-    /// The network of partition `partition` on node `local_id` (see `PeerChannels::network`).
+    /// The network of partition `partition` on node `local_id` (one per partition, all sharing `peers`).
     pub fn new(peers: PeerChannels, local_id: NodeId, partition: u16) -> Self {
         GrpcNetwork {
             peers,

@@ -1,7 +1,7 @@
 //! The node service: the receiving side of writes and reads forwarded to a partition leader.
 //!
 //! A handler serves the request on the local replica through the same code path as a request
-//! that entered here (`local::write`, `local::read`), so the leader answers identically either
+//! that entered here (`leader_calls::write`, `leader_calls::read`), so the leader answers identically either
 //! way. If this node does not lead the partition it says so with a hint instead of forwarding
 //! again: the sender's router owns retries, which keeps every request at most one hop.
 
@@ -14,7 +14,8 @@ use super::proto::node::node_service_server::NodeService;
 use super::proto::node::{ReadReply, ReadRequest, WriteReply, WriteRequest};
 use crate::codec::{decode, encode};
 use crate::command::Command;
-use crate::local::{self, LeaderHint, LocalFailure, LocalPartitions, Replica};
+use crate::leader_calls::{self, LeaderHint, LocalFailure};
+use crate::local::{LocalPartitions, Replica};
 use crate::proposal_packer;
 use crate::query::Query;
 use crate::types::NodeId;
@@ -119,7 +120,7 @@ impl NodeService for NodeRpcService {
         let request = request.into_inner();
         let (p, replica) = self.replica(request.partition)?;
         let query: Query = decode(&request.query).map_err(|e| Status::invalid_argument(format!("query: {e}")))?;
-        let result = local::read(&replica.raft, &replica.store, p, &query, true)
+        let result = leader_calls::read(&replica.raft, &replica.store, p, &query, true)
             .await
             .map_err(|f| failure_status(p, f))?;
         let result = encode(&result);

@@ -404,7 +404,7 @@ mod tests {
 
     #[test]
     fn a_status_survives_the_round_trip_with_its_leader_hint() {
-        let hint = crate::local::LeaderHint {
+        let hint = crate::leader_calls::LeaderHint {
             id: 3,
             addr: Some("127.0.0.3:7100".into()),
         };

@@ -18,7 +18,7 @@
 //! Leases: the leader counts the local answer as an acknowledgement sent at its own time, i.e.
 //! up to `WITHHOLD_WITHIN` after the follower really answered. Lease reads therefore accept a
 //! quorum acknowledgement only `READ_LEASE_MARGIN` (twice that) younger than openraft's lease
-//! (`local::read`), so the lease a read relies on is always one the followers granted.
+//! (`leader_calls::read`), so the lease a read relies on is always one the followers granted.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

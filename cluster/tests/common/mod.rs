@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use ringchat_cluster::partition::{LogStore, StateMachine};
-use ringchat_cluster::rpc::{spawn_server, ClusterSecret, NodeServices, PeerChannels, RpcError};
+use ringchat_cluster::rpc::{spawn_server, ClusterSecret, GrpcNetwork, NodeServices, PeerChannels, RpcError};
 use ringchat_cluster::types::PartitionRaft;
 use ringchat_cluster::NodeId;
 use ringchat_storage::Store;
@@ -127,7 +127,7 @@ impl Replica {
             config,
             // Withholding as a node's data partitions do; openraft's own heartbeats (every
             // 100 ms here) carry the withheld commits, as the liveness tick does in a node.
-            peers.network(id, partition).withholding_commits(true),
+            GrpcNetwork::new(peers.clone(), id, partition).withholding_commits(true),
             LogStore::new(store.clone(), partition),
             sm,
         )
