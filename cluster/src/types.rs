@@ -1,9 +1,7 @@
 //! The openraft type configuration, declared once for every partition group.
 
 use crate::command::{Command, Response};
-
-/// Node identity (the `--node-id` flag).
-pub type NodeId = u64;
+pub use crate::meta::model::NodeId;
 
 openraft::declare_raft_types!(
     /// Raft types of a ringchat partition group.

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::NodeId;
+/// Node identity (the `--node-id` flag). Declared with the member records that carry it, so
+/// the records depend on nothing above them (openraft's `TypeConfig` in `types.rs` uses it).
+pub type NodeId = u64;
 
 /// Lifecycle of a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,7 +18,7 @@ pub const SYNC_EVERY_BYTES: u64 = 4 << 20;
 pub const MAX_BYTES_PER_SEC: u64 = 48 << 20;
 
 /// Bytes written since the last sync of a file: says when the next one is due. Shared by the
-/// blocking writer below and the async one that stages a received snapshot (`rpc/server.rs`).
+/// blocking writer below and the async one that stages a received snapshot (`rpc/raft_server.rs`).
 #[derive(Default)]
 pub struct SyncDue {
     unsynced: u64,

@@ -15,6 +15,7 @@ pub mod node_server;
 pub mod peer_health;
 pub mod pipe;
 pub mod pipe_server;
+pub mod raft_server;
 pub mod registry;
 pub mod server;
 pub mod tls;
@@ -52,8 +53,9 @@ pub use member_server::MemberRpcService;
 pub use node_server::{NodeRpcService, LEADER_ADDR_METADATA_KEY, LEADER_METADATA_KEY};
 pub use pipe::PeerPipe;
 pub use pipe_proto::Method;
+pub use raft_server::RaftRpcService;
 pub use registry::{GroupRegistry, PartitionGroups};
-pub use server::{spawn_server, NodeServices, RaftRpcService};
+pub use server::{spawn_server, NodeServices};
 pub use tls::ClusterTls;
 
 /// Largest gRPC message either side accepts or sends. An AppendEntries batch carries up to

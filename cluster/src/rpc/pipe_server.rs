@@ -26,7 +26,7 @@ use super::pipe_proto::pipe_service_server::PipeService;
 use super::pipe_proto::{Method, PipeBatch, PipeCall, PipeResult};
 use super::proto::node::node_service_server::NodeService;
 use super::proto::raft_service_server::RaftService;
-use super::server::RaftRpcService;
+use super::raft_server::RaftRpcService;
 use super::{WIRE_LEVEL, WIRE_LEVEL_METADATA_KEY};
 
 /// Calls of one stream that may run at once.
