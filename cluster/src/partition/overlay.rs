@@ -49,21 +49,20 @@ impl<'a> Overlay<'a> {
         if let Some(record) = self.channels.get(key) {
             return Ok(Some(record.clone()));
         }
-        if !self.writes.contains_key(key) {
-            if let Some((cache, generation)) = self.cache {
-                if let Some(record) = cache.get(generation, key) {
-                    return Ok(Some(record));
-                }
+        // With a write of this key staged (raw or a delete), the cache's version is stale and
+        // what is read here must not fill it.
+        let cache = self.cache.filter(|_| !self.writes.contains_key(key));
+        if let Some((cache, generation)) = cache {
+            if let Some(record) = cache.get(generation, key) {
+                return Ok(Some(record));
             }
         }
         let Some(mut record) = self.get_record::<ChannelRecord>(key)? else {
             return Ok(None);
         };
         channel_position::raise(&mut record, self.newest_message(&t::channel_messages_of(key))?);
-        if !self.writes.contains_key(key) {
-            if let Some((cache, generation)) = self.cache {
-                cache.put(generation, key.to_vec(), record.clone());
-            }
+        if let Some((cache, generation)) = cache {
+            cache.put(generation, key.to_vec(), record.clone());
         }
         Ok(Some(record))
     }
